@@ -1,3 +1,139 @@
-def load(*a, **k): raise RuntimeError
-CACHE_ENV="x"
-def default_cache_dir(): pass
+"""The on-disk cache of the Good Gestalt datasets: compact, verified, written atomically.
+
+One ``.npz`` file per (dataset, split, image size) holds an `EncodedSplit` (uint8 index maps, float32 palettes,
+masks) and a SHA-256 digest of its arrays. A file is written to a temporary name in the same directory and renamed
+into place only when complete and flushed, so a crash never leaves a file that a later load trusts; a file that is
+unreadable, truncated or fails its digest is regenerated with a warning.
+
+Where: ``cache_dir`` if given, else ``$NOISEGROUP_DATA_DIR``, else ``$XDG_CACHE_HOME/noisegroup/good_gestalt``
+(``~/.cache/noisegroup/good_gestalt``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from datasets.good_gestalt.core import EncodedSplit, GestaltSplit, check_args, encode_splits
+
+CACHE_ENV = "NOISEGROUP_DATA_DIR"
+FORMAT_VERSION = 1  # bump when the generated data or the file layout changes: old files are then ignored
+_FIELDS = ("index", "palette", "masks", "detailed_masks")
+
+
+class CorruptCacheError(Exception):
+    """A cache file that cannot be trusted."""
+
+
+def default_cache_dir() -> Path:
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "noisegroup" / "good_gestalt"
+
+
+def cache_path(cache_dir: str | os.PathLike, name: str, split: str, image_size: int) -> Path:
+    return Path(cache_dir) / f"{name}_{split}_{image_size}px_v{FORMAT_VERSION}.npz"
+
+
+def _digest(arrays: dict[str, np.ndarray]) -> str:
+    sha = hashlib.sha256()
+    for key in sorted(arrays):
+        a = np.ascontiguousarray(arrays[key])
+        sha.update(f"{key}:{a.dtype.str}:{a.shape};".encode())
+        sha.update(memoryview(a).cast("B"))
+    return sha.hexdigest()
+
+
+def save(encoded: EncodedSplit, path: str | os.PathLike) -> Path:
+    """Writes `encoded` to `path` atomically (temporary file, fsync, rename).
+
+    Raises:
+        OSError: naming the directory, if it cannot be created or written.
+    """
+    path = Path(path)
+    arrays = {f: getattr(encoded, f) for f in _FIELDS if getattr(encoded, f) is not None}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise OSError(f"cannot write to the Good Gestalt cache directory {str(path.parent)!r}: {e}") from e
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez_compressed(f, digest=np.array(_digest(arrays)), **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def read(path: str | os.PathLike) -> EncodedSplit:
+    """Reads and verifies a cache file.
+
+    Raises:
+        CorruptCacheError: the file is unreadable, truncated, incomplete or fails its digest.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {f: z[f] for f in _FIELDS if f in z.files}
+            digest = str(z["digest"])
+    except Exception as e:  # zipfile, zlib, numpy format and OS errors alike
+        raise CorruptCacheError(f"unreadable cache file {str(path)!r}: {e!r}") from e
+    if "index" not in arrays or "palette" not in arrays or _digest(arrays) != digest:
+        raise CorruptCacheError(f"cache file {str(path)!r} fails its integrity check")
+    return EncodedSplit(**{f: arrays.get(f) for f in _FIELDS})
+
+
+def load_encoded(name: str, split: str, *, image_size: int = 64, cache_dir=None, progress=None) -> EncodedSplit:
+    """Like `load`, but returns the compact `EncodedSplit` (no float32 images are materialised)."""
+    check_args(name, split, image_size)
+    path = cache_path(default_cache_dir() if cache_dir is None else cache_dir, name, split, image_size)
+    if path.exists():
+        try:
+            return read(path)
+        except CorruptCacheError as e:
+            warnings.warn(f"{e}; regenerating it", stacklevel=2)
+    encoded = encode_splits(name, {split: None}, image_size=image_size, progress=progress)[split]
+    save(encoded, path)
+    return encoded
+
+
+def load(name: str, split: str, *, image_size: int = 64, cache_dir: str | os.PathLike | None = None) -> GestaltSplit:
+    """A split of a Good Gestalt dataset: generated on first use, then read from the on-disk cache.
+
+    Args:
+        name: one of `NAMES`.
+        split: one of `SPLITS`.
+        image_size: 64 or 256.
+        cache_dir: where the cache lives; default `default_cache_dir()` (``$NOISEGROUP_DATA_DIR`` overrides it).
+
+    Returns:
+        The same `GestaltSplit` as `generate(name, split, image_size=image_size)`.
+
+    Raises:
+        ValueError: bad name, split or image_size.
+        OSError: the cache directory cannot be written.
+    """
+    return load_encoded(name, split, image_size=image_size, cache_dir=cache_dir).decode()

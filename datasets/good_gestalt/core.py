@@ -91,6 +91,10 @@ class EncodedSplit:
     def __len__(self) -> int:
         return len(self.index)
 
+    def head(self, count: int) -> "EncodedSplit":
+        """The first `count` images."""
+        return EncodedSplit(*(None if a is None else a[:count] for a in dataclasses.astuple(self)))
+
     def decode(self) -> GestaltSplit:
         """The float32 images (decoded in chunks, so the only large allocation is the result)."""
         n, height, width = self.index.shape
