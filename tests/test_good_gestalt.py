@@ -398,3 +398,32 @@ def test_command_line_writes_splits_and_preview(tmp_path, capsys):
     loaded = gg.load("kanizsa", "test_iid", cache_dir=tmp_path)
     np.testing.assert_array_equal(loaded.masks, gg.generate("kanizsa", "test_iid").masks)
     assert "wrote 1 dataset(s)" in capsys.readouterr().out
+
+
+# --- tensorflow-datasets ----------------------------------------------------------------------------------------
+
+
+def test_tfds_builder_round_trip(tmp_path):
+    tfds = pytest.importorskip("tensorflow_datasets")  # a pinned requirement: skipped only in a partial install
+    from datasets.good_gestalt import tfds_builder
+
+    builder = tfds_builder.GoodGestalt(config=tfds_builder.GoodGestaltConfig(name="closure_first6", dataset="closure", limit=6), data_dir=tmp_path)
+    builder.download_and_prepare()
+    sources = builder.as_data_source()
+    assert set(sources) == set(gg.SPLITS)
+    for split in gg.SPLITS:
+        expected = gg.generate("closure", split, limit=6)
+        source = sources[split]
+        assert len(source) == 6
+        images = np.stack([source[i]["image"] for i in range(6)])
+        np.testing.assert_array_equal(images, expected.images)  # same values, same order
+        masks = np.stack([source[i]["mask"] for i in range(6)])
+        counts = np.array([source[i]["num_clusters"] for i in range(6)])
+        if expected.masks is None:
+            assert not masks.any() and not counts.any()
+        else:
+            np.testing.assert_array_equal(masks, expected.masks)
+            np.testing.assert_array_equal(counts, expected.num_clusters)
+    # Registered by name: readable through tfds.data_source.
+    by_name = tfds.data_source("good_gestalt/closure_first6", data_dir=tmp_path)
+    np.testing.assert_array_equal(by_name["test"][5]["image"], gg.generate("closure", "test", limit=6).images[5])

@@ -40,7 +40,7 @@ def main(argv=None) -> None:
                 cache.save(e, paths[split])
             done.update(encoded)
         if not args.no_preview and "test" in done:
-            panels = {s: done[s].head(16).decode() for s in ("train", "test") if s in done}
+            panels = {s: done[s][:16].decode() for s in ("train", "test") if s in done}
             picture = out / f"{name}_{args.image_size}px_preview.png"
             preview.preview(name, panels.get("train"), panels["test"]).save(picture)
             print(f"{name}: preview {picture}")

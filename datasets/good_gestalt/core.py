@@ -91,9 +91,11 @@ class EncodedSplit:
     def __len__(self) -> int:
         return len(self.index)
 
-    def head(self, count: int) -> "EncodedSplit":
-        """The first `count` images."""
-        return EncodedSplit(*(None if a is None else a[:count] for a in dataclasses.astuple(self)))
+    def __getitem__(self, images: slice) -> "EncodedSplit":
+        """A range of images, e.g. ``encoded[:16]``."""
+        if not isinstance(images, slice):
+            raise TypeError(f"EncodedSplit takes a slice of images, got {images!r}")
+        return EncodedSplit(*(None if a is None else a[images] for a in dataclasses.astuple(self)))
 
     def decode(self) -> GestaltSplit:
         """The float32 images (decoded in chunks, so the only large allocation is the result)."""
