@@ -1,7 +1,11 @@
 """Good Gestalt generators: exactness against the reference, shapes, properties, cache, errors."""
 
 import hashlib
+import json
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -245,11 +249,23 @@ def test_valid_does_not_render_train(monkeypatch):
     assert len(calls) == 3
 
 
-def test_parallel_rendering_equals_in_process():
+def test_parallel_rendering_equals_in_process(tmp_path):
+    # In a fresh interpreter: forked workers are used only while JAX is not loaded (other tests may load it here).
+    script = f"""
+import numpy as np
+from datasets.good_gestalt import core
+used = []
+parallel = core._render_parallel
+core._render_parallel = lambda *a: used.append(1) or parallel(*a)
+e = core.encode_splits("illusory_occlusion", {{"train": 2100}}, workers=2)["train"]
+assert used, "the parallel path was not taken"
+np.savez(r"{tmp_path / 'parallel.npz'}", index=e.index, palette=e.palette)
+"""
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=Path(__file__).parents[1])
     serial = gg.encode_splits("illusory_occlusion", {"train": 2100}, workers=1)["train"]
-    parallel = gg.encode_splits("illusory_occlusion", {"train": 2100}, workers=2)["train"]
-    np.testing.assert_array_equal(serial.index, parallel.index)
-    np.testing.assert_array_equal(serial.palette, parallel.palette)
+    with np.load(tmp_path / "parallel.npz") as parallel:
+        np.testing.assert_array_equal(serial.index, parallel["index"])
+        np.testing.assert_array_equal(serial.palette, parallel["palette"])
 
 
 @pytest.mark.parametrize("name", gg.NAMES)
@@ -427,3 +443,26 @@ def test_tfds_builder_round_trip(tmp_path):
     # Registered by name: readable through tfds.data_source.
     by_name = tfds.data_source("good_gestalt/closure_first6", data_dir=tmp_path)
     np.testing.assert_array_equal(by_name["test"][5]["image"], gg.generate("closure", "test", limit=6).images[5])
+
+
+# --- whole splits ---------------------------------------------------------------------------------------------
+
+
+def _chunked_sha(encoded, field):
+    """SHA-256 of a whole split's images (decoded a chunk at a time) or masks."""
+    digest = hashlib.sha256()
+    for start in range(0, len(encoded), 2048):
+        chunk = encoded[start : start + 2048]
+        array = chunk.decode().images if field == "images" else getattr(chunk, field)
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+@pytest.mark.parametrize("name", gg.NAMES)
+def test_whole_splits_equal_the_reference(name):
+    """Every image and mask of every split at the default sizes (the strongest exactness check; ~10 s each)."""
+    golden = json.loads((Path(__file__).parent / "data" / "gg_reference_digests.json").read_text())["splits"]
+    encoded = gg.encode_splits(name, {split: None for split in gg.SPLITS})
+    for split in gg.SPLITS:
+        for field, expected in golden[f"{name}/{split}"].items():
+            assert _chunked_sha(encoded[split], field) == expected, (split, field)

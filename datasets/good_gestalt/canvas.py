@@ -40,10 +40,14 @@ class Canvas:
         self.labels = np.array(image, dtype=np.uint8)
         return self
 
-    def ellipse(self, row: int, col: int, size: int, label: int) -> "Canvas":
-        """A filled circle in the `size` x `size` box whose top-left corner is (row, col)."""
-        box = ((int(col), int(row)), (int(col) + size - 1, int(row) + size - 1))
-        return self._pil(lambda d: d.ellipse(box, fill=label))
+    def discs(self, corners, size: int, label: int) -> "Canvas":
+        """Filled circles, each in the `size` x `size` box whose top-left corner is one of `corners` (row, col)."""
+
+        def draw(d):
+            for row, col in corners:
+                d.ellipse(((int(col), int(row)), (int(col) + size - 1, int(row) + size - 1)), fill=label)
+
+        return self._pil(draw)
 
     def arc(self, row: int, col: int, size: int, start: float, end: float, width: int, label: int) -> "Canvas":
         """A PIL arc of the ellipse in the `size` box at (row, col), from `start` to `end` degrees (0 = 3 o'clock,

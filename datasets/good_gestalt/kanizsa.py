@@ -60,8 +60,8 @@ def draw_test(rng: np.random.Generator) -> Params:
 
 def render(p: Params, with_masks: bool) -> Layers:
     canvas = Canvas(NATIVE_SIZE)
-    for (r, c), (dr, dc) in zip(_corners(p.row, p.col), p.disc_offsets):
-        canvas.ellipse(r + dr, c + dc, DISC, label=1)
+    corners = [(r + dr, c + dc) for (r, c), (dr, dc) in zip(_corners(p.row, p.col), p.disc_offsets)]
+    canvas.discs(corners, DISC, label=1)
     canvas.rect(p.row, p.col, SQUARE, SQUARE, label=2)
     # The colour indices are the mask labels (background 0, discs 1, square 2), in test too, where the square's
     # colour equals the background's.

@@ -1,0 +1,1 @@
+"""Thin entry points (``python -m experiments.<name>``); the logic lives in `noisegroup`."""
