@@ -91,6 +91,7 @@ REFERENCE_DRIVER = textwrap.dedent(
         source = source.replace(view, view + ".copy()")
     sys.modules.setdefault("utils", types.SimpleNamespace(str2bool=lambda v: str(v).lower() in ("1", "true")))
     module = types.ModuleType("reference_generator")
+    module.__file__ = path
     exec(compile(source, path, "exec"), module.__dict__)
     os.makedirs(out, exist_ok=True); os.chdir(out)
     sizes = dict(train_image_num=30000, valid_image_num=300, test_image_num=100, downsampling=True)

@@ -64,6 +64,7 @@ def save(encoded: EncodedSplit, path: str | os.PathLike) -> Path:
     except OSError as e:
         raise OSError(f"cannot write to the Good Gestalt cache directory {str(path.parent)!r}: {e}") from e
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; a cache file is an ordinary file
         with os.fdopen(fd, "wb") as f:
             np.savez_compressed(f, digest=np.array(_digest(arrays)), **arrays)
             f.flush()
@@ -74,6 +75,12 @@ def save(encoded: EncodedSplit, path: str | os.PathLike) -> Path:
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 # Mask label colours: background dark, then clearly distinct hues.
 MASK_COLOURS = np.array(
@@ -40,10 +40,11 @@ def sheet(title: str, panels: dict[str, np.ndarray], columns: int = 4) -> Image.
     height = max(g.height for g in grids.values()) + header + pad
     out = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(out)
-    draw.text((pad, 4), title, fill=(0, 0, 0))
+    font = ImageFont.load_default(size=16)
+    draw.text((pad, 4), title, fill=(0, 0, 0), font=font)
     x = pad
     for caption, g in grids.items():
-        draw.text((x, header - 16), caption, fill=(0, 0, 0))
+        draw.text((x, header - 20), caption, fill=(0, 0, 0), font=font)
         out.paste(g, (x, header))
         x += g.width + pad
     return out
