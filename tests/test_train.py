@@ -1,0 +1,251 @@
+"""Training engine: losses, GECO, the vmapped multi-seed step, resume, checkpoints, errors, an end-to-end run."""
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from experiments.configs import train as train_configs
+from noisegroup import checkpoint, losses, parallel, train
+from noisegroup import logging as runlog
+from noisegroup.geco import Geco
+
+ROOT = Path(__file__).parents[1]
+
+
+def quick_config(**overrides):
+    config = train_configs.get_config("quick").to_dict()
+    config.update(overrides)
+    return config
+
+
+@pytest.fixture(scope="module")
+def tiny_data():
+    from datasets import good_gestalt as gg
+
+    return gg.generate("kanizsa", "train", limit=64).images, gg.generate("kanizsa", "valid", limit=32).images
+
+
+# --- losses and GECO ------------------------------------------------------------------------------------------
+
+
+def test_reconstruction_loss_by_hand():
+    logits = jnp.zeros((2, 64, 64, 3))  # sigmoid = 0.5
+    images = jnp.full((2, 64, 64, 3), 0.25)
+    chex.assert_trees_all_close(losses.sum_squared_error(logits, images), jnp.full((2,), 12288 * 0.0625))
+
+
+def test_kl_by_hand():
+    zeros = jnp.zeros((1, 15))
+    chex.assert_trees_all_close(losses.kl_to_standard_normal(zeros, zeros), jnp.zeros(1))  # identical: 0
+    chex.assert_trees_all_close(losses.kl_to_standard_normal(jnp.ones((1, 15)), zeros), jnp.full((1,), 7.5))
+    # var e: -0.5 (1 + 1 - 0 - e) per unit
+    chex.assert_trees_all_close(losses.kl_to_standard_normal(zeros, jnp.ones((1, 15))), jnp.full((1,), 15 * 0.5 * (math.e - 2)))
+
+
+def test_weighted_loss_reports_terms_and_weights():
+    outputs = {"images": jnp.full((2, 64, 64, 3), 0.25), "logits": jnp.zeros((2, 64, 64, 3)),
+               "mean": jnp.ones((2, 15)), "logvar": jnp.zeros((2, 15))}
+    total, metrics = losses.weighted_loss(outputs, {"reconstruction": 1.0, "kl": 0.5})
+    assert float(total) == pytest.approx(768 + 0.5 * 7.5)
+    assert float(metrics["kl_weight"]) == 0.5 and float(metrics["reconstruction"]) == pytest.approx(768)
+    with pytest.raises(ValueError, match="'perceptual'"):
+        losses.weighted_loss(outputs, {"perceptual": 1.0})
+
+
+def test_geco_constants_of_the_reference():
+    geco = Geco.for_images()
+    assert geco.goal == pytest.approx(7.3728) and geco.step_size == pytest.approx(1e-5)
+
+
+def test_geco_against_a_hand_worked_sequence():
+    geco = Geco.for_images()
+    state = geco.init()
+    assert float(state.beta) == 1.0
+    state = geco.update(state, jnp.float32(100.0))  # first call: ema = err; c = 7.3728 - 100 < 0
+    assert float(state.ema) == pytest.approx(100.0)
+    assert float(state.beta) == pytest.approx(math.exp(1e-5 * (7.3728 - 100)), rel=1e-6)
+    beta = float(state.beta)
+    state = geco.update(state, jnp.float32(5.0))  # ema = 0.01 * 5 + 0.99 * 100 = 99.05
+    assert float(state.ema) == pytest.approx(99.05, rel=1e-6)
+    assert float(state.beta) == pytest.approx(beta * math.exp(1e-5 * (7.3728 - 99.05)), rel=1e-6)
+    beta = float(state.beta)
+    state = geco.update(state, jnp.float32(1.0), freeze_beta=True)  # validation: the EMA moves, beta does not
+    assert float(state.ema) == pytest.approx(0.01 + 0.99 * 99.05, rel=1e-6) and float(state.beta) == beta
+    # Under the goal: ten times faster growth.
+    low = state.replace(ema=jnp.float32(5.0))
+    grown = geco.update(low, jnp.float32(5.0))
+    assert float(grown.beta) == pytest.approx(beta * math.exp(10 * 1e-5 * (7.3728 - 5.0)), rel=1e-6)
+    # Clamped to [1e-10, 1e10].
+    assert float(geco.update(low.replace(beta=jnp.float32(1e10)), jnp.float32(0.0)).beta) == pytest.approx(1e10)
+
+
+# --- the step -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", ["ae", "vae"])
+def test_vmapped_seeds_equal_single_seed_steps(model, tiny_data):
+    # SGD: parameters move linearly in the gradients, so float reordering under vmap stays tiny (Adam's first step
+    # is ~lr * sign(grad), which amplifies rounding in near-zero gradients).
+    trainer = train.Trainer(model=model, optimizer=optax.sgd(1e-3))
+    keys = jnp.stack([jax.random.key(1), jax.random.key(2)])
+    images = jnp.asarray(tiny_data[0][:16].reshape(2, 8, 64, 64, 3))
+    init, step, _ = trainer.multi_seed()
+    states, metrics = step(init(keys), images, keys)
+    for s in range(2):
+        single, single_metrics = jax.jit(trainer.train_step)(trainer.init(keys[s]), images[s], keys[s])
+        chex.assert_trees_all_close(jax.tree.map(lambda x: x[s], states), single, atol=1e-6, rtol=1e-5)
+        chex.assert_trees_all_close(jax.tree.map(lambda x: x[s], metrics), single_metrics, rtol=1e-5)
+    assert metrics["loss"].shape == (2,)
+    if model == "vae":  # GECO moved beta (error far above the goal: beta shrinks)
+        assert np.all(np.asarray(states.geco.beta) < 1.0)
+    else:
+        assert "kl" not in metrics
+
+
+def test_epoch_sampler_shuffles_each_epoch_and_drops_the_last_batch():
+    sampler = train.EpochSampler(10, 3, seeds=[0, 1])
+    assert sampler.steps_per_epoch == 3
+    epoch = np.concatenate([sampler.indices(i) for i in range(3)], axis=1)  # [S, 9]
+    assert all(len(set(row)) == 9 for row in epoch)  # without replacement, one index left out
+    assert not np.array_equal(epoch[0], epoch[1])  # each seed its own order
+    assert not np.array_equal(sampler.indices(3), sampler.indices(0))  # a new order next epoch
+    np.testing.assert_array_equal(train.EpochSampler(10, 3, seeds=[0, 1]).indices(4), sampler.indices(4))
+
+
+# --- runs -----------------------------------------------------------------------------------------------------
+
+
+def test_quick_run_end_to_end(tmp_path, tiny_data):
+    state = train.train(quick_config(model="vae", seeds=(0, 1)), tmp_path, data=tiny_data)
+    assert np.all(np.asarray(state.step) == 12)
+    records = runlog.read_metrics(tmp_path / "metrics.jsonl")
+    assert [r["step"] for r in records] == [4, 8, 12]
+    assert "valid/loss" in records[1] and len(records[-1]["train/loss"]) == 2
+    assert records[-1]["train/reconstruction"][0] < records[0]["train/reconstruction"][0]
+    assert checkpoint.Checkpointer(tmp_path / "checkpoints").steps() == [4, 8, 12]
+    assert (tmp_path / "config.json").exists()
+
+
+def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path, tiny_data, monkeypatch):
+    config = quick_config(model="vae")
+    reference = train.train(config, tmp_path / "whole", data=tiny_data)
+
+    indices = train.EpochSampler.indices
+
+    def interrupt_at_7(self, step):
+        if step == 7:
+            raise KeyboardInterrupt
+        return indices(self, step)
+
+    monkeypatch.setattr(train.EpochSampler, "indices", interrupt_at_7)
+    with pytest.raises(KeyboardInterrupt):
+        train.train(config, tmp_path / "cut", data=tiny_data)
+    monkeypatch.setattr(train.EpochSampler, "indices", indices)
+    assert checkpoint.Checkpointer(tmp_path / "cut" / "checkpoints").steps() == [4]
+    resumed = train.train(config, tmp_path / "cut", data=tiny_data)  # from step 4, losing steps 5-7
+    chex.assert_trees_all_equal(resumed, reference)
+    steps = [r["step"] for r in runlog.read_metrics(tmp_path / "cut" / "metrics.jsonl")]
+    assert steps == [4, 8, 12]
+
+
+def test_extending_a_run_resumes_from_its_last_checkpoint(tmp_path, tiny_data):
+    train.train(quick_config(num_steps=8), tmp_path, data=tiny_data)
+    state = train.train(quick_config(num_steps=12), tmp_path, data=tiny_data)
+    chex.assert_trees_all_equal(state, train.train(quick_config(), tmp_path / "whole", data=tiny_data))
+
+
+def test_a_damaged_latest_checkpoint_falls_back_to_the_previous(tmp_path, tiny_data):
+    config = quick_config()
+    train.train(config, tmp_path, data=tiny_data)
+    latest = tmp_path / "checkpoints" / "12"
+    for f in latest.rglob("*"):
+        if f.is_file() and f.stat().st_size > 0:
+            f.write_bytes(b"\0" * 7)
+    with pytest.warns(UserWarning, match="step 12"):
+        state = train.train(quick_config(num_steps=16), tmp_path, data=tiny_data)
+    assert int(state.step[0]) == 16
+
+
+def test_kill_9_mid_training_then_resume(tmp_path):
+    """A run killed with SIGKILL while checkpointing every step resumes and finishes."""
+    workdir = tmp_path / "run"
+    command = [sys.executable, "-m", "experiments.train", "--config=experiments/configs/train.py:quick",
+               "--config.num_steps=400", "--config.checkpoint_every=1", "--config.log_every=1",
+               f"--workdir={workdir}"]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        if (workdir / "checkpoints").exists() and len(list((workdir / "checkpoints").iterdir())) >= 3:
+            break
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    steps = checkpoint.Checkpointer(workdir / "checkpoints").steps()
+    assert steps, "no checkpoint was written before the kill"
+    state = train.train(quick_config(num_steps=steps[-1] + 3), workdir)
+    assert int(state.step[0]) == steps[-1] + 3
+    recorded = [r["step"] for r in runlog.read_metrics(workdir / "metrics.jsonl")]
+    assert recorded == sorted(set(recorded)) and recorded[-1] == steps[-1] + 3
+
+
+def test_seeds_sharded_over_a_mesh_equal_the_unsharded_run(tmp_path, tiny_data, monkeypatch):
+    assert jax.device_count() == 4  # tests/conftest.py
+    config = quick_config(seeds=(0, 1, 2, 3), num_steps=4)
+    sharded = train.train(config, tmp_path / "mesh", data=tiny_data)
+    assert len(sharded.params["encoder"]["out"]["kernel"][...].sharding.device_set) == 4
+    monkeypatch.setattr(parallel, "seed_mesh", lambda n: None)
+    single_device = train.train(config, tmp_path / "one", data=tiny_data)
+    # Same seeds, batches and keys; only float reduction order differs between the two programs (and Adam's
+    # sign-like first steps amplify it in near-zero gradients), so the losses agree tightly, parameters loosely.
+    losses_of = lambda run: [r["train/loss"] for r in runlog.read_metrics(tmp_path / run / "metrics.jsonl")]  # noqa: E731
+    np.testing.assert_allclose(losses_of("mesh"), losses_of("one"), rtol=1e-4)
+    diffs = np.concatenate([np.abs(a - b).ravel() for a, b in zip(
+        jax.tree.leaves(jax.device_get(sharded.params)), jax.tree.leaves(jax.device_get(single_device.params)))])
+    assert np.mean(diffs > 1e-5) < 1e-4  # a handful of sign flips among ~8M values at most
+    assert diffs.max() <= 2 * config["learning_rate"] * config["num_steps"]  # bounded by Adam's step size
+
+
+# --- bad input ------------------------------------------------------------------------------------------------
+
+
+def test_another_config_in_the_workdir_is_refused(tmp_path, tiny_data):
+    train.train(quick_config(num_steps=4), tmp_path, data=tiny_data)
+    with pytest.raises(ValueError, match="model: 'ae' there, 'vae' now"):
+        train.train(quick_config(model="vae"), tmp_path, data=tiny_data)
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [(dict(seeds=()), r"seeds.*\(\)"), (dict(seeds=(1, 1)), r"\(1, 1\)"), (dict(num_steps=0), "num_steps"),
+     (dict(model="gan"), "'gan'")],
+)
+def test_bad_config_values_are_named(tmp_path, tiny_data, overrides, match):
+    with pytest.raises(ValueError, match=match):
+        train.train(quick_config(**overrides), tmp_path, data=tiny_data)
+
+
+@pytest.mark.parametrize(
+    "images, match",
+    [(np.zeros((4, 32, 32, 3), np.float32), r"\(4, 32, 32, 3\)"), (np.zeros((4, 64, 64, 3)), "float64"),
+     (np.full((4, 64, 64, 3), 2.0, np.float32), r"\[2.0, 2.0\]"),
+     (np.where(np.arange(4)[:, None, None, None] == 2, np.nan, 0.5).astype(np.float32) * np.ones((4, 64, 64, 3), np.float32), "index \\[2, 0, 0, 0\\]")],
+)
+def test_bad_images_are_named(tmp_path, tiny_data, images, match):
+    with pytest.raises(ValueError, match=match):
+        train.train(quick_config(), tmp_path, data=(images, tiny_data[1]))
+
+
+def test_nan_guard_stops_with_the_step(tmp_path, tiny_data):
+    with pytest.raises(FloatingPointError, match="at step 2 "):
+        train.train(quick_config(learning_rate=1e30), tmp_path, data=tiny_data)
