@@ -93,14 +93,14 @@ def test_geco_against_a_hand_worked_sequence():
 # --- the step -------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("model", ["ae", "vae"])
-def test_vmapped_seeds_equal_single_seed_steps(model, tiny_data):
+@pytest.mark.parametrize("model, batching", [("ae", "vmap"), ("vae", "vmap"), ("vae", "unroll")])
+def test_multi_seed_step_equals_single_seed_steps(model, batching, tiny_data):
     # SGD: parameters move linearly in the gradients, so float reordering under vmap stays tiny (Adam's first step
     # is ~lr * sign(grad), which amplifies rounding in near-zero gradients).
     trainer = train.Trainer(model=model, optimizer=optax.sgd(1e-3))
     keys = jnp.stack([jax.random.key(1), jax.random.key(2)])
     images = jnp.asarray(tiny_data[0][:16].reshape(2, 8, 64, 64, 3))
-    init, step, _ = trainer.multi_seed()
+    init, step, _ = trainer.multi_seed(batching)
     states, metrics = step(init(keys), images, keys)
     for s in range(2):
         single, single_metrics = jax.jit(trainer.train_step)(trainer.init(keys[s]), images[s], keys[s])
@@ -201,7 +201,7 @@ def test_kill_9_mid_training_then_resume(tmp_path):
 
 def test_seeds_sharded_over_a_mesh_equal_the_unsharded_run(tmp_path, tiny_data, monkeypatch):
     assert jax.device_count() == 4  # tests/conftest.py
-    config = quick_config(seeds=(0, 1, 2, 3), num_steps=4)
+    config = quick_config(seeds=(0, 1, 2, 3), num_steps=4, seed_batching="vmap")  # the same program, sharded or not
     sharded = train.train(config, tmp_path / "mesh", data=tiny_data)
     assert len(sharded.params["encoder"]["out"]["kernel"][...].sharding.device_set) == 4
     monkeypatch.setattr(parallel, "seed_mesh", lambda n: None)

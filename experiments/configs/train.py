@@ -13,7 +13,7 @@ Fields: model ("ae" | "vae"), dataset (a Good Gestalt name), latent_dim, seeds (
 batch_size, learning_rate, adam_*, geco (on/off for the VAE) and geco_* (goal per pixel value, step size at 64 px,
 alpha, speed-up), geco_tracks_validation (validation batches move GECO's average, as the reference), num_steps,
 eval_every (steps; 0 = once per epoch, as the reference), log_every, checkpoint_every, keep_checkpoints,
-conv_impl ("auto" | "fast" | "native"), train_limit / valid_limit (a prefix of the data), progress.
+conv_impl ("auto" | "fast" | "native"), seed_batching ("auto" | "vmap" | "unroll"), train_limit / valid_limit (a prefix of the data), progress.
 """
 
 import ml_collections
@@ -42,6 +42,7 @@ def get_config(mode: str = "default") -> ml_collections.ConfigDict:
     c.checkpoint_every = 5_000
     c.keep_checkpoints = 3
     c.conv_impl = "auto"
+    c.seed_batching = "auto"  # "vmap" | "unroll" (one unbatched copy per seed: faster on CPU) | "auto"
     c.train_limit = 0  # 0: the whole split
     c.valid_limit = 0
     c.progress = True
