@@ -24,7 +24,7 @@ import optax
 
 from noisegroup import train
 
-BATCH, LATENT, NOISE_SAMPLES, DECODE_IMAGES = 64, 15, 40, 16
+BATCH, LATENT, NOISE_SAMPLES, DECODE_IMAGES, DECODE_CHUNK = 64, 15, 40, 16, 8
 
 
 def timed(fn, repeats: int) -> float:
@@ -60,10 +60,13 @@ def jax_decode_time(impl: str, repeats: int) -> float:
     params = trainer.init(jax.random.key(0)).params
 
     @jax.jit
-    def decode_noisy(params, means, key):  # [b, z] -> [n, b, 64, 64, 3]
+    def decode_noisy(params, means, key):  # [b, z] -> [n * b, 64, 64, 3]
         model = trainer.model_fn(params)
         noise = 1e-3 * jax.random.normal(key, (NOISE_SAMPLES, *means.shape))
-        return jax.vmap(lambda eps: jax.nn.sigmoid(model.decode(means + eps)))(noise)
+        latents = (means[None] + noise).reshape(-1, DECODE_CHUNK, LATENT)
+        # lax.map over chunks of 8 latents: on XLA:CPU a 640-image batch is ~2x slower than 80 batches of 8
+        # (cache), and memory stays bounded for any number of samples.
+        return jax.lax.map(lambda z: jax.nn.sigmoid(model.decode(z)), latents).reshape(-1, 64, 64, 3)
 
     means = jax.random.normal(jax.random.key(2), (DECODE_IMAGES, LATENT))
     return timed(lambda: jax.block_until_ready(decode_noisy(params, means, jax.random.key(3))), repeats)
