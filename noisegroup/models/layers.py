@@ -68,7 +68,6 @@ class Conv(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         w = self.kernel[...]
-        k = w.shape[0]
         if resolve_impl(self.impl) == "fast":
             return im2col_conv(x, w, self.stride, self.padding) + self.bias[...]
         pad = ((self.padding, self.padding),) * 2
