@@ -1,4 +1,4 @@
-"""Convolution layers of the LNS networks, with fast formulations of the transposed convolutions for XLA:CPU.
+"""Convolution layers of the LNS networks, with matrix-product formulations that train fast on XLA:CPU.
 
 XLA:CPU computes the weight gradient of a stride-2 transposed convolution (a convolution with input dilation)
 very slowly: 4 to 7 s per layer at batch 64 for this network; its other convolution gradients are 3 to 8 times
