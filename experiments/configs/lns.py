@@ -1,0 +1,70 @@
+"""Configs of the LNS experiment (`python -m experiments.lns`): train, segment every Good Gestalt test set, compare.
+
+    python -m experiments.lns                                          # default: a 2-core CPU, see below
+    python -m experiments.lns --config=experiments/configs/lns.py:paper --workdir=workdirs/lns_paper
+    python -m experiments.lns --config.datasets="('closure',)" --config.models="('vae',)" --config.clustering=ward
+
+Modes:
+    quick    seconds (tests): two datasets, the AE, 12 training steps, 8 test images, a 2 x 2 grid.
+    default  a newcomer's CPU run (six datasets x AE and VAE, one seed); budget and the ARIs it reaches: README.
+    paper    the paper's setting for a GPU/TPU: the `paper` training recipe (1.1e6 steps, 5 seeds), Ward
+             clustering, sigma on a log grid 1e-4..1 and N in {2, 5, 10, 20, 40, 80}, both protocols.
+
+Fields:
+    datasets, models ("ae", "vae"), seeds: what to train and segment (seeds are one vmapped program).
+    train: the training config (`experiments/configs/train.py` fields; model, dataset, seeds, progress are set
+        per run from the fields above).
+    noise_stds, num_noise_samples: the (sigma, N) grid; every point is evaluated on `test` (and `test_iid`).
+    normalisation: "channel" (the reference's, default) or "pixel" (the paper's Appendix D).
+    clustering: "ward" (reference), "complete", "kmeans" (scikit-learn), "kmeans_jax" (on the device).
+    num_clusters: <= 0 takes k from each ground-truth mask (the reference); > 0 a fixed k.
+    fair_protocol: also choose the setting on `test_iid` and report it on `test`.
+    control, control_noise_std: the noisy-reconstruction control (pixel noise 0.3235) at the chosen N.
+    test_limit: segment only the first images of each split (0: all 100).
+    lns_seed: the segmentation noise key; umap_images: features kept for UMAP plots; cluster_workers (0: all
+    cores); figures; progress.
+"""
+
+import ml_collections
+
+from experiments.configs import train as train_configs
+
+
+def get_config(mode: str = "default") -> ml_collections.ConfigDict:
+    if mode not in ("quick", "default", "paper"):
+        raise ValueError(f"unknown mode {mode!r}; expected quick, default or paper")
+    c = ml_collections.ConfigDict()
+    c.datasets = ("kanizsa", "closure", "continuity", "proximity", "gradient_occlusion", "illusory_occlusion")
+    c.models = ("ae", "vae")
+    c.seeds = (0,)
+    c.train = train_configs.get_config("paper" if mode == "paper" else "default")
+    c.noise_stds = (1e-3, 1e-2, 1e-1, 0.5)
+    c.num_noise_samples = (5, 20)
+    c.normalisation = "channel"
+    c.clustering = "kmeans"
+    c.num_clusters = 0
+    c.fair_protocol = True
+    c.control = True
+    c.control_noise_std = 0.3235
+    c.test_limit = 0
+    c.lns_seed = 42
+    c.umap_images = 1
+    c.cluster_workers = 0
+    c.figures = True
+    c.progress = True
+    if mode == "paper":
+        c.seeds = (0, 1, 2, 3, 4)
+        c.noise_stds = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0)
+        c.num_noise_samples = (2, 5, 10, 20, 40, 80)
+        c.clustering = "ward"
+    elif mode == "quick":
+        c.datasets = ("proximity", "gradient_occlusion")
+        c.models = ("ae",)
+        c.train = train_configs.get_config("quick")
+        c.noise_stds = (1e-2, 0.5)
+        c.num_noise_samples = (2, 5)
+        c.test_limit = 8
+        c.umap_images = 0
+        c.cluster_workers = 1
+        c.progress = False
+    return c

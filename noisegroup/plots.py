@@ -1,0 +1,168 @@
+"""Figures of an LNS run, drawn from the saved segmentation files (`workdir/segmentation/<model>_<dataset>.npz`).
+
+    write_all(workdir, config)   # segmentations.png, reconstructions.png, sweep.png, umap.png (if umap-learn)
+
+* `segmentations.png` (paper Figure 4): per dataset, test images, each model's predicted masks at the paper's
+  setting (seed 0) and the ground truth.
+* `reconstructions.png` (Figure 14): test images and each model's unperturbed reconstructions.
+* `sweep.png` (Figure 6): mean test ARI against the noise level (one line per model and N) and against N (at each
+  model's best noise level), one column per dataset.
+* `umap.png` (Figure 15): 2-D UMAP of the pixel features of the first test image, coloured by the (detailed) ground
+  truth, when the optional `umap-learn` is installed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _load(workdir: Path, config: Mapping[str, Any]) -> dict:
+    runs = {}
+    for dataset in config["datasets"]:
+        for model in config["models"]:
+            path = workdir / "segmentation" / f"{model}_{dataset}.npz"
+            if path.exists():
+                with np.load(path) as f:
+                    runs[dataset, model] = {k: f[k] for k in f.files}
+    return runs
+
+
+def _labels_image(labels: np.ndarray) -> np.ndarray:
+    """Label map `[h, w]` -> RGB with a fixed qualitative palette."""
+    palette = np.array(plt.get_cmap("tab10").colors)
+    return palette[labels % len(palette)]
+
+
+def segmentations(runs: dict, datasets, models, path: Path, num_images: int = 4) -> None:
+    cols = num_images * (2 + len(models))
+    fig, axes = plt.subplots(len(datasets), cols, figsize=(cols * 0.9, len(datasets) * 1.0), squeeze=False)
+    for r, dataset in enumerate(datasets):
+        first = next((runs[dataset, m] for m in models if (dataset, m) in runs), None)
+        for i in range(num_images):
+            panels = []
+            if first is not None and i < len(first["images"]):
+                panels = [("input", first["images"][i])]
+                panels += [(m, _labels_image(runs[dataset, m]["labels"][i]) if (dataset, m) in runs else None)
+                           for m in models]
+                panels += [("truth", _labels_image(first["masks"][i]))]
+            for c in range(2 + len(models)):
+                ax = axes[r, i * (2 + len(models)) + c]
+                ax.set_xticks([]), ax.set_yticks([])
+                if c < len(panels) and panels[c][1] is not None:
+                    ax.imshow(panels[c][1], interpolation="nearest")
+                if r == 0 and c < len(panels):
+                    ax.set_title(panels[c][0], fontsize=7)
+        axes[r, 0].set_ylabel(dataset.replace("_", "\n"), fontsize=7)
+    fig.suptitle("LNS segmentations of test images (paper's setting, seed 0)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def reconstructions(runs: dict, datasets, models, path: Path, num_images: int = 4) -> None:
+    cols = num_images * (1 + len(models))
+    fig, axes = plt.subplots(len(datasets), cols, figsize=(cols * 0.9, len(datasets) * 1.0), squeeze=False)
+    for r, dataset in enumerate(datasets):
+        first = next((runs[dataset, m] for m in models if (dataset, m) in runs), None)
+        for i in range(num_images):
+            for c in range(1 + len(models)):
+                ax = axes[r, i * (1 + len(models)) + c]
+                ax.set_xticks([]), ax.set_yticks([])
+                if first is None or i >= len(first["images"]):
+                    continue
+                name = "input" if c == 0 else models[c - 1]
+                image = first["images"][i] if c == 0 else runs.get((dataset, name), {}).get("reconstructions")
+                if image is not None:
+                    ax.imshow(image if c == 0 else image[i], interpolation="nearest")
+                if r == 0:
+                    ax.set_title(name, fontsize=7)
+        axes[r, 0].set_ylabel(dataset.replace("_", "\n"), fontsize=7)
+    fig.suptitle("Test images and reconstructions (seed 0)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def sweep(runs: dict, datasets, models, noise_stds, sample_counts, path: Path) -> None:
+    noise_stds, sample_counts = np.asarray(noise_stds), np.asarray(sample_counts)
+    fig, axes = plt.subplots(2, len(datasets), figsize=(3.0 * len(datasets), 5.2), squeeze=False)
+    for c, dataset in enumerate(datasets):
+        top, bottom = axes[0, c], axes[1, c]
+        for m, model in enumerate(models):
+            if (dataset, model) not in runs:
+                continue
+            ari = runs[dataset, model]["test_ari"].mean(axis=(0, 3))  # [sigma, N]
+            colour = plt.get_cmap("tab10")(m)
+            for j, n in enumerate(sample_counts):
+                style = ["-", "--", ":", "-."][j % 4]
+                top.plot(noise_stds, ari[:, j], style, color=colour, marker="o", ms=3, label=f"{model} N={n}")
+            best = int(np.argmax(ari.max(axis=1)))
+            bottom.plot(sample_counts, ari[best], color=colour, marker="o", ms=3,
+                        label=f"{model} sigma={noise_stds[best]:g}")
+        top.set_xscale("log")
+        top.set_title(dataset, fontsize=9)
+        top.set_xlabel("noise std", fontsize=8)
+        bottom.set_xlabel("number of samples N", fontsize=8)
+        for ax in (top, bottom):
+            ax.set_ylim(-0.05, 1.02)
+            ax.tick_params(labelsize=7)
+            ax.legend(fontsize=6)
+        if c == 0:
+            top.set_ylabel("mean test ARI", fontsize=8)
+            bottom.set_ylabel("mean test ARI", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def umap_features(runs: dict, datasets, models, path: Path) -> bool:
+    """UMAP of the first test image's features per (dataset, model); False if umap-learn is missing."""
+    try:
+        import umap
+    except ImportError:
+        return False
+    from datasets import good_gestalt as gg
+
+    fig, axes = plt.subplots(len(models), len(datasets), figsize=(3 * len(datasets), 3 * len(models)), squeeze=False)
+    for c, dataset in enumerate(datasets):
+        test = gg.load(dataset, "test")
+        colours = test.detailed_masks if test.detailed_masks is not None else test.masks
+        for r, model in enumerate(models):
+            ax = axes[r, c]
+            ax.set_xticks([]), ax.set_yticks([])
+            run = runs.get((dataset, model))
+            if run is None or "umap_features" not in run:
+                continue
+            # n_neighbors=400 as the reference; a fixed random_state so the plot is reproducible (the reference's
+            # is not).
+            embedding = umap.UMAP(n_neighbors=400, random_state=0).fit_transform(run["umap_features"][0])
+            ax.scatter(embedding[:, 0], embedding[:, 1], c=colours[0].ravel(), s=1, cmap="tab10", vmin=0, vmax=9)
+            ax.set_title(f"{model} {dataset}", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def write_all(workdir: str | Path, config: Mapping[str, Any]) -> list[Path]:
+    """Writes every figure of the run into `workdir`; returns their paths."""
+    workdir = Path(workdir)
+    runs = _load(workdir, config)
+    datasets = [d for d in config["datasets"] if any((d, m) in runs for m in config["models"])]
+    models = list(config["models"])
+    if not datasets:
+        return []
+    written = [workdir / "segmentations.png", workdir / "reconstructions.png", workdir / "sweep.png"]
+    segmentations(runs, datasets, models, written[0])
+    reconstructions(runs, datasets, models, written[1])
+    sweep(runs, datasets, models, config["noise_stds"], config["num_noise_samples"], written[2])
+    if config.get("umap_images") and umap_features(runs, datasets, models, workdir / "umap.png"):
+        written.append(workdir / "umap.png")
+    return written
