@@ -1,0 +1,324 @@
+"""LNS: features against a re-statement of the reference, ARI against sklearn, clustering, sweeps, protocols."""
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from sklearn.cluster import AgglomerativeClustering
+from sklearn.metrics import adjusted_rand_score
+
+from noisegroup import cluster, kmeans, lns, metrics, stats, sweep
+from noisegroup.models import MODELS
+
+ROOT = Path(__file__).parents[1]
+
+
+@pytest.fixture(scope="module")
+def model():
+    """An untrained AE (any decoder will do for feature plumbing) as (graphdef, params)."""
+    return nnx.split(MODELS["ae"](15, rngs=nnx.Rngs(params=jax.random.key(0))), nnx.Param)
+
+
+@pytest.fixture(scope="module")
+def test_data():
+    from datasets import good_gestalt as gg
+
+    data = gg.generate("proximity", "test", limit=6)
+    return data.images, data.masks
+
+
+def reference_features(outputs: np.ndarray) -> np.ndarray:
+    """The reference's steps restated literally in NCHW: D_{n-1} = y_{n-1} - y_n, F.normalize(D, dim=0), reshape to
+    ((N-1)*3, H, W), then one row per pixel in row-major order. `outputs`: `[N, H, W, 3]` -> `[H*W, 3(N-1)]`."""
+    y = np.transpose(outputs, (0, 3, 1, 2)).astype(np.float64)  # [N, 3, H, W]
+    d = np.stack([y[n - 1] - y[n] for n in range(1, len(y))])  # [N-1, 3, H, W]
+    d = d / np.maximum(np.sqrt((d**2).sum(axis=0, keepdims=True)), 1e-12)
+    x = d.reshape(-1, *d.shape[2:])  # [(N-1)*3, H, W], index step * 3 + channel
+    return x.reshape(x.shape[0], -1).T
+
+
+# --- features ---------------------------------------------------------------------------------------------------
+
+
+def test_difference_features_equal_the_reference_restatement():
+    outputs = jax.random.uniform(jax.random.key(1), (7, 8, 6, 3))
+    ours = np.asarray(lns.difference_features(outputs, "channel"))
+    chex.assert_shape(ours, (48, 18))
+    np.testing.assert_allclose(ours, reference_features(np.asarray(outputs)), atol=1e-6)
+
+
+@pytest.mark.parametrize("normalisation, norm", [("channel", np.sqrt(3.0)), ("pixel", 1.0)])
+def test_feature_norms(normalisation, norm):
+    outputs = jax.random.uniform(jax.random.key(2), (2, 5, 4, 4, 3))  # a leading batch axis too
+    feats = lns.difference_features(outputs, normalisation)
+    chex.assert_shape(feats, (2, 16, 12))
+    np.testing.assert_allclose(np.linalg.norm(feats, axis=-1), norm, rtol=1e-5)
+    if normalisation == "channel":  # every channel's time block alone has unit norm
+        blocks = np.asarray(feats).reshape(2, 16, 4, 3)
+        np.testing.assert_allclose(np.linalg.norm(blocks, axis=2), 1.0, rtol=1e-5)
+
+
+def test_differences_are_sign_invariant_for_clustering():
+    outputs = jax.random.uniform(jax.random.key(3), (6, 8, 8, 3))
+    forward = np.asarray(lns.difference_features(outputs))
+    flipped = np.asarray(lns.normalise(outputs[1:] - outputs[:-1]))  # the paper's y_n - y_{n-1}
+    np.testing.assert_allclose(flipped, -forward, atol=1e-6)
+    labels = cluster.cluster(np.stack([forward, flipped]), 3, "ward", workers=1)
+    assert adjusted_rand_score(labels[0], labels[1]) == 1.0
+
+
+def test_saturated_outputs_give_zero_features_not_nan():
+    outputs = jnp.ones((5, 4, 4, 3)).at[:, 0, 0, 1].set(jnp.arange(5.0))  # one pixel channel varies
+    feats = np.asarray(lns.difference_features(outputs))
+    assert np.isfinite(feats).all()
+    assert np.count_nonzero(feats) == 4  # only that (pixel, channel) block: its 4 normalised differences
+
+
+def test_noisy_decodes_perturb_the_mean_with_shared_draws(model):
+    graphdef, params = model
+    images = jax.random.uniform(jax.random.key(4), (3, 64, 64, 3))
+    keys = lns.image_keys(jax.random.key(5), jnp.arange(3))
+    outputs, recon = lns.noisy_decodes(graphdef, params, images, keys, (1e-2, 0.3), 4)
+    chex.assert_shape(outputs, (2, 3, 4, 64, 64, 3))
+    ae = nnx.merge(graphdef, params)
+    mean = ae.encode(images)["mean"]
+    eps = lns.standard_noise(keys, 4, 15)
+    for s, sigma in enumerate((1e-2, 0.3)):  # both noise levels scale the same standard-normal draws
+        expected = jax.nn.sigmoid(ae.decode((mean[:, None] + sigma * eps).reshape(12, 15))).reshape(3, 4, 64, 64, 3)
+        np.testing.assert_allclose(outputs[s], expected, atol=2e-6)
+    np.testing.assert_allclose(recon, jax.nn.sigmoid(ae.decode(mean)), atol=2e-6)
+
+
+def test_features_are_deterministic_and_independent_of_batching(model, test_data):
+    graphdef, params = model
+    images = test_data[0]
+    key = jax.random.key(6)
+    full = sweep.features(graphdef, params, images, key, 0.1, 5)
+    again = sweep.features(graphdef, params, images, key, 0.1, 5)
+    np.testing.assert_array_equal(full, again)
+    other = sweep.features(graphdef, params, images, jax.random.key(7), 0.1, 5)
+    assert not np.allclose(full, other)
+    # Image i's noise depends on (key, i) only, so the same image in a smaller batch gets the same features.
+    keys = lns.image_keys(key, jnp.arange(2, 4))
+    part, _ = lns.noisy_decodes(graphdef, params, jnp.asarray(images[2:4]), keys, 0.1, 5)
+    np.testing.assert_allclose(lns.difference_features(part[0]), full[2:4], atol=1e-6)
+
+
+def test_control_features():
+    recon = jax.random.uniform(jax.random.key(8), (2, 8, 8, 3))
+    keys = lns.image_keys(jax.random.key(9), jnp.arange(2))
+    feats = lns.control_features(recon, keys, 6)
+    chex.assert_shape(feats, (2, 64, 18))  # N noisy reconstructions stacked, no differencing
+    np.testing.assert_allclose(np.linalg.norm(feats, axis=-1), np.sqrt(3.0), rtol=1e-5)
+    noise_free = lns.control_features(recon, keys, 6, noise_std=1e-9)
+    # Without noise every sample equals r, so a channel's block is r * ones / (|r| sqrt(N)) = 1 / sqrt(N).
+    np.testing.assert_allclose(noise_free, 1 / np.sqrt(6), rtol=1e-4)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(noise_std=0.0), "noise_std"), (dict(noise_std=-1.0), "noise_std"), (dict(noise_std=float("nan")), "noise_std"),
+    (dict(num_noise_samples=1), "num_noise_samples"), (dict(num_noise_samples=2.5), "num_noise_samples"),
+    (dict(normalisation="time"), "normalisation"),
+])
+def test_bad_settings_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        lns.check_settings(**kwargs)
+
+
+# --- ARI ------------------------------------------------------------------------------------------------------
+
+
+def test_ari_equals_sklearn_on_random_label_maps():
+    rng = np.random.default_rng(0)
+    preds, trues = rng.integers(0, 4, (30, 16, 16)), rng.integers(0, 3, (30, 16, 16))
+    preds[:10] = trues[:10] * 2 + 1  # relabelled copies: ARI 1
+    preds[10:15] = np.where(rng.random((5, 16, 16)) < 0.8, trues[10:15], preds[10:15])  # mostly right
+    ours = metrics.batch_ari(preds, trues)
+    expected = [adjusted_rand_score(t.ravel(), p.ravel()) for p, t in zip(preds, trues)]
+    np.testing.assert_allclose(ours, expected, atol=1e-5)
+    ours_fg = metrics.batch_ari(preds, trues, foreground=True)
+    expected_fg = [adjusted_rand_score(t[t != 0], p[t != 0]) for p, t in zip(preds, trues)]
+    np.testing.assert_allclose(ours_fg, expected_fg, atol=1e-5)
+
+
+@pytest.mark.parametrize("pred, true", [
+    (np.zeros(9, int), np.zeros(9, int)),          # one cluster each
+    (np.arange(9), np.arange(9) + 3),              # every pixel alone in both
+    (np.zeros(1, int), np.zeros(1, int)),          # a single pixel
+    (np.arange(9), np.zeros(9, int)),              # all apart vs all together
+    (np.zeros(9, int), np.arange(9) % 2),          # one cluster vs two classes
+    (np.array([0, 0, 1, 1]), np.array([1, 1, 0, 0])),
+])
+def test_ari_degenerate_cases_match_sklearn(pred, true):
+    assert metrics.ari(pred, true) == pytest.approx(adjusted_rand_score(true, pred), abs=1e-6)
+
+
+def test_foreground_ari_of_an_all_background_mask_is_one_like_sklearn():
+    pred, true = np.arange(16).reshape(4, 4) % 3, np.zeros((4, 4), int)
+    assert metrics.ari(pred, true, foreground=True) == adjusted_rand_score([], []) == 1.0
+
+
+def test_ari_rejects_bad_labels():
+    with pytest.raises(ValueError, match="equal shapes"):
+        metrics.batch_ari(np.zeros((2, 4, 4), int), np.zeros((2, 4, 5), int))
+    with pytest.raises(ValueError, match="integer"):
+        metrics.ari(np.zeros(4), np.zeros(4, int))
+    with pytest.raises(ValueError, match=">= 0"):
+        metrics.ari(np.array([0, -1]), np.array([0, 1]))
+
+
+# --- clustering -----------------------------------------------------------------------------------------------
+
+
+def blobs(num_images=3, k=4, per=40, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(num_images, k, 6)) * 10
+    truth = np.repeat(np.arange(k), per)
+    x = centres[:, truth] + rng.normal(size=(num_images, k * per, 6))
+    return x.astype(np.float32), truth
+
+
+@pytest.mark.parametrize("method", cluster.METHODS)
+def test_each_method_returns_k_labels_and_finds_separated_blobs(method):
+    x, truth = blobs()
+    labels = cluster.cluster(x, [4, 4, 2], method, workers=2)
+    chex.assert_shape(labels, (3, 160))
+    assert [len(np.unique(l)) for l in labels] == [4, 4, 2]
+    assert adjusted_rand_score(truth, labels[0]) == 1.0
+
+
+@pytest.mark.parametrize("k", [1, 2, 5, 23])
+def test_ward_is_sklearns_partition(k):
+    rng = np.random.default_rng(k)
+    x = rng.normal(size=(1, 300, 9)).astype(np.float32)
+    ours = cluster.cluster(x, k, "ward", workers=1)[0]
+    expected = AgglomerativeClustering(n_clusters=k, linkage="ward").fit_predict(x[0])
+    assert adjusted_rand_score(expected, ours) == 1.0
+
+
+def test_jax_kmeans_finds_blobs_with_per_image_k():
+    x, truth = blobs(num_images=4)
+    labels = np.asarray(kmeans.batch_kmeans(jnp.asarray(x), jnp.array([4, 4, 4, 3]), jax.random.key(0)))
+    assert [len(np.unique(l)) for l in labels] == [4, 4, 4, 3]
+    assert all(adjusted_rand_score(truth, l) == 1.0 for l in labels[:3])
+    again = np.asarray(kmeans.batch_kmeans(jnp.asarray(x), jnp.array([4, 4, 4, 3]), jax.random.key(0)))
+    np.testing.assert_array_equal(labels, again)
+
+
+def test_k_from_masks_counts_background():
+    masks = np.zeros((2, 4, 4), np.uint8)
+    masks[0, :2] = 3
+    assert cluster.num_clusters_from_masks(masks).tolist() == [2, 1]
+
+
+@pytest.mark.parametrize("k", [0, 161])
+def test_bad_k_is_named(k):
+    x, _ = blobs(num_images=1)
+    with pytest.raises(ValueError, match=f"got {k}"):
+        cluster.cluster(x, k, "kmeans", workers=1)
+    with pytest.raises(ValueError, match="number of clusters"):
+        kmeans.batch_kmeans(jnp.asarray(x), k, jax.random.key(0))
+
+
+def test_nan_features_name_the_image():
+    x, _ = blobs()
+    x[1, 5, 2] = np.nan
+    with pytest.raises(ValueError, match="image 1"):
+        cluster.cluster(x, 4, "ward", workers=1)
+
+
+def test_unknown_method_is_named():
+    with pytest.raises(ValueError, match="'dbscan'"):
+        cluster.cluster(blobs()[0], 4, "dbscan")
+
+
+# --- sweeps and protocols -------------------------------------------------------------------------------------
+
+
+def test_sweep_matches_direct_computation(model, test_data):
+    graphdef, params = model
+    images, masks = test_data
+    stacked = jax.tree.map(lambda x: jnp.stack([x, x * 1.01]), params)  # two "seeds"
+    key = jax.random.key(10)
+    result = sweep.evaluate(graphdef, stacked, images, masks, key, noise_stds=(1e-2, 0.3), num_noise_samples=(2, 5),
+                            method="kmeans", image_chunk=4, keep_labels=True, workers=1)
+    chex.assert_shape(result.ari, (2, 2, 2, 6))
+    chex.assert_shape(result.labels, (2, 2, 2, 6, 64, 64))
+    # Seed 1, sigma 0.3, N 5 by hand: features, scikit-learn's k-means labels -> the same ARI as the sweep's.
+    feats = sweep.features(graphdef, jax.tree.map(lambda x: x[1], stacked), images, jax.random.fold_in(key, 1), 0.3, 5)
+    labels = result.labels[1, 1, 1].reshape(6, -1)
+    k = cluster.num_clusters_from_masks(masks)
+    assert [len(np.unique(l)) for l in labels] == k.tolist()
+    expected = [adjusted_rand_score(m.ravel(), l) for m, l in zip(masks, labels)]
+    np.testing.assert_allclose(result.ari[1, 1, 1], expected, atol=1e-5)
+    # The labels are a clustering of exactly these features: each cluster's centroid is nearest to its own points
+    # (Lloyd's fixed point), which would fail for labels of other features.
+    f = np.asarray(feats[0])
+    centroids = np.stack([f[labels[0] == c].mean(0) for c in range(k[0])])
+    assert (np.argmin(((f[:, None] - centroids[None]) ** 2).sum(-1), axis=1) == labels[0]).mean() > 0.99
+
+
+def test_sweep_rejects_bad_images(model, test_data):
+    graphdef, params = model
+    images, masks = test_data
+    stacked = jax.tree.map(lambda x: x[None], params)
+    common = dict(noise_stds=0.1, num_noise_samples=3, method="kmeans", workers=1)
+    with pytest.raises(ValueError, match="range"):
+        sweep.evaluate(graphdef, stacked, images * 2, masks, jax.random.key(0), **common)
+    with pytest.raises(ValueError, match="float32"):
+        sweep.evaluate(graphdef, stacked, images[..., :1], masks, jax.random.key(0), **common)
+    with pytest.raises(ValueError, match="num_noise_samples"):
+        sweep.evaluate(graphdef, stacked, images, masks, jax.random.key(0), **{**common, "num_noise_samples": 1})
+    with pytest.raises(ValueError, match="clustering method"):
+        sweep.evaluate(graphdef, stacked, images, masks, jax.random.key(0), **{**common, "method": "spectral"})
+
+
+def test_protocols_select_and_summarise():
+    ari = np.zeros((2, 3, 2, 4))
+    ari[:, 2, 1] = 0.9
+    ari[0, 1, 0] = 1.0
+    ari[1, 1, 0] = 0.9  # mean 0.95 over seeds: the best setting
+    assert stats.select_setting(ari) == (1, 0)
+    ari[:, 1, 0] = 0.5
+    assert stats.select_setting(ari) == (2, 1)
+    ari[1, 2, 1] = 0.7
+    s = stats.summarise(ari, (2, 1))
+    assert s["mean"] == pytest.approx(0.8) and s["sem"] == pytest.approx(0.1) and s["sem_over"] == "seeds"
+    one = stats.mean_sem(np.array([[0.2, 0.4, 0.6]]))
+    assert one["sem_over"] == "images" and one["sem"] == pytest.approx(0.2 / np.sqrt(3))
+
+
+# --- end to end -----------------------------------------------------------------------------------------------
+
+
+def test_quick_lns_experiment_end_to_end(tmp_path):
+    command = [sys.executable, "-m", "experiments.lns", "--config=experiments/configs/lns.py:quick",
+               f"--workdir={tmp_path}"]
+    first = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "proximity" in first.stdout and "(paper's value)" in first.stdout
+    rows = list(csv.DictReader(open(tmp_path / "results.csv")))
+    assert {(r["dataset"], r["model"], r["protocol"]) for r in rows} == {
+        (d, m, p) for d in ("proximity", "gradient_occlusion") for m, p in
+        (("ae", "paper"), ("ae", "fair"), ("ae_control", "paper"))}
+    for r in rows:
+        assert -1.0 <= float(r["ari"]) <= 1.0
+        assert float(r["noise_std"]) in (0.01, 0.5, 0.3235) and int(r["num_noise_samples"]) in (2, 5)
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert len(results["rows"]) == 6
+    seg = np.load(tmp_path / "segmentation" / "ae_proximity.npz")
+    assert seg["test_ari"].shape == (1, 2, 2, 8) and seg["labels"].shape == (8, 64, 64)
+    for figure in ("segmentations.png", "reconstructions.png", "sweep.png"):
+        assert (tmp_path / figure).stat().st_size > 10_000
+    # A second run resumes: models are trained and segmentations cached, so it reproduces the same table.
+    second = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert list(csv.DictReader(open(tmp_path / "results.csv"))) == rows
