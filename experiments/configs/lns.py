@@ -52,6 +52,14 @@ def get_config(mode: str = "default") -> ml_collections.ConfigDict:
     c.cluster_workers = 0
     c.figures = True
     c.progress = True
+    if mode == "default":
+        # Fast per CPU-minute (probed on Kanizsa, AE): small batches and 20x the paper's learning rate leave the
+        # mean-image plateau (SSE ~200) sooner than batch 64 at 5e-4 does.
+        c.train.batch_size = 16
+        c.train.learning_rate = 1e-3
+        c.train.num_steps = 800
+        c.train.checkpoint_every = 200
+        c.train.log_every = 100
     if mode == "paper":
         c.seeds = (0, 1, 2, 3, 4)
         c.noise_stds = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0)
