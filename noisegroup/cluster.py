@@ -174,7 +174,8 @@ def cluster(features, num_clusters, method: str = "ward", *, seed: int = 0, work
         num_clusters: k, an int or `[b]` ints, each in [1, p].
         method: one of `METHODS`.
         seed: k-means seed (image i uses seed + i); Ward and complete linkage are deterministic.
-        workers: processes to spread images over (default: all cores; 1 clusters in this process).
+        workers: processes to spread images over (default: all cores for Ward and complete linkage, 1 for k-means;
+            1 clusters in this process).
         progress: show a progress bar over images.
 
     Returns:
@@ -192,7 +193,9 @@ def cluster(features, num_clusters, method: str = "ward", *, seed: int = 0, work
         bad = ks[(ks < 1) | (ks > p)][0]
         raise ValueError(f"number of clusters must be in [1, {p}] (the number of pixels), got {int(bad)}")
     tasks = [(features[i], int(ks[i]), method, seed + i) for i in range(b)]
-    workers = min(int(workers or os.cpu_count() or 1), b) or 1
+    if workers is None:  # k-means takes ~8 ms an image: shipping features to a worker costs more than that
+        workers = 1 if method == "kmeans" else os.cpu_count() or 1
+    workers = min(int(workers), b) or 1
     from tqdm.auto import tqdm
 
     results = map(_cluster_one, tasks) if workers == 1 else _pool(workers).map(tasks)
