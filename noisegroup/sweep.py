@@ -131,7 +131,8 @@ def evaluate(graphdef, params, images, masks, key: jax.Array, *, noise_stds, num
         raise ValueError(f"number of clusters must be in [1, {h * w}], got {int(ks[(ks < 1) | (ks > h * w)][0])}")
     num_seeds = jax.tree.leaves(params)[0].shape[0]
     batching = resolve_seed_batching(seed_batching, sharded=False)
-    max_n = int(sample_counts.max())
+    # The control uses only the unperturbed reconstructions: decode the minimum number of noisy samples (2).
+    max_n = 2 if control else int(sample_counts.max())
     program = _decode_program(graphdef, max_n, batching, 8)
     seed_keys = jnp.stack([jax.random.fold_in(key, s) for s in range(num_seeds)])
 
@@ -149,9 +150,10 @@ def evaluate(graphdef, params, images, masks, key: jax.Array, *, noise_stds, num
         with jax.default_matmul_precision("highest"):
             outputs, recon = program(params, keys, jnp.asarray(images[sl]), jnp.asarray(noise_stds))
         reconstructions[:, sl] = np.asarray(recon)
+        if control:
+            control_keys = jax.vmap(lambda k: lns.image_keys(jax.random.fold_in(k, 2**30), idx))(seed_keys)
         for j, n in enumerate(sample_counts):
             if control:
-                control_keys = jax.vmap(lambda k: lns.image_keys(jax.random.fold_in(k, 2**30), idx))(seed_keys)
                 feats = jax.vmap(lambda r, k: lns.control_features(r, k, int(n), control_noise_std, normalisation))(
                     recon, control_keys)[:, None]  # [S, 1, chunk, p, f]
             else:
