@@ -64,6 +64,8 @@ class Trainer:
         geco: GECO's constants (the VAE's KL weight); None for a fixed KL weight of 1.
         conv_impl: "auto", "fast" or "native" (see `noisegroup.models.layers`).
         geco_tracks_validation: validation batches move GECO's moving average (the reference's behaviour).
+        output_bias: initial bias of the decoder's output layer (one logit per channel, e.g. `data_mean_logits`),
+            or None for the reference's initialisation.
     """
 
     model: str = "ae"
@@ -72,6 +74,7 @@ class Trainer:
     geco: Geco | None = dataclasses.field(default_factory=Geco.for_images)
     conv_impl: str = "auto"
     geco_tracks_validation: bool = True
+    output_bias: tuple[float, ...] | None = None
 
     def __post_init__(self):
         if self.model not in MODELS:
@@ -90,7 +93,10 @@ class Trainer:
 
     def init(self, key: jax.Array) -> TrainState:
         """A fresh state from `key` (parameters initialised as the reference)."""
-        params = nnx.state(self.build(key), nnx.Param)
+        model = self.build(key)
+        if self.output_bias is not None:
+            model.decoder.out.bias[...] = jnp.asarray(self.output_bias, jnp.float32)
+        params = nnx.state(model, nnx.Param)
         geco = self.geco.init() if self.geco is not None else Geco.for_images().init()
         return TrainState(jnp.int32(0), params, self.optimizer.init(params), geco)
 
@@ -215,13 +221,37 @@ def check_images(images: np.ndarray, what: str = "images") -> np.ndarray:
     return images
 
 
-TRAINER_KEYS = ("model", "latent_dim", "learning_rate", "adam_b1", "adam_b2", "adam_eps", "geco", "geco_goal",
-                "geco_step_size", "geco_alpha", "geco_speedup", "conv_impl", "geco_tracks_validation")
+TRAINER_KEYS = ("model", "latent_dim", "learning_rate", "lr_warmup_steps", "adam_b1", "adam_b2", "adam_eps", "geco",
+                "geco_goal", "geco_step_size", "geco_alpha", "geco_speedup", "conv_impl", "geco_tracks_validation")
+OUTPUT_BIAS_INITS = ("reference", "data_mean")
 
 
-def trainer_from_config(config: Mapping[str, Any]) -> Trainer:
-    """The `Trainer` a config describes."""
-    return _trainer_and_programs(tuple((k, config[k]) for k in TRAINER_KEYS), "vmap")[0]
+def data_mean_logits(images: np.ndarray) -> tuple[float, ...]:
+    """Per-channel logit of the mean pixel value of `images` `[n, h, w, c]`: an output bias that starts the decoder
+    at the mean colour (accumulated in float64: a float32 sum of 1e8 pixels drifts far off)."""
+    mean = np.clip(np.asarray(images).mean(axis=(0, 1, 2), dtype=np.float64), 1e-3, 1 - 1e-3)
+    return tuple(float(v) for v in np.log(mean / (1 - mean)))
+
+
+def trainer_items(config: Mapping[str, Any], train_images: np.ndarray | None = None) -> tuple:
+    """The config's trainer settings as a hashable tuple; `output_bias_init="data_mean"` needs `train_images`."""
+    items = {k: config[k] for k in TRAINER_KEYS}
+    init = config["output_bias_init"]
+    if init not in OUTPUT_BIAS_INITS:
+        raise ValueError(f"output_bias_init must be one of {OUTPUT_BIAS_INITS}, got {init!r}")
+    if init == "data_mean":
+        if train_images is None:
+            raise ValueError("output_bias_init='data_mean' needs the training images")
+        items["output_bias"] = data_mean_logits(train_images)
+    return tuple(items.items())
+
+
+def trainer_from_config(config: Mapping[str, Any], train_images: np.ndarray | None = None) -> Trainer:
+    """The `Trainer` a config describes (its graph, losses and programs need no images; its `init` with
+    `output_bias_init="data_mean"` does)."""
+    if train_images is None and config["output_bias_init"] == "data_mean":
+        config = {**config, "output_bias_init": "reference"}  # same graph and programs; only init differs
+    return _trainer_and_programs(trainer_items(config, train_images), "vmap")[0]
 
 
 @functools.lru_cache(maxsize=8)
@@ -237,9 +267,15 @@ def _build_trainer(config: Mapping[str, Any]) -> Trainer:
     if config.get("geco", True):
         geco = Geco.for_images(goal_per_value=config["geco_goal"], step_size_64=config["geco_step_size"],
                                alpha=config["geco_alpha"], speedup=config["geco_speedup"])
-    optimizer = optax.adam(config["learning_rate"], b1=config["adam_b1"], b2=config["adam_b2"], eps=config["adam_eps"])
+    warmup = int(config["lr_warmup_steps"])
+    if warmup < 0:
+        raise ValueError(f"lr_warmup_steps must be >= 0, got {warmup}")
+    # A linear warm-up, then constant: the schedule never depends on num_steps, so extending a run stays exact.
+    rate = optax.linear_schedule(0.0, config["learning_rate"], warmup) if warmup else config["learning_rate"]
+    optimizer = optax.adam(rate, b1=config["adam_b1"], b2=config["adam_b2"], eps=config["adam_eps"])
     return Trainer(model=config["model"], latent_dim=config["latent_dim"], optimizer=optimizer, geco=geco,
-                   conv_impl=config["conv_impl"], geco_tracks_validation=config["geco_tracks_validation"])
+                   conv_impl=config["conv_impl"], geco_tracks_validation=config["geco_tracks_validation"],
+                   output_bias=config.get("output_bias"))
 
 
 def load_data(config: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
@@ -285,7 +321,7 @@ def train(config: Mapping[str, Any], workdir: str | Path, *, data=None) -> Train
     check_images(valid_images, "valid images")
     mesh = parallel.seed_mesh(len(seeds))
     batching = resolve_seed_batching(config.get("seed_batching", "auto"), sharded=mesh is not None)
-    _, (init, train_step, eval_step) = _trainer_and_programs(tuple((k, config[k]) for k in TRAINER_KEYS), batching)
+    _, (init, train_step, eval_step) = _trainer_and_programs(trainer_items(config, train_images), batching)
 
     run_keys = parallel.shard_seeds(jnp.stack([jax.random.key(s) for s in seeds]), mesh)
     init_keys = jax.vmap(lambda k: jax.random.fold_in(k, 2**31 - 1))(run_keys)

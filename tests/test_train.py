@@ -228,7 +228,7 @@ def test_another_config_in_the_workdir_is_refused(tmp_path, tiny_data):
 @pytest.mark.parametrize(
     "overrides, match",
     [(dict(seeds=()), r"seeds.*\(\)"), (dict(seeds=(1, 1)), r"\(1, 1\)"), (dict(num_steps=0), "num_steps"),
-     (dict(model="gan"), "'gan'")],
+     (dict(model="gan"), "'gan'"), (dict(output_bias_init="zeros"), "'zeros'"), (dict(lr_warmup_steps=-1), "-1")],
 )
 def test_bad_config_values_are_named(tmp_path, tiny_data, overrides, match):
     with pytest.raises(ValueError, match=match):
@@ -249,3 +249,40 @@ def test_bad_images_are_named(tmp_path, tiny_data, images, match):
 def test_nan_guard_stops_with_the_step(tmp_path, tiny_data):
     with pytest.raises(FloatingPointError, match="at step 2 "):
         train.train(quick_config(learning_rate=1e30), tmp_path, data=tiny_data)
+
+
+# --- the fast CPU recipe: data-mean output bias, learning-rate warm-up ------------------------------------------
+
+
+def test_data_mean_logits_is_the_logit_of_the_mean_colour():
+    images = np.zeros((4, 64, 64, 3), np.float32)
+    images[..., 0], images[:2, ..., 1], images[..., 2] = 0.25, 1.0, 0.8  # channel means 0.25, 0.5, 0.8
+    np.testing.assert_allclose(train.data_mean_logits(images), [-math.log(3), 0.0, math.log(4)], atol=1e-6)
+
+
+def test_data_mean_output_bias_starts_the_decoder_at_the_mean_colour(tiny_data):
+    config = quick_config(output_bias_init="data_mean")
+    trainer = train.trainer_from_config(config, tiny_data[0])
+    reference = train.trainer_from_config(quick_config())
+    key = jax.random.key(3)
+    state, ref_state = trainer.init(key), reference.init(key)
+    bias = state.params["decoder"]["out"]["bias"][...]
+    np.testing.assert_allclose(bias, train.data_mean_logits(tiny_data[0]), rtol=1e-6)
+    assert not np.allclose(bias, ref_state.params["decoder"]["out"]["bias"][...])
+    # every other parameter is the reference's initialisation from the same key
+    state.params["decoder"]["out"]["bias"][...] = ref_state.params["decoder"]["out"]["bias"][...]
+    chex.assert_trees_all_equal(state.params, ref_state.params)
+    with pytest.raises(ValueError, match="training images"):
+        train.trainer_items(config)
+
+
+def test_warm_up_starts_from_a_zero_learning_rate(tiny_data):
+    trainer = train.trainer_from_config(quick_config(lr_warmup_steps=4, learning_rate=1e-2))
+    state = trainer.init(jax.random.key(0))
+    images = jnp.asarray(tiny_data[0][:8])
+    first, _ = trainer.train_step(state, images, jax.random.key(1))
+    chex.assert_trees_all_equal(first.params, state.params)  # rate 0 at step 0
+    second, _ = trainer.train_step(first, images, jax.random.key(1))
+    moved = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), second.params, first.params)
+    # Adam's first step moves each weight by about the rate (1e-2 / 4 at step 1); none by more
+    assert 1e-3 < max(jax.tree.leaves(moved)) <= 1e-2 / 4 * 1.001

@@ -9,11 +9,16 @@ Modes:
     default  CPU minutes: 1,000 steps at batch 64, Adam 5e-4 (10x the paper's rate), GECO as the paper.
     paper    the paper's recipe for a GPU/TPU: 1.1e6 steps, batch 64, Adam 5e-5, 5 seeds, GECO goal 0.0006.
 
-Fields: model ("ae" | "vae"), dataset (a Good Gestalt name), latent_dim, seeds (one vmapped program for all),
-batch_size, learning_rate, adam_*, geco (on/off for the VAE) and geco_* (goal per pixel value, step size at 64 px,
-alpha, speed-up), geco_tracks_validation (validation batches move GECO's average, as the reference), num_steps,
-eval_every (steps; 0 = once per epoch, as the reference), log_every, checkpoint_every, keep_checkpoints,
-conv_impl ("auto" | "fast" | "native"), seed_batching ("auto" | "vmap" | "unroll"), train_limit / valid_limit (a prefix of the data), progress.
+Fields:
+    model ("ae" | "vae"), dataset (a Good Gestalt name), latent_dim, seeds (one vmapped program for all).
+    batch_size, learning_rate, lr_warmup_steps (linear warm-up from 0, then constant; 0: none, the reference), adam_*.
+    geco (on/off for the VAE) and geco_* (goal per pixel value, step size at 64 px, alpha, speed-up),
+        geco_tracks_validation (validation batches move GECO's average, as the reference).
+    output_bias_init: "reference" (PyTorch's default init of the decoder's output bias) or "data_mean" (the logit
+        of the training images' mean colour: keeps fast learning rates from saturating the sigmoid; README).
+    num_steps, eval_every (steps; 0 = once per epoch, as the reference), log_every, checkpoint_every, keep_checkpoints.
+    conv_impl ("auto" | "fast" | "native"), seed_batching ("auto" | "vmap" | "unroll"), train_limit / valid_limit (a
+        prefix of the data), progress.
 """
 
 import ml_collections
@@ -29,6 +34,7 @@ def get_config(mode: str = "default") -> ml_collections.ConfigDict:
     c.seeds = (0,)
     c.batch_size = 64
     c.learning_rate = 5e-5
+    c.lr_warmup_steps = 0
     c.adam_b1, c.adam_b2, c.adam_eps = 0.9, 0.999, 1e-8
     c.geco = True
     c.geco_goal = 0.0006
@@ -36,6 +42,7 @@ def get_config(mode: str = "default") -> ml_collections.ConfigDict:
     c.geco_alpha = 0.99
     c.geco_speedup = 10.0
     c.geco_tracks_validation = True
+    c.output_bias_init = "reference"
     c.num_steps = 1_100_000
     c.eval_every = 0
     c.log_every = 100
