@@ -4,7 +4,8 @@
 
 For every (dataset, model) of the config:
 
-1. train or resume S seeds with `noisegroup.train.train` in `workdir/models/<model>_<dataset>/`;
+1. train or resume S seeds with `noisegroup.train.train` in `workdir/models/<model>_<dataset>/`, or, with
+   `config.pretrained` set, load shipped weights `<pretrained>/<model>_<dataset>.npz` (`noisegroup.pretrained`);
 2. LNS over the (sigma, N) grid on `test` and, for the fair protocol, on `test_iid` (`noisegroup.sweep.evaluate`),
    and the noisy-reconstruction control at the selected N;
 3. pick settings two ways: the paper's (best mean ARI on `test`, as its Table 1) and a fair one (best on `test_iid`,
@@ -30,7 +31,7 @@ import jax
 import numpy as np
 
 from noisegroup import logging as runlog
-from noisegroup import stats, sweep, train
+from noisegroup import pretrained, stats, sweep, train
 
 # Paper Table 1 (Ward, best setting) and Table 2 (k-means at Ward's best setting): ARI per dataset.
 _ORDER = ("kanizsa", "closure", "continuity", "proximity", "gradient_occlusion", "illusory_occlusion")
@@ -53,7 +54,8 @@ def paper_value(model: str, dataset: str, clustering: str = "ward") -> float | N
     return None if values is None or dataset not in _ORDER else values[_ORDER.index(dataset)]
 
 
-def _train_config(config: Mapping[str, Any], model: str, dataset: str) -> dict:
+def model_train_config(config: Mapping[str, Any], model: str, dataset: str) -> dict:
+    """The training config of one (model, dataset) of an LNS config."""
     c = dict(config["train"])
     c.update(model=model, dataset=dataset, seeds=tuple(config["seeds"]), progress=config["progress"])
     return c
@@ -175,10 +177,18 @@ def run(config: Mapping[str, Any], workdir: str | Path) -> list[dict]:
     for dataset in config["datasets"]:
         for model in config["models"]:
             tic = time.perf_counter()
-            train_config = _train_config(config, model, dataset)
-            state = train.train(train_config, workdir / "models" / f"{model}_{dataset}")
-            graphdef = train.trainer_from_config(train_config).graphdef
-            fingerprint = _fingerprint(config, train_config, int(np.asarray(state.step).max()))
+            train_config = model_train_config(config, model, dataset)
+            trainer = train.trainer_from_config(train_config)
+            if config.get("pretrained"):
+                weights = Path(config["pretrained"]) / f"{model}_{dataset}.npz"
+                params = pretrained.load(weights, trainer)
+                digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
+                fingerprint = _fingerprint(config, {"pretrained": digest}, 0)
+            else:
+                state = train.train(train_config, workdir / "models" / f"{model}_{dataset}")
+                params = state.params
+                fingerprint = _fingerprint(config, train_config, int(np.asarray(state.step).max()))
+            graphdef = trainer.graphdef
             path = workdir / "segmentation" / f"{model}_{dataset}.npz"
             seg = None
             if path.exists():
@@ -187,7 +197,7 @@ def run(config: Mapping[str, Any], workdir: str | Path) -> list[dict]:
                         seg = {k: f[k] for k in f.files}
             if seg is None:
                 model_key = jax.random.fold_in(key, zlib.crc32(f"{model}_{dataset}".encode()) & 0x7FFFFFFF)
-                seg = segment_model(config, graphdef, state.params, dataset, model_key)
+                seg = segment_model(config, graphdef, params, dataset, model_key)
                 _save_npz_atomic(path, fingerprint=np.array(fingerprint), **seg)
             rows.extend(_summary_rows(config, dataset, model, seg))
             timings[f"{model}_{dataset}"] = time.perf_counter() - tic

@@ -1,0 +1,42 @@
+"""Exports the models an LNS run trained as small float16 weights to ship (`noisegroup.pretrained`).
+
+    # 1. train on a GPU (or be patient on a CPU), with the config the weights should come from:
+    python -m experiments.lns --config=experiments/configs/lns.py:default --config.train.num_steps=30000 \\
+        --config.figures=False --workdir=workdirs/lns_pretrain
+    # 2. export seed 0 of every (model, dataset) trained there, with the same config flags:
+    python -m experiments.export_pretrained --config=experiments/configs/lns.py:default \\
+        --config.train.num_steps=30000 --workdir=workdirs/lns_pretrain --out=pretrained
+    # 3. segment with them, no training:
+    python -m experiments.lns --config.pretrained=pretrained
+
+Each file is <out>/<model>_<dataset>.npz, ~3.9 MB a model (the repository's budget is ~30 MB in all).
+"""
+
+import jax
+from absl import app, flags
+from ml_collections import config_flags
+
+from noisegroup import experiment, pretrained, train
+
+_CONFIG = config_flags.DEFINE_config_file("config", "experiments/configs/lns.py:default", "the LNS config trained")
+_WORKDIR = flags.DEFINE_string("workdir", "workdirs/lns", "the LNS run directory holding models/")
+_OUT = flags.DEFINE_string("out", "pretrained", "where the .npz files go")
+
+
+def main(argv):
+    del argv
+    config = _CONFIG.value.to_dict()
+    for dataset in config["datasets"]:
+        for model in config["models"]:
+            train_config = experiment.model_train_config(config, model, dataset)
+            workdir = f"{_WORKDIR.value}/models/{model}_{dataset}"
+            state = train.train(train_config, workdir)  # a finished run restores without training
+            seed0 = jax.tree.map(lambda x: x[:1], state.params)
+            meta = dict(model=model, dataset=dataset, latent_dim=train_config["latent_dim"],
+                        steps=int(state.step[0]), seed=int(train_config["seeds"][0]), train=train_config)
+            path = pretrained.save(f"{_OUT.value}/{model}_{dataset}.npz", seed0, meta)
+            print(f"{path}: {path.stat().st_size / 1e6:.1f} MB, step {meta['steps']}")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,73 @@
+"""Shipped float16 weights: round trip, refusals, and segmenting with them end to end."""
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from noisegroup import pretrained, train
+
+ROOT = Path(__file__).parents[1]
+
+
+@pytest.fixture(scope="module")
+def ae_params():
+    trainer = train.Trainer(model="ae")
+    return trainer, jax.vmap(trainer.init)(jax.random.split(jax.random.key(0), 2)).params
+
+
+def test_round_trip_is_float16_rounding(tmp_path, ae_params):
+    trainer, params = ae_params
+    path = pretrained.save(tmp_path / "ae_x.npz", params, {"model": "ae", "latent_dim": 15, "dataset": "x"})
+    loaded = pretrained.load(path, trainer)
+    assert pretrained.read_meta(path)["dataset"] == "x"
+    for got, want in zip(jax.tree.leaves(loaded), jax.tree.leaves(params), strict=True):
+        assert got.dtype == np.float32 and got.shape == want.shape
+        # float16 keeps 11 significant bits: relative error <= 2^-11 (weights here are far from subnormal)
+        np.testing.assert_allclose(got, want, rtol=2**-11, atol=1e-7)
+        np.testing.assert_array_equal(got, np.asarray(want).astype(np.float16).astype(np.float32))
+    assert path.stat().st_size < 2 * 2.2e6 * 2  # two seeds of 2.1 M float16 parameters, compressed
+
+
+def test_weights_of_another_model_are_refused(tmp_path, ae_params):
+    _, params = ae_params
+    path = pretrained.save(tmp_path / "ae.npz", params, {"model": "ae", "latent_dim": 15})
+    with pytest.raises(ValueError, match="model='ae'.*model='vae'"):
+        pretrained.load(path, train.Trainer(model="vae"))
+    with pytest.raises(ValueError, match="latent_dim=15.*latent_dim=8"):
+        pretrained.load(path, train.Trainer(model="ae", latent_dim=8))
+    with pytest.raises(FileNotFoundError, match="nowhere.npz"):
+        pretrained.load(tmp_path / "nowhere.npz", train.Trainer(model="ae"))
+
+
+def test_unsavable_values_are_named(tmp_path, ae_params):
+    _, params = ae_params
+    bad = jax.tree.map(lambda x: x, params)
+    bad["decoder"]["out"]["bias"][...] = bad["decoder"]["out"]["bias"][...].at[0, 0].set(1e6)
+    with pytest.raises(ValueError, match="decoder/out/bias"):
+        pretrained.save(tmp_path / "bad.npz", bad, {"model": "ae", "latent_dim": 15})
+    with pytest.raises(ValueError, match="'model'"):
+        pretrained.save(tmp_path / "bad.npz", params, {"latent_dim": 15})
+
+
+def test_export_then_segment_with_pretrained_weights(tmp_path):
+    quick = ["--config=experiments/configs/lns.py:quick", "--config.figures=False"]
+    run = lambda *args: subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True,  # noqa: E731
+                                       timeout=600)
+    trained = run("experiments.lns", *quick, f"--workdir={tmp_path / 'trained'}")
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    export = run("experiments.export_pretrained", *quick, f"--workdir={tmp_path / 'trained'}",
+                 f"--out={tmp_path / 'weights'}")
+    assert export.returncode == 0, export.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "weights").iterdir()) == ["ae_gradient_occlusion.npz", "ae_proximity.npz"]
+    assert pretrained.read_meta(tmp_path / "weights" / "ae_proximity.npz")["steps"] == 12
+    shipped = run("experiments.lns", *quick, f"--config.pretrained={tmp_path / 'weights'}",
+                  f"--workdir={tmp_path / 'shipped'}")
+    assert shipped.returncode == 0, shipped.stderr[-3000:]
+    assert not (tmp_path / "shipped" / "models").exists()  # nothing was trained
+    rows = list(csv.DictReader(open(tmp_path / "shipped" / "results.csv")))
+    assert len(rows) == 6 and all(-1.0 <= float(r["ari"]) <= 1.0 for r in rows)
