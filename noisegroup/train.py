@@ -64,8 +64,6 @@ class Trainer:
         geco: GECO's constants (the VAE's KL weight); None for a fixed KL weight of 1.
         conv_impl: "auto", "fast" or "native" (see `noisegroup.models.layers`).
         geco_tracks_validation: validation batches move GECO's moving average (the reference's behaviour).
-        output_bias: initial bias of the decoder's output layer (one logit per channel, e.g. `data_mean_logits`),
-            or None for the reference's initialisation.
     """
 
     model: str = "ae"
@@ -74,7 +72,6 @@ class Trainer:
     geco: Geco | None = dataclasses.field(default_factory=Geco.for_images)
     conv_impl: str = "auto"
     geco_tracks_validation: bool = True
-    output_bias: tuple[float, ...] | None = None
 
     def __post_init__(self):
         if self.model not in MODELS:
@@ -91,11 +88,12 @@ class Trainer:
     def graphdef(self) -> nnx.GraphDef:
         return nnx.split(nnx.eval_shape(lambda: self.build(jax.random.key(0))))[0]
 
-    def init(self, key: jax.Array) -> TrainState:
-        """A fresh state from `key` (parameters initialised as the reference)."""
+    def init(self, key: jax.Array, output_bias: jax.Array | None = None) -> TrainState:
+        """A fresh state from `key`: parameters initialised as the reference, except the decoder's output bias when
+        `output_bias` (`[3]` logits, e.g. `data_mean_logits`) is given."""
         model = self.build(key)
-        if self.output_bias is not None:
-            model.decoder.out.bias[...] = jnp.asarray(self.output_bias, jnp.float32)
+        if output_bias is not None:
+            model.decoder.out.bias[...] = jnp.asarray(output_bias, jnp.float32)
         params = nnx.state(model, nnx.Param)
         geco = self.geco.init() if self.geco is not None else Geco.for_images().init()
         return TrainState(jnp.int32(0), params, self.optimizer.init(params), geco)
@@ -137,7 +135,8 @@ class Trainer:
 
     def multi_seed(self, batching: str = "vmap"):
         """(init, train_step, eval_step) over a leading seed axis, jitted (state buffers donated); see `seed_map`."""
-        init = jax.jit(seed_map(self.init, batching=batching))
+        init_seeds = seed_map(self.init, (0, None), batching)
+        init = jax.jit(lambda keys, output_bias=None: init_seeds(keys, output_bias))  # one bias for every seed
         step = jax.jit(seed_map(self.train_step, batching=batching), donate_argnums=0)
         evaluate = jax.jit(seed_map(self.eval_step, (0, 0, 0, None), batching), donate_argnums=0)
         return init, step, evaluate
@@ -233,25 +232,16 @@ def data_mean_logits(images: np.ndarray) -> tuple[float, ...]:
     return tuple(float(v) for v in np.log(mean / (1 - mean)))
 
 
-def trainer_items(config: Mapping[str, Any], train_images: np.ndarray | None = None) -> tuple:
-    """The config's trainer settings as a hashable tuple; `output_bias_init="data_mean"` needs `train_images`."""
-    items = {k: config[k] for k in TRAINER_KEYS}
-    init = config["output_bias_init"]
-    if init not in OUTPUT_BIAS_INITS:
-        raise ValueError(f"output_bias_init must be one of {OUTPUT_BIAS_INITS}, got {init!r}")
-    if init == "data_mean":
-        if train_images is None:
-            raise ValueError("output_bias_init='data_mean' needs the training images")
-        items["output_bias"] = data_mean_logits(train_images)
-    return tuple(items.items())
+def initial_output_bias(config: Mapping[str, Any], train_images: np.ndarray) -> jax.Array | None:
+    """The `output_bias` argument of `Trainer.init` that the config's `output_bias_init` asks for."""
+    if config["output_bias_init"] not in OUTPUT_BIAS_INITS:
+        raise ValueError(f"output_bias_init must be one of {OUTPUT_BIAS_INITS}, got {config['output_bias_init']!r}")
+    return jnp.asarray(data_mean_logits(train_images)) if config["output_bias_init"] == "data_mean" else None
 
 
-def trainer_from_config(config: Mapping[str, Any], train_images: np.ndarray | None = None) -> Trainer:
-    """The `Trainer` a config describes (its graph, losses and programs need no images; its `init` with
-    `output_bias_init="data_mean"` does)."""
-    if train_images is None and config["output_bias_init"] == "data_mean":
-        config = {**config, "output_bias_init": "reference"}  # same graph and programs; only init differs
-    return _trainer_and_programs(trainer_items(config, train_images), "vmap")[0]
+def trainer_from_config(config: Mapping[str, Any]) -> Trainer:
+    """The `Trainer` a config describes."""
+    return _trainer_and_programs(tuple((k, config[k]) for k in TRAINER_KEYS), "vmap")[0]
 
 
 @functools.lru_cache(maxsize=8)
@@ -274,8 +264,7 @@ def _build_trainer(config: Mapping[str, Any]) -> Trainer:
     rate = optax.linear_schedule(0.0, config["learning_rate"], warmup) if warmup else config["learning_rate"]
     optimizer = optax.adam(rate, b1=config["adam_b1"], b2=config["adam_b2"], eps=config["adam_eps"])
     return Trainer(model=config["model"], latent_dim=config["latent_dim"], optimizer=optimizer, geco=geco,
-                   conv_impl=config["conv_impl"], geco_tracks_validation=config["geco_tracks_validation"],
-                   output_bias=config.get("output_bias"))
+                   conv_impl=config["conv_impl"], geco_tracks_validation=config["geco_tracks_validation"])
 
 
 def load_data(config: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
@@ -321,15 +310,16 @@ def train(config: Mapping[str, Any], workdir: str | Path, *, data=None) -> Train
     check_images(valid_images, "valid images")
     mesh = parallel.seed_mesh(len(seeds))
     batching = resolve_seed_batching(config.get("seed_batching", "auto"), sharded=mesh is not None)
-    _, (init, train_step, eval_step) = _trainer_and_programs(trainer_items(config, train_images), batching)
+    _, (init, train_step, eval_step) = _trainer_and_programs(tuple((k, config[k]) for k in TRAINER_KEYS), batching)
+    output_bias = initial_output_bias(config, train_images)
 
     run_keys = parallel.shard_seeds(jnp.stack([jax.random.key(s) for s in seeds]), mesh)
     init_keys = jax.vmap(lambda k: jax.random.fold_in(k, 2**31 - 1))(run_keys)
-    abstract = parallel.seed_shardings(jax.eval_shape(init, init_keys), mesh)
+    abstract = parallel.seed_shardings(jax.eval_shape(init, init_keys, output_bias), mesh)
 
     ckpt = checkpoint.Checkpointer(workdir / "checkpoints", keep=int(config["keep_checkpoints"]))
     restored = ckpt.restore_latest(abstract)
-    state = parallel.shard_seeds(init(init_keys), mesh) if restored is None else restored[1]
+    state = parallel.shard_seeds(init(init_keys, output_bias), mesh) if restored is None else restored[1]
     start = 0 if restored is None else restored[0]
     writer = runlog.MetricsWriter(workdir / "metrics.jsonl", resume_step=start)
 

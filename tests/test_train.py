@@ -261,19 +261,24 @@ def test_data_mean_logits_is_the_logit_of_the_mean_colour():
 
 
 def test_data_mean_output_bias_starts_the_decoder_at_the_mean_colour(tiny_data):
-    config = quick_config(output_bias_init="data_mean")
-    trainer = train.trainer_from_config(config, tiny_data[0])
-    reference = train.trainer_from_config(quick_config())
+    trainer = train.trainer_from_config(quick_config())
+    bias = train.initial_output_bias(quick_config(output_bias_init="data_mean"), tiny_data[0])
+    assert train.initial_output_bias(quick_config(), tiny_data[0]) is None
     key = jax.random.key(3)
-    state, ref_state = trainer.init(key), reference.init(key)
-    bias = state.params["decoder"]["out"]["bias"][...]
-    np.testing.assert_allclose(bias, train.data_mean_logits(tiny_data[0]), rtol=1e-6)
-    assert not np.allclose(bias, ref_state.params["decoder"]["out"]["bias"][...])
+    state, ref_state = trainer.init(key, bias), trainer.init(key)
+    got = state.params["decoder"]["out"]["bias"][...]
+    np.testing.assert_allclose(got, train.data_mean_logits(tiny_data[0]), rtol=1e-6)
+    assert not np.allclose(got, ref_state.params["decoder"]["out"]["bias"][...])
     # every other parameter is the reference's initialisation from the same key
     state.params["decoder"]["out"]["bias"][...] = ref_state.params["decoder"]["out"]["bias"][...]
     chex.assert_trees_all_equal(state.params, ref_state.params)
-    with pytest.raises(ValueError, match="training images"):
-        train.trainer_items(config)
+
+
+def test_a_data_mean_run_starts_from_that_bias(tmp_path, tiny_data):
+    config = quick_config(output_bias_init="data_mean", num_steps=1, lr_warmup_steps=5)  # rate 0: params stay
+    state = train.train(config, tmp_path, data=tiny_data)
+    np.testing.assert_allclose(state.params["decoder"]["out"]["bias"][...][0], train.data_mean_logits(tiny_data[0]),
+                               rtol=1e-6)
 
 
 def test_warm_up_starts_from_a_zero_learning_rate(tiny_data):
