@@ -68,15 +68,6 @@ def _fingerprint(config: Mapping[str, Any], train_config: Mapping[str, Any], ste
     return hashlib.sha256(json.dumps(runlog._jsonable(items), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _save_npz_atomic(path: Path, **arrays) -> None:
-    tmp = path.with_name(f".{path.name}.tmp.npz")
-    with open(tmp, "wb") as f:
-        np.savez_compressed(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def segment_model(config: Mapping[str, Any], graphdef, params, dataset: str, key: jax.Array) -> dict:
     """Sweeps, protocols and control for one trained (dataset, model): a dict of arrays (see module docstring)."""
     from datasets import good_gestalt as gg
@@ -198,7 +189,7 @@ def run(config: Mapping[str, Any], workdir: str | Path) -> list[dict]:
             if seg is None:
                 model_key = jax.random.fold_in(key, zlib.crc32(f"{model}_{dataset}".encode()) & 0x7FFFFFFF)
                 seg = segment_model(config, graphdef, params, dataset, model_key)
-                _save_npz_atomic(path, fingerprint=np.array(fingerprint), **seg)
+                runlog.save_npz_atomic(path, fingerprint=np.array(fingerprint), **seg)
             rows.extend(_summary_rows(config, dataset, model, seg))
             timings[f"{model}_{dataset}"] = time.perf_counter() - tic
     _write_results(workdir, config, rows, timings)

@@ -21,6 +21,17 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def save_npz_atomic(path: str | Path, **arrays) -> None:
+    """`np.savez_compressed` to `path` via a temporary file, fsync and rename: never a half-written file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.npz")
+    with open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 def write_json_atomic(path: str | Path, data: Any) -> None:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")

@@ -12,7 +12,6 @@ segmented, so LNS differences stay exact for it. Writes are atomic (temporary fi
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -20,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+
+from noisegroup import logging as runlog
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 
@@ -45,12 +46,7 @@ def save(path: str | Path, params: Any, meta: Mapping[str, Any]) -> Path:
         arrays[name] = value.astype(np.float16)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.npz")
-    with open(tmp, "wb") as f:
-        np.savez_compressed(f, __meta__=np.array(json.dumps(dict(meta), sort_keys=True, default=str)), **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    runlog.save_npz_atomic(path, __meta__=np.array(json.dumps(dict(meta), sort_keys=True, default=str)), **arrays)
     return path
 
 
@@ -75,18 +71,16 @@ def load(path: str | Path, trainer) -> Any:
     for field, want in (("model", trainer.model), ("latent_dim", trainer.latent_dim)):
         if meta.get(field) != want:
             raise ValueError(f"{path} holds {field}={meta.get(field)!r}, not the {field}={want!r} asked for")
-    abstract = nnx.to_pure_dict(nnx.state(nnx.eval_shape(lambda: trainer.build(jax.random.key(0))), nnx.Param))
-    leaves, treedef = jax.tree_util.tree_flatten_with_path(abstract)
+    params = nnx.state(nnx.eval_shape(lambda: trainer.build(jax.random.key(0))), nnx.Param)  # shapes only
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(params))
     missing = [_path_name(p) for p, _ in leaves if _path_name(p) not in stored]
     if missing:
         raise ValueError(f"{path} lacks parameters {missing}")
     values = []
     for leaf_path, leaf in leaves:
-        name = _path_name(leaf_path)
-        value = stored[name]
+        name, value = _path_name(leaf_path), stored[_path_name(leaf_path)]
         if value.shape[1:] != leaf.shape:
             raise ValueError(f"{path}: parameter {name} has shape {value.shape[1:]}, the model wants {leaf.shape}")
         values.append(jnp.asarray(value, jnp.float32))
-    params = nnx.state(nnx.eval_shape(lambda: trainer.build(jax.random.key(0))), nnx.Param)
     nnx.replace_by_pure_dict(params, jax.tree_util.tree_unflatten(treedef, values))
     return params
