@@ -96,6 +96,29 @@ def test_subpixel_conv_transpose_equals_lax_conv_transpose(size):
     _assert_same_function(lambda x, w: L.native_conv_transpose(x, w, 2, 1), L.subpixel_conv_transpose, x, w)
 
 
+@pytest.mark.parametrize("size", [2, 8])
+def test_strided_conv_equals_lax_conv(size):
+    x, w = _normal(0, 2, size, size, 5), _normal(1, 4, 4, 5, 7)
+    native = lambda x, w: jax.lax.conv_general_dilated(x, w, (2, 2), ((1, 1), (1, 1)), dimension_numbers=DIMS)  # noqa: E731
+    _assert_same_function(native, L.strided_conv, x, w)
+
+
+@pytest.mark.parametrize("size", [1, 4, 7])
+def test_strided_conv_transpose_equals_lax_conv_transpose(size):
+    x, w = _normal(0, 2, size, size, 6), _normal(1, 4, 4, 6, 5)
+    _assert_same_function(lambda x, w: L.native_conv_transpose(x, w, 2, 1), L.strided_conv_transpose, x, w)
+
+
+def test_strided_layers_under_vmap_over_seeds():
+    """The custom gradients batch (seeds vmapped on one device) to the per-seed results."""
+    x, w = _normal(0, 3, 2, 8, 8, 4), _normal(1, 3, 4, 4, 4, 6)
+    for fn, xs in ((L.strided_conv, x), (L.strided_conv_transpose, x[:, :, :4, :4])):
+        grad = jax.grad(lambda x, w: jnp.sum(fn(x, w) ** 2), argnums=(0, 1))
+        batched = jax.vmap(grad)(xs, w)
+        chex.assert_trees_all_close(batched, tuple(jnp.stack(g) for g in zip(*(grad(xs[s], w[s]) for s in range(3)))),
+                                    atol=1e-3, rtol=1e-4)
+
+
 def test_point_upsampling_equals_lax_conv_transpose():
     x, w = _normal(0, 3, 1, 1, 8), _normal(1, 4, 4, 8, 5)
     _assert_same_function(lambda x, w: L.native_conv_transpose(x, w, 1, 0), L.upsample_from_point, x, w)

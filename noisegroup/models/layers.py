@@ -1,21 +1,29 @@
-"""Convolution layers of the LNS networks, with matrix-product formulations that train fast on XLA:CPU.
+"""Convolution layers of the LNS networks, with formulations that train fast on XLA:CPU.
 
-XLA:CPU computes the weight gradient of a stride-2 transposed convolution (a convolution with input dilation)
-very slowly: 4 to 7 s per layer at batch 64 for this network; its other convolution gradients are 3 to 8 times
-their forward pass. The same functions can be written as matrix products, whose gradients are matrix products too:
+XLA:CPU (Eigen) is fast at some convolutions and very slow at others. Measured at batch 32 on 2 cores for the
+network's largest stride-2 layer (64 x 64 x 32 -> 32 x 32 x 64, `python -m benchmarks.train_step --layers`):
 
-* convolution: im2col (the k*k shifted, strided views of the padded input, concatenated on channels) times the
-  kernel reshaped to `[k*k*in, out]`.
+    forward, stride-2 conv                              native 10 ms     im2col matmul 44 ms
+    weight gradient (the same conv, batch contracted)   native 25 ms     im2col matmul 60 ms
+    input gradient (a transposed conv, input-dilated)   native 55 ms     sub-pixel (below) 7 ms
 
-* stride-2 transposed conv, kernel 4, padding 1 (``2H`` out of ``H``): every output pixel ``(2m + a, 2n + b)``
-  sees a 2 x 2 input window. One stride-1 2 x 2 convolution with ``4 * out`` channels (one block per phase
-  ``(a, b)``) over the input padded by 1, then a depth-to-space interleave ("sub-pixel convolution"). Derivation
-  with ``lax.conv_transpose``'s convention (correlate the zero-dilated input, padded by 2, with ``W``): output row
-  ``2m + a`` takes input rows ``m - 1 + a + d`` with kernel row ``2d + a``, d in {0, 1}. So the phase kernel is
-  ``K[d, e, i, (a, b, o)] = W[2d + a, 2e + b, i, o]``.
-* transposed conv from a 1 x 1 map (kernel 4, padding 0): a dense layer, ``out[y, x, o] = sum_i x[i] W[3-y, 3-x, i, o]``.
+So every stride-2 layer here is a `jax.custom_vjp` that sends each of its three computations to the fast form:
 
-The remaining 3 x 3 stride-1 transposed conv (the output layer) is a plain convolution; XLA's is fastest there.
+* stride-2 convolution, kernel 4, padding 1 (`strided_conv`): forward and weight gradient native; input
+  gradient as a sub-pixel transposed convolution.
+* stride-2 transposed convolution, kernel 4, padding 1 (`strided_conv_transpose`, ``2H`` out of ``H``): it is the
+  adjoint of a stride-2 convolution with the flipped, in/out-swapped kernel, so its input gradient is that native
+  convolution, its weight gradient that convolution's native weight gradient (flipped back), and its forward the
+  sub-pixel form.
+* sub-pixel form (`subpixel_conv_transpose`): every output pixel ``(2m + a, 2n + b)`` sees a 2 x 2 input window.
+  One native stride-1 2 x 2 convolution with ``4 * out`` channels (one block per phase ``(a, b)``) over the input
+  padded by 1, then a depth-to-space interleave. Derivation with ``lax.conv_transpose``'s convention (correlate
+  the zero-dilated input, padded by 2, with ``W``): output row ``2m + a`` takes input rows ``m - 1 + a + d`` with
+  kernel row ``2d + a``, d in {0, 1}. So the phase kernel is ``K[d, e, i, (a, b, o)] = W[2d + a, 2e + b, i, o]``.
+* a k x k map to 1 x 1 (the encoder's last conv) and a 1 x 1 map to k x k (the decoder's first transposed conv):
+  dense layers, one matrix product each (`im2col_conv`, `upsample_from_point`).
+
+The 3 x 3 stride-1 layers (the encoder's first, the decoder's output) are XLA's native convolutions: fastest there.
 
 Each fast form computes exactly the function of the standard layer with the same parameters (tests compare
 forward passes and gradients with ``lax.conv_transpose`` / ``lax.conv_general_dilated``); `impl` picks one:
@@ -68,10 +76,14 @@ class Conv(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         w = self.kernel[...]
-        if resolve_impl(self.impl) == "fast":
-            return im2col_conv(x, w, self.stride, self.padding) + self.bias[...]
-        pad = ((self.padding, self.padding),) * 2
-        y = jax.lax.conv_general_dilated(x, w, (self.stride,) * 2, pad, dimension_numbers=_DIMS)
+        k, s, p = w.shape[0], self.stride, self.padding
+        fast = resolve_impl(self.impl) == "fast"
+        if fast and (k, s, p) == (4, 2, 1) and x.shape[1] % 2 == 0 and x.shape[2] % 2 == 0:
+            y = strided_conv(x, w)
+        elif fast and p == 0 and x.shape[1:3] == (k, k):  # k x k -> 1 x 1: a dense layer
+            y = im2col_conv(x, w, s, p)
+        else:
+            y = native_conv(x, w, s, p)
         return y + self.bias[...]
 
 
@@ -94,10 +106,16 @@ class ConvTranspose(nnx.Module):
         if impl == "fast" and s == 1 and p == 0 and x.shape[1:3] == (1, 1):
             y = upsample_from_point(x, self.kernel[...])
         elif impl == "fast" and (k, s, p) == (4, 2, 1):
-            y = subpixel_conv_transpose(x, self.kernel[...])
+            y = strided_conv_transpose(x, self.kernel[...])
         else:
             y = native_conv_transpose(x, self.kernel[...], s, p)
         return y + self.bias[...]
+
+
+def native_conv(x: jax.Array, w: jax.Array, stride: int, padding: int) -> jax.Array:
+    """XLA's convolution (cross-correlation) with symmetric zero padding: `[b, h, w, i]`, `[k, k, i, o]` ->
+    `[b, h', w', o]`."""
+    return jax.lax.conv_general_dilated(x, w, (stride, stride), ((padding, padding),) * 2, dimension_numbers=_DIMS)
 
 
 def im2col_conv(x: jax.Array, w: jax.Array, stride: int, padding: int) -> jax.Array:
@@ -148,7 +166,80 @@ def subpixel_conv_transpose(x: jax.Array, w: jax.Array) -> jax.Array:
     c_out = w.shape[-1]
     # K[d, e, i, (a, b, o)] = W[2d + a, 2e + b, i, o]
     phase_kernel = w.reshape(2, 2, 2, 2, c_in, c_out).transpose(0, 2, 4, 1, 3, 5).reshape(2, 2, c_in, 4 * c_out)
-    y = im2col_conv(x, phase_kernel, 1, 1).reshape(b, h + 1, wd + 1, 2, 2, c_out)  # [b, h+1, w+1, a, b, o]
+    y = native_conv(x, phase_kernel, 1, 1).reshape(b, h + 1, wd + 1, 2, 2, c_out)  # [b, h+1, w+1, a, b, o]
     # Phase (a, b) of output pixel (m, n) sits at window (m + a, n + b).
     rows = [jnp.stack([y[:, a : a + h, q : q + wd, a, q] for q in (0, 1)], axis=3) for a in (0, 1)]  # [b,h,w,2,o]
     return jnp.stack(rows, axis=2).reshape(b, 2 * h, 2 * wd, c_out)  # [b, h, a, w, q, o] -> [b, 2h, 2w, o]
+
+
+def flip_swap(w: jax.Array) -> jax.Array:
+    """`[k, k, i, o]` -> `[k, k, o, i]` flipped in space: the kernel of a convolution's adjoint as a transposed
+    convolution and back (an involution)."""
+    return w[::-1, ::-1].transpose(0, 1, 3, 2)
+
+
+def _strided_weight_grad(x: jax.Array, cotangent: jax.Array, kernel_shape: tuple) -> jax.Array:
+    """Gradient of ``<native_conv(x, w, 2, 1), cotangent>`` with respect to `w` (XLA's native weight gradient)."""
+    conv = lambda w: native_conv(x, w, 2, 1)  # noqa: E731  (linear in w)
+    (grad,) = jax.linear_transpose(conv, jax.ShapeDtypeStruct(kernel_shape, x.dtype))(cotangent)
+    return grad
+
+
+@jax.custom_vjp
+def strided_conv(x: jax.Array, w: jax.Array) -> jax.Array:
+    """Convolution with kernel 4, stride 2, padding 1 (`native_conv(x, w, 2, 1)`), with fast gradients on CPU.
+
+    Args:
+        x: `[b, 2h, 2w, i]` (even sizes).
+        w: `[4, 4, i, o]` HWIO kernel.
+
+    Returns:
+        `[b, h, w, o]`.
+    """
+    return native_conv(x, w, 2, 1)
+
+
+def _strided_conv_fwd(x, w):
+    return native_conv(x, w, 2, 1), (x, w)
+
+
+def _strided_conv_bwd(residuals, cotangent):
+    x, w = residuals
+    # The input gradient is the transposed convolution with the flipped, swapped kernel: its sub-pixel form.
+    return subpixel_conv_transpose(cotangent, flip_swap(w)), _strided_weight_grad(x, cotangent, w.shape)
+
+
+strided_conv.defvjp(_strided_conv_fwd, _strided_conv_bwd)
+
+
+@jax.custom_vjp
+def strided_conv_transpose(x: jax.Array, w: jax.Array) -> jax.Array:
+    """Transposed convolution with kernel 4, stride 2, padding 1 (`native_conv_transpose(x, w, 2, 1)`), with fast
+    forward and gradients on CPU.
+
+    It is the adjoint of ``native_conv(., flip_swap(w), 2, 1)``: the forward is the sub-pixel form, the input
+    gradient that convolution, the weight gradient that convolution's weight gradient, flipped and swapped back.
+
+    Args:
+        x: `[b, h, w, i]`.
+        w: `[4, 4, i, o]` HWIO kernel in `lax.conv_transpose`'s convention.
+
+    Returns:
+        `[b, 2h, 2w, o]`.
+    """
+    return subpixel_conv_transpose(x, w)
+
+
+def _strided_conv_transpose_fwd(x, w):
+    return subpixel_conv_transpose(x, w), (x, w)
+
+
+def _strided_conv_transpose_bwd(residuals, cotangent):
+    x, w = residuals
+    adjoint = flip_swap(w)  # [4, 4, o, i]: y = adjoint-conv^T(x), so <cotangent, y> = <conv(cotangent), x>
+    grad_x = native_conv(cotangent, adjoint, 2, 1)
+    grad_w = flip_swap(_strided_weight_grad(cotangent, x, adjoint.shape))
+    return grad_x, grad_w
+
+
+strided_conv_transpose.defvjp(_strided_conv_transpose_fwd, _strided_conv_transpose_bwd)
