@@ -113,6 +113,25 @@ def test_multi_seed_step_equals_single_seed_steps(model, batching, tiny_data):
         assert "kl" not in metrics
 
 
+@pytest.mark.parametrize("model", ["ae", "vae"])
+def test_micro_batched_step_equals_one_pass(model, tiny_data):
+    """Gradients averaged over 4 passes of 4 images: the one-pass step (the VAE's noise drawn for the whole batch)."""
+    images, key = jnp.asarray(tiny_data[0][:16]), jax.random.key(3)
+
+    def step(micro_batch_size):
+        trainer = train.Trainer(model=model, optimizer=optax.sgd(1e-3), micro_batch_size=micro_batch_size)
+        return jax.jit(trainer.train_step)(trainer.init(key), images, key)
+
+    one_pass, passes = step(0), step(4)
+    chex.assert_trees_all_close(passes, one_pass, atol=1e-6, rtol=1e-5)
+    assert float(one_pass[1]["loss"]) > 0
+    with pytest.raises(ValueError, match="-1"):
+        train.Trainer(micro_batch_size=-1)
+    with pytest.raises(ValueError, match="-2"):
+        train.resolve_micro_batch(-2)
+    assert train.resolve_micro_batch(0) == 32 and train.resolve_micro_batch(8) == 8  # CPU
+
+
 def test_epoch_sampler_shuffles_each_epoch_and_drops_the_last_batch():
     sampler = train.EpochSampler(10, 3, seeds=[0, 1])
     assert sampler.steps_per_epoch == 3

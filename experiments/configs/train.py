@@ -17,6 +17,8 @@ Fields:
     output_bias_init: "reference" (PyTorch's default init of the decoder's output bias) or "data_mean" (the logit
         of the training images' mean colour: keeps fast learning rates from saturating the sigmoid; README).
     num_steps, eval_every (steps; 0 = once per epoch, as the reference), log_every, checkpoint_every, keep_checkpoints.
+    micro_batch_size: images per forward/backward pass, gradients averaged over the passes (0: auto, 32 on CPU,
+        where XLA trains batches of 32 ~1.5x faster per image than 64, one pass on accelerators).
     conv_impl ("auto" | "fast" | "native"), seed_batching ("auto" | "vmap" | "unroll"), train_limit / valid_limit (a
         prefix of the data), progress.
 """
@@ -49,6 +51,7 @@ def get_config(mode: str = "default") -> ml_collections.ConfigDict:
     c.checkpoint_every = 5_000
     c.keep_checkpoints = 3
     c.conv_impl = "auto"
+    c.micro_batch_size = 0  # auto
     c.seed_batching = "auto"  # "vmap" | "unroll" (one unbatched copy per seed: faster on CPU) | "auto"
     c.train_limit = 0  # 0: the whole split
     c.valid_limit = 0
