@@ -1,13 +1,18 @@
 """Exports the models an LNS run trained as small float16 weights to ship (`noisegroup.pretrained`).
 
-    # 1. train on a GPU (or be patient on a CPU), with the config the weights should come from:
-    python -m experiments.lns --config=experiments/configs/lns.py:default --config.train.num_steps=30000 \\
-        --config.figures=False --workdir=workdirs/lns_pretrain
-    # 2. export seed 0 of every (model, dataset) trained there, with the same config flags:
-    python -m experiments.export_pretrained --config=experiments/configs/lns.py:default \\
-        --config.train.num_steps=30000 --workdir=workdirs/lns_pretrain --out=pretrained
-    # 3. segment with them, no training:
+The weights in pretrained/ (what the `default` config segments with) were made by these commands, on 2 CPU cores
+(~95 min for step 1: ~15.5 min a dataset; any extra flag of step 1 that changes training must be given to step 2 as well):
+
+    # 1. train the default config's six AEs (segmenting only 8 images each, no figures: just to see they work)
+    python -m experiments.lns --config.pretrained="" --config.test_limit=8 --config.figures=False \
+        --config.control=False --workdir=workdirs/lns_pretrain
+    # 2. export seed 0 of every (model, dataset) trained there
+    python -m experiments.export_pretrained --workdir=workdirs/lns_pretrain --out=pretrained
+    # 3. segment with them, no training (the default does exactly this)
     python -m experiments.lns --config.pretrained=pretrained
+
+For longer-trained weights (a GPU), add e.g. `--config.train.num_steps=30000 --config.train.batch_size=64` to
+steps 1 and 2.
 
 Each file is <out>/<model>_<dataset>.npz, ~3.9 MB a model (the repository's budget is ~30 MB in all).
 """

@@ -172,6 +172,11 @@ def run(config: Mapping[str, Any], workdir: str | Path) -> list[dict]:
             trainer = train.trainer_from_config(train_config)
             if config.get("pretrained"):
                 weights = Path(config["pretrained"]) / f"{model}_{dataset}.npz"
+                if not weights.exists():
+                    raise FileNotFoundError(
+                        f"no shipped weights {weights} for model {model!r} on {dataset!r} (pretrained="
+                        f"{config['pretrained']!r}; paths are relative to the working directory); "
+                        '--config.pretrained="" trains instead')
                 params = pretrained.load(weights, trainer)
                 digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
                 fingerprint = _fingerprint(config, {"pretrained": digest}, 0)

@@ -71,3 +71,32 @@ def test_export_then_segment_with_pretrained_weights(tmp_path):
     assert not (tmp_path / "shipped" / "models").exists()  # nothing was trained
     rows = list(csv.DictReader(open(tmp_path / "shipped" / "results.csv")))
     assert len(rows) == 6 and all(-1.0 <= float(r["ari"]) <= 1.0 for r in rows)
+
+
+def test_shipped_weights_are_the_default_configs_and_reconstruct():
+    """pretrained/ holds one file per (model, dataset) the `default` config segments, trained with exactly the
+    default's recipe for its steps, and each decoder uses its latent and beats the mean colour on unseen images."""
+    from datasets import good_gestalt as gg
+    from experiments.configs import lns as lns_configs
+    from noisegroup import experiment, lns
+
+    config = lns_configs.get_config("default").to_dict()
+    for dataset in config["datasets"]:
+        for model in config["models"]:
+            path = ROOT / config["pretrained"] / f"{model}_{dataset}.npz"
+            meta = pretrained.read_meta(path)
+            want = experiment.model_train_config(config, model, dataset)
+            for field in ("model", "dataset", "batch_size", "learning_rate", "lr_warmup_steps", "output_bias_init",
+                          "num_steps", "latent_dim", "adam_b1", "adam_b2"):
+                assert meta["train"][field] == want[field], (path.name, field)
+            assert meta["steps"] == want["num_steps"]
+            trainer = train.trainer_from_config(want)
+            params = pretrained.load(path, trainer)
+            images = gg.generate(dataset, "test_iid", limit=8).images
+            seed0 = jax.tree.map(lambda x: x[0], params)
+            outputs, recon = lns.noisy_decodes(trainer.graphdef, seed0, images, lns.image_keys(jax.random.key(0),
+                                               np.arange(8)), [0.1], 3)
+            assert float(np.abs(np.diff(np.asarray(outputs), axis=2)).max()) > 1e-3, path.name  # latent matters
+            sse = ((np.asarray(recon) - images) ** 2).sum((1, 2, 3)).mean()
+            mean_colour_sse = ((images.mean((0, 1, 2)) - images) ** 2).sum((1, 2, 3)).mean()
+            assert sse < 0.7 * mean_colour_sse, (path.name, sse, mean_colour_sse)
