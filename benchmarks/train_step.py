@@ -2,9 +2,11 @@
 
     python -m benchmarks.train_step              # needs `pip install torch==2.13.0` for the PyTorch column
     python -m benchmarks.train_step --native     # also time JAX with XLA's native (slow on CPU) conv layers
+    python -m benchmarks.train_step --layers     # per layer: forward + backward, fast vs native, batch 32
 
 Measures, at batch 64 on 64 x 64 x 3 images: one optimizer step (Adam; AE: per-image SSE; VAE: SSE + beta KL,
-with GECO in JAX), decoding 16 latents x 40 noise samples (the LNS inner loop: one vmapped program in JAX, a loop
+with GECO in JAX; on CPU once as one pass and once in the default micro-batches of `train.CPU_MICRO_BATCH`, which
+average to the same step), decoding 16 latents x 40 noise samples (the LNS inner loop: one vmapped program in JAX, a loop
 over the 40 samples in PyTorch, as the reference), and how the JAX step grows with S vmapped seeds. Median of
 repeated runs after a warm-up (compilation excluded). The PyTorch network below is a plain restatement of the
 reference's (`models.py`), kept here as an optional baseline: PyTorch is not a noisegroup requirement.
@@ -20,8 +22,10 @@ import time
 import jax
 import jax.numpy as jnp
 import optax
+from flax import nnx
 
 from noisegroup import train
+from noisegroup.models import layers
 
 BATCH, LATENT, NOISE_SAMPLES, DECODE_IMAGES, DECODE_CHUNK = 64, 15, 40, 16, 8
 
@@ -40,8 +44,8 @@ def timed(fn, repeats: int) -> float:
 # --- JAX ------------------------------------------------------------------------------------------------------
 
 
-def jax_step_time(model: str, impl: str, seeds: int, repeats: int, batching: str = "vmap") -> float:
-    trainer = train.Trainer(model=model, optimizer=optax.adam(5e-5), conv_impl=impl)
+def jax_step_time(model: str, impl: str, seeds: int, repeats: int, batching: str = "vmap", micro: int = 0) -> float:
+    trainer = train.Trainer(model=model, optimizer=optax.adam(5e-5), conv_impl=impl, micro_batch_size=micro)
     init, step, _ = trainer.multi_seed(batching)
     keys = jnp.stack([jax.random.key(s) for s in range(seeds)])
     images = jax.random.uniform(jax.random.key(1), (seeds, BATCH, 64, 64, 3))
@@ -69,6 +73,37 @@ def jax_decode_time(impl: str, repeats: int) -> float:
 
     means = jax.random.normal(jax.random.key(2), (DECODE_IMAGES, LATENT))
     return timed(lambda: jax.block_until_ready(decode_noisy(params, means, jax.random.key(3))), repeats)
+
+
+LAYERS = [  # name, class, (in, out, kernel, stride, padding), input height and width: the AE's layers in order
+    ("enc1", layers.Conv, (3, 32, 3, 1, 1), 64), ("enc2", layers.Conv, (32, 64, 4, 2, 1), 64),
+    ("enc3", layers.Conv, (64, 64, 4, 2, 1), 32), ("enc4", layers.Conv, (64, 128, 4, 2, 1), 16),
+    ("enc5", layers.Conv, (128, 128, 4, 2, 1), 8), ("enc6", layers.Conv, (128, 256, 4, 1, 0), 4),
+    ("dec1", layers.ConvTranspose, (256, 128, 4, 1, 0), 1), ("dec2", layers.ConvTranspose, (128, 128, 4, 2, 1), 4),
+    ("dec3", layers.ConvTranspose, (128, 64, 4, 2, 1), 8), ("dec4", layers.ConvTranspose, (64, 64, 4, 2, 1), 16),
+    ("dec5", layers.ConvTranspose, (64, 32, 4, 2, 1), 32), ("out", layers.ConvTranspose, (32, 3, 3, 1, 1), 64),
+]
+
+
+def layer_times(batch: int, repeats: int) -> None:
+    """Per layer, milliseconds of forward and of forward + gradients (parameters and input), fast vs native."""
+    print(f"\nper layer at batch {batch}, milliseconds (forward | forward + gradients of parameters and input)")
+    print(f"{'layer':6s} {'fast fwd':>9s} {'fast f+b':>9s} {'native fwd':>11s} {'native f+b':>11s} {'native/fast':>12s}")
+    totals = {"fast": 0.0, "native": 0.0}
+    for name, cls, args, hw in LAYERS:
+        cells = []
+        for impl in ("fast", "native"):
+            graph, params = nnx.split(cls(*args, impl=impl, rngs=nnx.Rngs(0)))
+            x = jax.random.normal(jax.random.key(1), (batch, hw, hw, args[0]))
+            forward = jax.jit(lambda p, x: nnx.merge(graph, p)(x))
+            backward = jax.jit(jax.grad(lambda p, x: jnp.sum(jnp.sin(nnx.merge(graph, p)(x))), argnums=(0, 1)))
+            f = timed(lambda: jax.block_until_ready(forward(params, x)), repeats) * 1e3
+            b = timed(lambda: jax.block_until_ready(backward(params, x)), repeats) * 1e3
+            totals[impl] += b
+            cells += [f, b]
+        print(f"{name:6s} {cells[0]:9.1f} {cells[1]:9.1f} {cells[2]:11.1f} {cells[3]:11.1f} {cells[3] / cells[1]:12.1f}")
+    print(f"{'total':6s} {'':9s} {totals['fast']:9.1f} {'':11s} {totals['native']:11.1f} "
+          f"{totals['native'] / totals['fast']:12.1f}")
 
 
 # --- PyTorch (optional baseline) ------------------------------------------------------------------------------
@@ -135,9 +170,14 @@ def torch_decode_time(repeats: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--native", action="store_true", help="also time XLA's native conv layers (minutes)")
+    parser.add_argument("--native", action="store_true", help="also time XLA's native (slow on CPU) conv layers")
+    parser.add_argument("--layers", action="store_true", help="only time each layer, fast vs native")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 4, 8])
     args = parser.parse_args()
+    print(f"\n{jax.default_backend()} backend, {os.cpu_count()} cores, jax {jax.__version__}")
+    if args.layers:
+        layer_times(32, args.repeats)
+        return
     try:
         import torch
 
@@ -147,25 +187,35 @@ def main() -> None:
         have_torch = False
         print("PyTorch not installed (pip install torch==2.13.0): PyTorch column left empty")
 
-    print(f"\n{jax.default_backend()} backend, {os.cpu_count()} cores, batch {BATCH}, jax {jax.__version__}")
-    impls = ["fast"] + (["native"] if args.native else [])
-    print(f"{'workload':40s} " + " ".join(f"{'jax ' + i + ' s':>14s}" for i in impls) + f" {'torch s':>9s} {'torch/jax':>10s}")
-    rows = [(f"train step {m.upper()}", lambda i, m=m: jax_step_time(m, i, 1, args.repeats if i == "fast" else 1),
-             (lambda m=m: torch_step_time(m, args.repeats)) if have_torch else None) for m in ("ae", "vae")]
-    rows.append((f"decode {DECODE_IMAGES} latents x {NOISE_SAMPLES} noise samples",
-                 lambda i: jax_decode_time(i, args.repeats), (lambda: torch_decode_time(args.repeats)) if have_torch else None))
-    for label, jax_fn, torch_fn in rows:
-        jax_s = [jax_fn(i) for i in impls]
-        torch_s = torch_fn() if torch_fn else None
-        cells = " ".join(f"{s:14.3f}" for s in jax_s)
-        ratio = f"{torch_s / jax_s[0]:10.2f}" if torch_s else f"{'-':>10s}"
-        print(f"{label:40s} {cells} {torch_s if torch_s is None else round(torch_s, 3)!s:>9s} {ratio}")
+    micro = train.resolve_micro_batch(0)  # the default: 32 on CPU, one pass elsewhere
+    columns = [("fast", 0)] + ([("fast", micro)] if micro else []) + ([("native", 0)] if args.native else [])
+    names = [f"{impl}" + (f" mb{m}" if m else "") for impl, m in columns]
+    print(f"batch {BATCH}; jax columns: conv layers (fast/native) and micro-batch (mbN: N images a gradient pass)")
+    print(f"{'workload':40s} " + " ".join(f"{'jax ' + n + ' s':>16s}" for n in names)
+          + f" {'torch s':>9s} {'torch/jax best':>15s}")
+    for model in ("ae", "vae"):
+        jax_s = [jax_step_time(model, impl, 1, args.repeats if impl == "fast" else 1, micro=m) for impl, m in columns]
+        torch_s = torch_step_time(model, args.repeats) if have_torch else None
+        report(f"train step {model.upper()}", jax_s, torch_s)
+    decode = [None if m else jax_decode_time(impl, args.repeats) for impl, m in columns]  # no gradients, no micro
+    report(f"decode {DECODE_IMAGES} latents x {NOISE_SAMPLES} noise samples", decode,
+           torch_decode_time(args.repeats) if have_torch else None)
 
-    print(f"\nAE train step with S seeds in one program (jax fast), batch {BATCH} per seed; seconds per step")
+    print(f"\nAE train step with S seeds in one program (jax fast, micro-batch {micro or 'none'}), batch {BATCH} "
+          "per seed; seconds per step")
     print(f"  {'S':>3s} {'vmap':>8s} {'per seed':>9s} {'unroll':>8s} {'per seed':>9s}")
     for s in args.seeds:
-        times = [jax_step_time("ae", "fast", s, max(2, args.repeats // 2), b) for b in ("vmap", "unroll")]
+        times = [jax_step_time("ae", "fast", s, max(2, args.repeats // 2), b, micro) for b in ("vmap", "unroll")]
         print(f"  {s:3d} " + " ".join(f"{t:8.3f} {t / s:9.3f}" for t in times))
+
+
+def report(label: str, jax_s: list[float | None], torch_s: float | None) -> None:
+    """One table row; None is a column that does not apply (the micro-batch column of a decode)."""
+    cells = " ".join(f"{'-':>16s}" if t is None else f"{t:16.3f}" for t in jax_s)
+    best = min(t for t in jax_s if t is not None)
+    torch_cell = f"{torch_s:9.3f}" if torch_s else f"{'-':>9s}"
+    ratio = f"{torch_s / best:15.2f}" if torch_s else f"{'-':>15s}"
+    print(f"{label:40s} {cells} {torch_cell} {ratio}")
 
 
 if __name__ == "__main__":

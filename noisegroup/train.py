@@ -129,15 +129,12 @@ class Trainer:
             grads, metrics = grad_fn(params, images, noise, beta)
             return metrics, grads
         passes = b // m
-        split = lambda x: None if x is None else x.reshape(passes, m, *x.shape[1:])  # noqa: E731
-
-        def one_pass(total, batch):
-            grads, metrics = grad_fn(params, *batch, beta)
-            return jax.tree.map(jnp.add, total, (metrics, grads)), None
-
-        grads, metrics = jax.eval_shape(grad_fn, params, images[:m], None if noise is None else noise[:m], beta)
-        zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), (metrics, grads))
-        total, _ = jax.lax.scan(one_pass, zeros, (split(images), split(noise)))
+        # An unrolled loop, not `lax.scan`: XLA:CPU ran these convolutions ~20x slower inside a while loop.
+        total = None
+        for i in range(passes):
+            part = slice(i * m, (i + 1) * m)
+            grads, metrics = grad_fn(params, images[part], None if noise is None else noise[part], beta)
+            total = (metrics, grads) if total is None else jax.tree.map(jnp.add, total, (metrics, grads))
         return jax.tree.map(lambda x: x / passes, total)
 
     def train_step(self, state: TrainState, images: jax.Array, run_key: jax.Array):
