@@ -64,7 +64,7 @@ class Trainer:
         geco: GECO's constants (the VAE's KL weight); None for a fixed KL weight of 1.
         conv_impl: "auto", "fast" or "native" (see `noisegroup.models.layers`).
         geco_tracks_validation: validation batches move GECO's moving average (the reference's behaviour).
-        micro_batch_size: images per forward/backward pass; a larger batch runs as a `lax.scan` over passes whose
+        micro_batch_size: images per forward/backward pass; a larger batch runs as an unrolled loop of passes whose
             gradients are averaged (the same function up to float rounding). 0: one pass. XLA:CPU trains batches
             of 32 ~1.5x faster per image than batches of 64 (their activations stay in cache).
     """
