@@ -6,9 +6,9 @@
 
 Measures, at batch 64 on 64 x 64 x 3 images: one optimizer step (Adam; AE: per-image SSE; VAE: SSE + beta KL,
 with GECO in JAX; on CPU once as one pass and once in the default micro-batches of `train.CPU_MICRO_BATCH`, which
-average to the same step), decoding 16 latents x 40 noise samples (the LNS inner loop: one vmapped program in JAX, a loop
-over the 40 samples in PyTorch, as the reference), and how the JAX step grows with S vmapped seeds. Median of
-repeated runs after a warm-up (compilation excluded). The PyTorch network below is a plain restatement of the
+average to the same step), decoding 16 latents x 40 noise samples (the LNS inner loop: one vmapped program in JAX,
+a loop over the 40 samples in PyTorch, as the reference), and how the JAX step grows with S seeds in one program.
+Median of repeated runs after a warm-up (compilation excluded). The PyTorch network below is a plain restatement of the
 reference's (`models.py`), kept here as an optional baseline: PyTorch is not a noisegroup requirement.
 """
 
@@ -88,7 +88,8 @@ LAYERS = [  # name, class, (in, out, kernel, stride, padding), input height and 
 def layer_times(batch: int, repeats: int) -> None:
     """Per layer, milliseconds of forward and of forward + gradients (parameters and input), fast vs native."""
     print(f"\nper layer at batch {batch}, milliseconds (forward | forward + gradients of parameters and input)")
-    print(f"{'layer':6s} {'fast fwd':>9s} {'fast f+b':>9s} {'native fwd':>11s} {'native f+b':>11s} {'native/fast':>12s}")
+    print(f"{'layer':6s} {'fast fwd':>9s} {'fast f+b':>9s} {'native fwd':>11s} {'native f+b':>11s} "
+          f"{'native/fast':>12s}")
     totals = {"fast": 0.0, "native": 0.0}
     for name, cls, args, hw in LAYERS:
         cells = []
@@ -101,7 +102,8 @@ def layer_times(batch: int, repeats: int) -> None:
             b = timed(lambda: jax.block_until_ready(backward(params, x)), repeats) * 1e3
             totals[impl] += b
             cells += [f, b]
-        print(f"{name:6s} {cells[0]:9.1f} {cells[1]:9.1f} {cells[2]:11.1f} {cells[3]:11.1f} {cells[3] / cells[1]:12.1f}")
+        ratio = cells[3] / cells[1]
+        print(f"{name:6s} {cells[0]:9.1f} {cells[1]:9.1f} {cells[2]:11.1f} {cells[3]:11.1f} {ratio:12.1f}")
     print(f"{'total':6s} {'':9s} {totals['fast']:9.1f} {'':11s} {totals['native']:11.1f} "
           f"{totals['native'] / totals['fast']:12.1f}")
 

@@ -1,7 +1,8 @@
 """Exports the models an LNS run trained as small float16 weights to ship (`noisegroup.pretrained`).
 
 The weights in pretrained/ (what the `default` config segments with) were made by these commands, on 2 CPU cores
-(~95 min for step 1: ~15.5 min a dataset; any extra flag of step 1 that changes training must be given to step 2 as well):
+(93 min for step 1, ~15.5 min a dataset; any extra flag of step 1 that changes training must be given to step 2
+as well):
 
     # 1. train the default config's six AEs (segmenting only 8 images each, no figures: just to see they work)
     python -m experiments.lns --config.pretrained="" --config.test_limit=8 --config.figures=False \

@@ -61,9 +61,10 @@ def get_config(mode: str = "default") -> ml_collections.ConfigDict:
     c.progress = True
     if mode == "default":
         # Segments with the AEs shipped in pretrained/ (float16, 3.9 MB each): training all six on a 2-core CPU
-        # takes ~95 min (--config.pretrained="" does it, with exactly the recipe below), and the recipes that fit
-        # well under an hour gave loosely shaped masks only (README). The recipe the shipped weights come from: AE, batch 32, Adam 5e-4 after a 100-step warm-up, the decoder's output bias started at the data's
-        # mean colour, 5,000 steps. Without that bias, rates above ~1e-4 can blow the latent up within 50 steps
+        # takes ~93 min (--config.pretrained="" does it, with exactly the recipe below), and the recipes that fit
+        # well under an hour gave loosely shaped masks only (README: ARI per steps). The recipe the shipped weights
+        # come from: AE, batch 32, Adam 5e-4 after a 100-step warm-up, the decoder's output bias started at the
+        # data's mean colour, 5,000 steps. Without that bias, rates above ~1e-4 can blow the latent up within 50 steps
         # and saturate the sigmoid: the decoder then ignores the latent for good (every LNS feature zero).
         c.models = ("ae",)
         c.pretrained = "pretrained"
