@@ -82,6 +82,8 @@ class Conv(nnx.Module):
             y = strided_conv(x, w)
         elif fast and p == 0 and x.shape[1:3] == (k, k):  # k x k -> 1 x 1: a dense layer
             y = im2col_conv(x, w, s, p)
+        elif fast and s == 1 and k % 2 == 1 and 2 * p + 1 == k:
+            y = same_conv(x, w)
         else:
             y = native_conv(x, w, s, p)
         return y + self.bias[...]
@@ -107,6 +109,8 @@ class ConvTranspose(nnx.Module):
             y = upsample_from_point(x, self.kernel[...])
         elif impl == "fast" and (k, s, p) == (4, 2, 1):
             y = strided_conv_transpose(x, self.kernel[...])
+        elif impl == "fast" and s == 1 and k % 2 == 1 and 2 * p + 1 == k:  # = a 'same' conv with W as it is
+            y = same_conv(x, self.kernel[...])
         else:
             y = native_conv_transpose(x, self.kernel[...], s, p)
         return y + self.bias[...]
@@ -116,6 +120,16 @@ def native_conv(x: jax.Array, w: jax.Array, stride: int, padding: int) -> jax.Ar
     """XLA's convolution (cross-correlation) with symmetric zero padding: `[b, h, w, i]`, `[k, k, i, o]` ->
     `[b, h', w', o]`."""
     return jax.lax.conv_general_dilated(x, w, (stride, stride), ((padding, padding),) * 2, dimension_numbers=_DIMS)
+
+
+def patches(x: jax.Array, k: int, stride: int, padding: int) -> jax.Array:
+    """The k x k windows of `x` `[b, h, w, i]` (symmetric zero padding) as rows: `[b, h', w', (ky, kx, i)]`."""
+    b, h, wd, _ = x.shape
+    padded = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0))) if padding else x
+    h_out, w_out = (h + 2 * padding - k) // stride + 1, (wd + 2 * padding - k) // stride + 1
+    span_h, span_w = stride * (h_out - 1) + 1, stride * (w_out - 1) + 1
+    views = [padded[:, y : y + span_h : stride, x_ : x_ + span_w : stride] for y in range(k) for x_ in range(k)]
+    return jnp.concatenate(views, axis=-1)
 
 
 def im2col_conv(x: jax.Array, w: jax.Array, stride: int, padding: int) -> jax.Array:
@@ -130,13 +144,8 @@ def im2col_conv(x: jax.Array, w: jax.Array, stride: int, padding: int) -> jax.Ar
         a dense layer).
     """
     k, _, c_in, c_out = w.shape
-    b, h, wd, _ = x.shape
-    padded = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0))) if padding else x
-    h_out, w_out = (h + 2 * padding - k) // stride + 1, (wd + 2 * padding - k) // stride + 1
-    span_h, span_w = stride * (h_out - 1) + 1, stride * (w_out - 1) + 1
-    views = [padded[:, y : y + span_h : stride, x_ : x_ + span_w : stride] for y in range(k) for x_ in range(k)]
-    patches = jnp.concatenate(views, axis=-1)  # [b, h', w', (ky, kx, i)]
-    return (patches.reshape(-1, k * k * c_in) @ w.reshape(k * k * c_in, c_out)).reshape(b, h_out, w_out, c_out)
+    rows = patches(x, k, stride, padding)  # [b, h', w', (ky, kx, i)]
+    return (rows.reshape(-1, k * k * c_in) @ w.reshape(k * k * c_in, c_out)).reshape(*rows.shape[:3], c_out)
 
 
 def native_conv_transpose(x: jax.Array, w: jax.Array, stride: int, padding: int) -> jax.Array:
@@ -243,3 +252,57 @@ def _strided_conv_transpose_bwd(residuals, cotangent):
 
 
 strided_conv_transpose.defvjp(_strided_conv_transpose_fwd, _strided_conv_transpose_bwd)
+
+
+NARROW_CHANNELS = 4  # at most this many channels (RGB): im2col's patch rows are short, Eigen's conv is slow
+
+
+def _same_conv_forward(x: jax.Array, w: jax.Array) -> jax.Array:
+    """Stride-1 'same' convolution: im2col when the input is narrow (3 -> 32: 3.4x faster), else native."""
+    padding = (w.shape[0] - 1) // 2
+    return im2col_conv(x, w, 1, padding) if x.shape[-1] <= NARROW_CHANNELS else native_conv(x, w, 1, padding)
+
+
+@jax.custom_vjp
+def same_conv(x: jax.Array, w: jax.Array) -> jax.Array:
+    """Stride-1 convolution with an odd kernel and 'same' padding (`native_conv(x, w, 1, (k - 1) // 2)`), fast on
+    CPU when one side is RGB (the encoder's first layer, the decoder's output layer).
+
+    Each of the three computations is a matrix product over the patches of the narrow tensor where there is one:
+    the forward over the patches of a narrow `x`, the input gradient (the same convolution of the cotangent with
+    the flipped, swapped kernel) over the patches of a narrow cotangent, and the weight gradient over the patches
+    of whichever of `x` and the cotangent is narrow. Wide patch rows (32 channels x 9) are slow to gather, so a
+    wide-by-wide case stays native.
+
+    Args:
+        x: `[b, h, w, i]`.
+        w: `[k, k, i, o]` HWIO kernel, k odd.
+
+    Returns:
+        `[b, h, w, o]`.
+    """
+    return _same_conv_forward(x, w)
+
+
+def _same_conv_fwd(x, w):
+    return _same_conv_forward(x, w), (x, w)
+
+
+def _same_conv_bwd(residuals, cotangent):
+    x, w = residuals
+    k, _, c_in, c_out = w.shape
+    padding = (k - 1) // 2
+    grad_x = _same_conv_forward(cotangent, flip_swap(w))
+    if c_in <= NARROW_CHANNELS:  # dW[ky, kx, i, o] = sum_p x_padded[p + (ky, kx), i] g[p, o]
+        rows = patches(x, k, 1, padding).reshape(-1, k * k * c_in)
+        grad_w = (rows.T @ cotangent.reshape(-1, c_out)).reshape(k, k, c_in, c_out)
+    elif c_out <= NARROW_CHANNELS:  # the same sum over q = p + (ky, kx): x[q, i] g_padded[q - (ky, kx) + pad, o]
+        rows = patches(cotangent, k, 1, padding).reshape(-1, k, k, c_out)[:, ::-1, ::-1].reshape(-1, k * k * c_out)
+        grad_w = (rows.T @ x.reshape(-1, c_in)).reshape(k, k, c_out, c_in).transpose(0, 1, 3, 2)
+    else:
+        conv = lambda w: native_conv(x, w, 1, padding)  # noqa: E731  (linear in w)
+        (grad_w,) = jax.linear_transpose(conv, jax.ShapeDtypeStruct(w.shape, x.dtype))(cotangent)
+    return grad_x, grad_w
+
+
+same_conv.defvjp(_same_conv_fwd, _same_conv_bwd)
