@@ -109,13 +109,25 @@ def test_strided_conv_transpose_equals_lax_conv_transpose(size):
     _assert_same_function(lambda x, w: L.native_conv_transpose(x, w, 2, 1), L.strided_conv_transpose, x, w)
 
 
+@pytest.mark.parametrize("c_in, c_out, kernel", [(3, 8, 3), (8, 3, 3), (6, 5, 3), (2, 4, 5), (3, 3, 1)])
+def test_same_conv_equals_lax_conv(c_in, c_out, kernel):
+    """Every branch: narrow input (im2col forward and weight gradient), narrow output (weight gradient from the
+    cotangent's patches, input gradient by im2col), neither (native); and the transposed conv it stands in for."""
+    x, w = _normal(0, 2, 7, 9, c_in), _normal(1, kernel, kernel, c_in, c_out)
+    padding = (kernel - 1) // 2
+    _assert_same_function(lambda x, w: L.native_conv(x, w, 1, padding), L.same_conv, x, w)
+    _assert_same_function(lambda x, w: L.native_conv_transpose(x, w, 1, padding), L.same_conv, x, w)
+
+
 def test_strided_layers_under_vmap_over_seeds():
     """The custom gradients batch (seeds vmapped on one device) to the per-seed results."""
     x, w = _normal(0, 3, 2, 8, 8, 4), _normal(1, 3, 4, 4, 4, 6)
-    for fn, xs in ((L.strided_conv, x), (L.strided_conv_transpose, x[:, :, :4, :4])):
+    w3 = _normal(2, 3, 3, 3, 3, 6)  # narrow input: same_conv's im2col branches
+    cases = ((L.strided_conv, x, w), (L.strided_conv_transpose, x[:, :, :4, :4], w), (L.same_conv, x[..., :3], w3))
+    for fn, xs, ws in cases:
         grad = jax.grad(lambda x, w: jnp.sum(fn(x, w) ** 2), argnums=(0, 1))
-        batched = jax.vmap(grad)(xs, w)
-        chex.assert_trees_all_close(batched, tuple(jnp.stack(g) for g in zip(*(grad(xs[s], w[s]) for s in range(3)))),
+        batched = jax.vmap(grad)(xs, ws)
+        chex.assert_trees_all_close(batched, tuple(jnp.stack(g) for g in zip(*(grad(xs[s], ws[s]) for s in range(3)))),
                                     atol=1e-3, rtol=1e-4)
 
 

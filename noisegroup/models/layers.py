@@ -22,8 +22,10 @@ So every stride-2 layer here is a `jax.custom_vjp` that sends each of its three 
   kernel row ``2d + a``, d in {0, 1}. So the phase kernel is ``K[d, e, i, (a, b, o)] = W[2d + a, 2e + b, i, o]``.
 * a k x k map to 1 x 1 (the encoder's last conv) and a 1 x 1 map to k x k (the decoder's first transposed conv):
   dense layers, one matrix product each (`im2col_conv`, `upsample_from_point`).
-
-The 3 x 3 stride-1 layers (the encoder's first, the decoder's output) are XLA's native convolutions: fastest there.
+* the 3 x 3 stride-1 layers with an RGB side (the encoder's first, 3 -> 32; the decoder's output, 32 -> 3,
+  whose transposed conv with stride 1 is a 'same' conv with ``W`` as it is): `same_conv`, a custom VJP that takes
+  each computation as a matrix product over the patches of the 3-channel tensor (forward 3 -> 32: 0.46 vs 1.56 ms
+  native at batch 8; weight gradient from the 3-channel cotangent's patches: 0.45 vs 1.49 ms), native otherwise.
 
 Each fast form computes exactly the function of the standard layer with the same parameters (tests compare
 forward passes and gradients with ``lax.conv_transpose`` / ``lax.conv_general_dilated``); `impl` picks one:
