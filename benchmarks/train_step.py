@@ -9,14 +9,19 @@ with GECO in JAX; on CPU once as one pass and once in the default micro-batches 
 average to the same step), decoding 16 latents x 40 noise samples (the LNS inner loop: one vmapped program in JAX,
 a loop over the 40 samples in PyTorch, as the reference), and how the JAX step grows with S seeds in one program.
 Median of repeated runs after a warm-up (compilation excluded). The PyTorch network below is a plain restatement of the
-reference's (`models.py`), kept here as an optional baseline: PyTorch is not a noisegroup requirement.
+reference's (`models.py`), kept here as an optional baseline: PyTorch is not a noisegroup requirement. PyTorch is
+timed twice: in this process, under the malloc settings `import noisegroup` applies (like for like), and in a fresh
+process with glibc's defaults (PyTorch as usually run; `noisegroup/malloc.py` says why they differ).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
+import sys
 import time
 
 import jax
@@ -24,7 +29,8 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from noisegroup import train
+import noisegroup
+from noisegroup import malloc, train
 from noisegroup.models import layers
 
 BATCH, LATENT, NOISE_SAMPLES, DECODE_IMAGES, DECODE_CHUNK = 64, 15, 40, 16, 8
@@ -169,17 +175,31 @@ def torch_decode_time(repeats: int) -> float:
     return timed(run, repeats)
 
 
+def torch_times(repeats: int) -> dict[str, float]:
+    """PyTorch seconds per workload in this process."""
+    return {"ae": torch_step_time("ae", repeats), "vae": torch_step_time("vae", repeats),
+            "decode": torch_decode_time(repeats)}
+
+
+def torch_times_glibc_defaults(repeats: int) -> dict[str, float]:
+    """PyTorch seconds per workload in a fresh process with glibc's default malloc: PyTorch as a user runs it.
+
+    `import noisegroup` tunes malloc for the whole process (`noisegroup/malloc.py`), and PyTorch's large tensors
+    gain from it too, so the in-process column is the like-for-like one and this column the usual baseline."""
+    env = {**os.environ, malloc.ENV_VAR: "default"}
+    command = [sys.executable, "-m", "benchmarks.train_step", "--torch-only", "--repeats", str(repeats)]
+    out = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--native", action="store_true", help="also time XLA's native (slow on CPU) conv layers")
     parser.add_argument("--layers", action="store_true", help="only time each layer, fast vs native")
+    parser.add_argument("--torch-only", action="store_true", help="print PyTorch's times as JSON (used internally)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 4, 8])
     args = parser.parse_args()
-    print(f"\n{jax.default_backend()} backend, {os.cpu_count()} cores, jax {jax.__version__}")
-    if args.layers:
-        layer_times(32, args.repeats)
-        return
     try:
         import torch
 
@@ -187,21 +207,32 @@ def main() -> None:
         have_torch = True
     except ImportError:
         have_torch = False
-        print("PyTorch not installed (pip install torch==2.13.0): PyTorch column left empty")
+    if args.torch_only:
+        print(json.dumps(torch_times(args.repeats)))
+        return
+    print(f"\n{jax.default_backend()} backend, {os.cpu_count()} cores, jax {jax.__version__}, "
+          f"noisegroup malloc settings {'on' if noisegroup.MALLOC_TUNED else 'off'}")
+    if args.layers:
+        layer_times(32, args.repeats)
+        return
+    if not have_torch:
+        print("PyTorch not installed (pip install torch==2.13.0): PyTorch columns left empty")
 
-    micro = train.resolve_micro_batch(0)  # the default: 32 on CPU, one pass elsewhere
+    micro = train.resolve_micro_batch(0)  # the default: CPU_MICRO_BATCH on CPU, one pass elsewhere
     columns = [("fast", 0)] + ([("fast", micro)] if micro else []) + ([("native", 0)] if args.native else [])
     names = [f"{impl}" + (f" mb{m}" if m else "") for impl, m in columns]
-    print(f"batch {BATCH}; jax columns: conv layers (fast/native) and micro-batch (mbN: N images a gradient pass)")
+    print(f"batch {BATCH}; jax columns: conv layers (fast/native) and micro-batch (mbN: N images a gradient pass); "
+          "torch: in this process (same malloc settings), and in a fresh process with glibc's defaults")
     print(f"{'workload':40s} " + " ".join(f"{'jax ' + n + ' s':>16s}" for n in names)
-          + f" {'torch s':>9s} {'torch/jax best':>15s}")
+          + f" {'torch s':>9s} {'torch glibc s':>14s} {'torch/jax':>10s} {'glibc/jax':>10s}")
+    torch_same = torch_times(args.repeats) if have_torch else {}
+    torch_glibc = torch_times_glibc_defaults(args.repeats) if have_torch else {}
     for model in ("ae", "vae"):
         jax_s = [jax_step_time(model, impl, 1, args.repeats if impl == "fast" else 1, micro=m) for impl, m in columns]
-        torch_s = torch_step_time(model, args.repeats) if have_torch else None
-        report(f"train step {model.upper()}", jax_s, torch_s)
+        report(f"train step {model.upper()}", jax_s, torch_same.get(model), torch_glibc.get(model))
     decode = [None if m else jax_decode_time(impl, args.repeats) for impl, m in columns]  # no gradients, no micro
-    report(f"decode {DECODE_IMAGES} latents x {NOISE_SAMPLES} noise samples", decode,
-           torch_decode_time(args.repeats) if have_torch else None)
+    report(f"decode {DECODE_IMAGES} latents x {NOISE_SAMPLES} noise samples", decode, torch_same.get("decode"),
+           torch_glibc.get("decode"))
 
     print(f"\nAE train step with S seeds in one program (jax fast, micro-batch {micro or 'none'}), batch {BATCH} "
           "per seed; seconds per step")
@@ -211,13 +242,13 @@ def main() -> None:
         print(f"  {s:3d} " + " ".join(f"{t:8.3f} {t / s:9.3f}" for t in times))
 
 
-def report(label: str, jax_s: list[float | None], torch_s: float | None) -> None:
+def report(label: str, jax_s: list[float | None], torch_s: float | None, torch_glibc_s: float | None) -> None:
     """One table row; None is a column that does not apply (the micro-batch column of a decode)."""
     cells = " ".join(f"{'-':>16s}" if t is None else f"{t:16.3f}" for t in jax_s)
     best = min(t for t in jax_s if t is not None)
-    torch_cell = f"{torch_s:9.3f}" if torch_s else f"{'-':>9s}"
-    ratio = f"{torch_s / best:15.2f}" if torch_s else f"{'-':>15s}"
-    print(f"{label:40s} {cells} {torch_cell} {ratio}")
+    torch_cells = " ".join(f"{t:{w}.3f}" if t else f"{'-':>{w}s}" for t, w in ((torch_s, 9), (torch_glibc_s, 14)))
+    ratios = " ".join(f"{t / best:10.2f}" if t else f"{'-':>10s}" for t in (torch_s, torch_glibc_s))
+    print(f"{label:40s} {cells} {torch_cells} {ratios}")
 
 
 if __name__ == "__main__":

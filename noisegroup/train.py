@@ -65,8 +65,8 @@ class Trainer:
         conv_impl: "auto", "fast" or "native" (see `noisegroup.models.layers`).
         geco_tracks_validation: validation batches move GECO's moving average (the reference's behaviour).
         micro_batch_size: images per forward/backward pass; a larger batch runs as an unrolled loop of passes whose
-            gradients are averaged (the same function up to float rounding). 0: one pass. XLA:CPU trains batches
-            of 32 ~1.5x faster per image than batches of 64 (their activations stay in cache).
+            gradients are averaged (the same function up to float rounding). 0: one pass. XLA:CPU trains passes
+            of 8 ~1.3x faster per image than one pass of 64 (their activations stay in cache).
     """
 
     model: str = "ae"
@@ -250,7 +250,10 @@ def check_images(images: np.ndarray, what: str = "images") -> np.ndarray:
 TRAINER_KEYS = ("model", "latent_dim", "learning_rate", "lr_warmup_steps", "adam_b1", "adam_b2", "adam_eps", "geco",
                 "geco_goal", "geco_step_size", "geco_alpha", "geco_speedup", "conv_impl", "geco_tracks_validation",
                 "micro_batch_size")
-CPU_MICRO_BATCH = 32  # XLA:CPU's fastest batch per image for these networks (benchmarks/train_step.py)
+# XLA:CPU's fastest pass for these networks at batch 64, one seed (`python -m benchmarks.train_step`, 2 cores):
+# 0.22 s per step in passes of 8, 0.26 s in 16, 0.30 s in 32, 0.29 s in one pass. (With 8 seeds unrolled in one
+# program, passes of 16 are faster: 2.46 s vs 2.95 s, and compile in 42 s instead of 63 s.)
+CPU_MICRO_BATCH = 8
 OUTPUT_BIAS_INITS = ("reference", "data_mean")
 
 
@@ -296,7 +299,8 @@ def _build_trainer(config: Mapping[str, Any]) -> Trainer:
 
 
 def resolve_micro_batch(micro_batch_size: int) -> int:
-    """A config's `micro_batch_size` for the `Trainer`: 0 ("auto") is 32 on CPU and one pass on accelerators."""
+    """A config's `micro_batch_size` for the `Trainer`: 0 ("auto") is `CPU_MICRO_BATCH` on CPU and one pass on
+    accelerators."""
     if micro_batch_size < 0:
         raise ValueError(f"micro_batch_size must be >= 0 (0: auto), got {micro_batch_size}")
     if micro_batch_size == 0:

@@ -129,7 +129,7 @@ def test_micro_batched_step_equals_one_pass(model, tiny_data):
         train.Trainer(micro_batch_size=-1)
     with pytest.raises(ValueError, match="-2"):
         train.resolve_micro_batch(-2)
-    assert train.resolve_micro_batch(0) == 32 and train.resolve_micro_batch(8) == 8  # CPU
+    assert train.resolve_micro_batch(0) == train.CPU_MICRO_BATCH and train.resolve_micro_batch(5) == 5  # CPU
 
 
 def test_epoch_sampler_shuffles_each_epoch_and_drops_the_last_batch():

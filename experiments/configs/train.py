@@ -17,8 +17,8 @@ Fields:
     output_bias_init: "reference" (PyTorch's default init of the decoder's output bias) or "data_mean" (the logit
         of the training images' mean colour: keeps fast learning rates from saturating the sigmoid; README).
     num_steps, eval_every (steps; 0 = once per epoch, as the reference), log_every, checkpoint_every, keep_checkpoints.
-    micro_batch_size: images per forward/backward pass, gradients averaged over the passes (0: auto, 32 on CPU,
-        where XLA trains batches of 32 ~1.5x faster per image than 64, one pass on accelerators).
+    micro_batch_size: images per forward/backward pass, gradients averaged over the passes (0: auto, 8 on CPU,
+        where XLA trains passes of 8 ~1.3x faster per image than one pass of 64; one pass on accelerators).
     conv_impl ("auto" | "fast" | "native"), seed_batching ("auto" | "vmap" | "unroll"), train_limit / valid_limit (a
         prefix of the data), progress.
 """

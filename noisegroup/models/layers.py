@@ -25,7 +25,7 @@ So every stride-2 layer here is a `jax.custom_vjp` that sends each of its three 
 * the 3 x 3 stride-1 layers with an RGB side (the encoder's first, 3 -> 32; the decoder's output, 32 -> 3,
   whose transposed conv with stride 1 is a 'same' conv with ``W`` as it is): `same_conv`, a custom VJP that takes
   each computation as a matrix product over the patches of the 3-channel tensor (forward 3 -> 32: 0.46 vs 1.56 ms
-  native at batch 8; weight gradient from the 3-channel cotangent's patches: 0.45 vs 1.49 ms), native otherwise.
+  native at batch 8; weight gradient from the 3-channel cotangent's patches: 0.45 vs 1.49 ms), else native.
 
 Each fast form computes exactly the function of the standard layer with the same parameters (tests compare
 forward passes and gradients with ``lax.conv_transpose`` / ``lax.conv_general_dilated``); `impl` picks one:
@@ -178,9 +178,9 @@ def subpixel_conv_transpose(x: jax.Array, w: jax.Array) -> jax.Array:
     # K[d, e, i, (a, b, o)] = W[2d + a, 2e + b, i, o]
     phase_kernel = w.reshape(2, 2, 2, 2, c_in, c_out).transpose(0, 2, 4, 1, 3, 5).reshape(2, 2, c_in, 4 * c_out)
     y = native_conv(x, phase_kernel, 1, 1).reshape(b, h + 1, wd + 1, 2, 2, c_out)  # [b, h+1, w+1, a, b, o]
-    # Phase (a, b) of output pixel (m, n) sits at window (m + a, n + b).
-    rows = [jnp.stack([y[:, a : a + h, q : q + wd, a, q] for q in (0, 1)], axis=3) for a in (0, 1)]  # [b,h,w,2,o]
-    return jnp.stack(rows, axis=2).reshape(b, 2 * h, 2 * wd, c_out)  # [b, h, a, w, q, o] -> [b, 2h, 2w, o]
+    # Phase (a, b) of output pixel (m, n) sits at window (m + a, n + b): [b, h, w, (a, b), o] -> [b, 2h, 2w, o].
+    phases = jnp.stack([y[:, a : a + h, q : q + wd, a, q] for a in (0, 1) for q in (0, 1)], axis=3)
+    return phases.reshape(b, h, wd, 2, 2, c_out).transpose(0, 1, 3, 2, 4, 5).reshape(b, 2 * h, 2 * wd, c_out)
 
 
 def flip_swap(w: jax.Array) -> jax.Array:
@@ -270,11 +270,12 @@ def same_conv(x: jax.Array, w: jax.Array) -> jax.Array:
     """Stride-1 convolution with an odd kernel and 'same' padding (`native_conv(x, w, 1, (k - 1) // 2)`), fast on
     CPU when one side is RGB (the encoder's first layer, the decoder's output layer).
 
-    Each of the three computations is a matrix product over the patches of the narrow tensor where there is one:
-    the forward over the patches of a narrow `x`, the input gradient (the same convolution of the cotangent with
-    the flipped, swapped kernel) over the patches of a narrow cotangent, and the weight gradient over the patches
-    of whichever of `x` and the cotangent is narrow. Wide patch rows (32 channels x 9) are slow to gather, so a
-    wide-by-wide case stays native.
+    Where a computation has a narrow (at most `NARROW_CHANNELS`) operand it is a matrix product over that
+    operand's patches: the forward over the patches of a narrow `x`, the input gradient (the same convolution of
+    the cotangent with the flipped, swapped kernel) over the patches of a narrow cotangent, and the weight gradient
+    over the patches of a narrow cotangent. Everything else is XLA's native convolution: wide patch rows
+    (32 channels x 9) are slow to gather, and for a narrow `x` the native weight gradient measured faster in the
+    train step.
 
     Args:
         x: `[b, h, w, i]`.
@@ -295,13 +296,10 @@ def _same_conv_bwd(residuals, cotangent):
     k, _, c_in, c_out = w.shape
     padding = (k - 1) // 2
     grad_x = _same_conv_forward(cotangent, flip_swap(w))
-    if c_in <= NARROW_CHANNELS:  # dW[ky, kx, i, o] = sum_p x_padded[p + (ky, kx), i] g[p, o]
-        rows = patches(x, k, 1, padding).reshape(-1, k * k * c_in)
-        grad_w = (rows.T @ cotangent.reshape(-1, c_out)).reshape(k, k, c_in, c_out)
-    elif c_out <= NARROW_CHANNELS:  # the same sum over q = p + (ky, kx): x[q, i] g_padded[q - (ky, kx) + pad, o]
-        rows = patches(cotangent, k, 1, padding).reshape(-1, k, k, c_out)[:, ::-1, ::-1].reshape(-1, k * k * c_out)
-        grad_w = (rows.T @ x.reshape(-1, c_in)).reshape(k, k, c_out, c_in).transpose(0, 1, 3, 2)
-    else:
+    if c_out <= NARROW_CHANNELS:  # dW[ky, kx, i, o] = sum_q x[q, i] g_padded[q + (k-1-ky, k-1-kx), o]
+        rows = patches(cotangent, k, 1, padding).reshape(-1, k * k * c_out)
+        grad_w = flip_swap((rows.T @ x.reshape(-1, c_in)).reshape(k, k, c_out, c_in))
+    else:  # a narrow x too would allow x's patches, but XLA's native weight gradient measures faster in the step
         conv = lambda w: native_conv(x, w, 1, padding)  # noqa: E731  (linear in w)
         (grad_w,) = jax.linear_transpose(conv, jax.ShapeDtypeStruct(w.shape, x.dtype))(cotangent)
     return grad_x, grad_w
