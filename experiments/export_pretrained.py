@@ -1,8 +1,8 @@
 """Exports the models an LNS run trained as small float16 weights to ship (`noisegroup.pretrained`).
 
 The weights in pretrained/ (what the `default` config segments with) were made by these commands, on 2 CPU cores
-(93 min for step 1, ~15.5 min a dataset; any extra flag of step 1 that changes training must be given to step 2
-as well):
+(~8.5 steps/s at batch 32, so ~16 min a dataset and ~95 min for step 1; any extra flag of step 1 that changes
+training must be given to step 2 as well):
 
     # 1. train the default config's six AEs (segmenting only 8 images each, no figures: just to see they work)
     python -m experiments.lns --config.pretrained="" --config.test_limit=8 --config.figures=False \
@@ -11,6 +11,10 @@ as well):
     python -m experiments.export_pretrained --workdir=workdirs/lns_pretrain --out=pretrained
     # 3. segment with them, no training (the default does exactly this)
     python -m experiments.lns --config.pretrained=pretrained
+
+(The shipped files were trained to 5,000 steps first, then resumed to 8,000 by re-running step 1 with
+`--config.train.num_steps=8000`: the learning-rate schedule is constant after its warm-up, so extending a run
+is exact, and the resumed part took 36.4 min.)
 
 For longer-trained weights (a GPU), add e.g. `--config.train.num_steps=30000 --config.train.batch_size=64` to
 steps 1 and 2.
