@@ -189,9 +189,10 @@ def flip_swap(w: jax.Array) -> jax.Array:
     return w[::-1, ::-1].transpose(0, 1, 3, 2)
 
 
-def _strided_weight_grad(x: jax.Array, cotangent: jax.Array, kernel_shape: tuple) -> jax.Array:
-    """Gradient of ``<native_conv(x, w, 2, 1), cotangent>`` with respect to `w` (XLA's native weight gradient)."""
-    conv = lambda w: native_conv(x, w, 2, 1)  # noqa: E731  (linear in w)
+def native_weight_grad(x: jax.Array, cotangent: jax.Array, kernel_shape: tuple, stride: int, padding: int):
+    """Gradient of ``<native_conv(x, w, stride, padding), cotangent>`` with respect to `w` `kernel_shape` (XLA's
+    native weight gradient)."""
+    conv = lambda w: native_conv(x, w, stride, padding)  # noqa: E731  (linear in w)
     (grad,) = jax.linear_transpose(conv, jax.ShapeDtypeStruct(kernel_shape, x.dtype))(cotangent)
     return grad
 
@@ -217,7 +218,7 @@ def _strided_conv_fwd(x, w):
 def _strided_conv_bwd(residuals, cotangent):
     x, w = residuals
     # The input gradient is the transposed convolution with the flipped, swapped kernel: its sub-pixel form.
-    return subpixel_conv_transpose(cotangent, flip_swap(w)), _strided_weight_grad(x, cotangent, w.shape)
+    return subpixel_conv_transpose(cotangent, flip_swap(w)), native_weight_grad(x, cotangent, w.shape, 2, 1)
 
 
 strided_conv.defvjp(_strided_conv_fwd, _strided_conv_bwd)
@@ -249,7 +250,7 @@ def _strided_conv_transpose_bwd(residuals, cotangent):
     x, w = residuals
     adjoint = flip_swap(w)  # [4, 4, o, i]: y = adjoint-conv^T(x), so <cotangent, y> = <conv(cotangent), x>
     grad_x = native_conv(cotangent, adjoint, 2, 1)
-    grad_w = flip_swap(_strided_weight_grad(cotangent, x, adjoint.shape))
+    grad_w = flip_swap(native_weight_grad(cotangent, x, adjoint.shape, 2, 1))
     return grad_x, grad_w
 
 
@@ -300,8 +301,7 @@ def _same_conv_bwd(residuals, cotangent):
         rows = patches(cotangent, k, 1, padding).reshape(-1, k * k * c_out)
         grad_w = flip_swap((rows.T @ x.reshape(-1, c_in)).reshape(k, k, c_out, c_in))
     else:  # a narrow x too would allow x's patches, but XLA's native weight gradient measures faster in the step
-        conv = lambda w: native_conv(x, w, 1, padding)  # noqa: E731  (linear in w)
-        (grad_w,) = jax.linear_transpose(conv, jax.ShapeDtypeStruct(w.shape, x.dtype))(cotangent)
+        grad_w = native_weight_grad(x, cotangent, w.shape, 1, padding)
     return grad_x, grad_w
 
 
