@@ -6,7 +6,7 @@
 Reference (restated from `segmentation.py` / `experiments.py`; needs `pip install torch==2.13.0`): one image at a
 time, a Python loop of N decoder calls, differences, `F.normalize(dim=0)`, then scikit-learn's Ward clustering of
 4096 pixels x 3(N-1) features. noisegroup: every image's N decodes, differences and normalisation in one jitted
-program (`noisegroup.sweep.features`), then clustering: exact Ward spread over processes, scikit-learn k-means, or
+program (`noisegroup.lns.sweep.setting_features`), then clustering: exact Ward spread over processes, scikit-learn k-means, or
 batched k-means on the device. Clustering is timed on the same features for both (the reference's call is exactly
 `AgglomerativeClustering(linkage="ward")` on them), so it compares algorithms, not inputs. Compilation is reported
 apart. Timing does not depend on what the weights are, so a fresh model is the default.
@@ -14,17 +14,22 @@ apart. Timing does not depend on what the weights are, so a fresh model is the d
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import time
-from pathlib import Path
+from noisegroup.engine import malloc
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+malloc.reuse_freed_memory()  # before JAX starts its threads, as every entry point
 
-from noisegroup import cluster, kmeans, metrics, sweep, train
+import argparse  # noqa: E402
+import os  # noqa: E402
+import time  # noqa: E402
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from experiments.configs import train as train_configs  # noqa: E402
+from noisegroup import atomic, metrics  # noqa: E402
+from noisegroup.engine import loop  # noqa: E402
+from noisegroup.lns import cluster, kmeans, sweep  # noqa: E402
 
 
 def stopwatch(fn):
@@ -72,13 +77,13 @@ def main() -> None:
     test = gg.load(args.dataset, "test")
     images, masks = test.images[: args.images], test.masks[: args.images]
     ks = cluster.num_clusters_from_masks(masks)
-    if args.checkpoint:
-        config = json.loads((Path(args.checkpoint) / "config.json").read_text())
-        state = train.train({**config, "progress": False}, args.checkpoint)
-        trainer = train.trainer_from_config(config)
+    if args.checkpoint:  # the newest checkpoint as it is: no data, no training
+        config, state = loop.restore(args.checkpoint)
         params = jax.tree.map(lambda x: x[0], state.params)
     else:
-        trainer = train.Trainer(model="ae")
+        config = train_configs.get_config("paper").to_dict()
+    _, trainer, _ = loop.build(config, (64, 64, 3))
+    if not args.checkpoint:
         params = trainer.init(jax.random.key(0)).params
     graphdef, key = trainer.graphdef, jax.random.key(42)
     print(f"{args.dataset} test: {len(images)} images, N = {args.samples}, sigma = {args.noise_std}, k from masks "
@@ -86,7 +91,7 @@ def main() -> None:
 
     rows = {}
     # -- before clustering -------------------------------------------------------------------------------------
-    run = lambda: sweep.features(graphdef, params, images, key, args.noise_std, args.samples)  # noqa: E731
+    run = lambda: sweep.setting_features(graphdef, params, images, key, args.noise_std, args.samples)  # noqa: E731
     _, compile_and_run = stopwatch(run)
     feats, ours_pre = stopwatch(run)
     feats = np.asarray(jax.device_get(feats))
@@ -141,7 +146,7 @@ def main() -> None:
     for name, ratio in ratios.items():
         print(f"  {name:<58}{ratio:7.1f}x")
     if args.json:
-        Path(args.json).write_text(json.dumps({"seconds": rows, "speedups": ratios}, indent=2))
+        atomic.write_json(args.json, {"seconds": rows, "speedups": ratios})
 
 
 if __name__ == "__main__":

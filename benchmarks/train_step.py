@@ -5,33 +5,38 @@
     python -m benchmarks.train_step --layers     # per layer: forward + backward, fast vs native, batch 32
 
 Measures, at batch 64 on 64 x 64 x 3 images: one optimizer step (Adam; AE: per-image SSE; VAE: SSE + beta KL,
-with GECO in JAX; on CPU once as one pass and once in the default micro-batches of `train.CPU_MICRO_BATCH`, which
+with GECO in JAX; on CPU once as one pass and once in the default micro-batches of `trainer.CPU_MICRO_BATCH`, which
 average to the same step), decoding 16 latents x 40 noise samples (the LNS inner loop: one vmapped program in JAX,
-a loop over the 40 samples in PyTorch, as the reference), and how the JAX step grows with S seeds in one program.
+a loop over the 40 samples in PyTorch, as the reference), and how the JAX step grows with S seeds (vmap, unroll and
+loop: `noisegroup.engine.parallel`) and the process's peak memory with it.
 Median of repeated runs after a warm-up (compilation excluded). The PyTorch network below is a plain restatement of the
 reference's (`models.py`), kept here as an optional baseline: PyTorch is not a noisegroup requirement. PyTorch is
-timed twice: in this process, under the malloc settings `import noisegroup` applies (like for like), and in a fresh
-process with glibc's defaults (PyTorch as usually run; `noisegroup/malloc.py` says why they differ).
+timed twice: in this process, under the malloc settings this entry point applies (like for like), and in a fresh
+process with glibc's defaults (PyTorch as usually run; `noisegroup/engine/malloc.py` says why they differ).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import statistics
-import subprocess
-import sys
-import time
+from noisegroup.engine import malloc
 
-import jax
-import jax.numpy as jnp
-import optax
-from flax import nnx
+MALLOC_TUNED = malloc.reuse_freed_memory()  # before JAX starts its threads, as every entry point
 
-import noisegroup
-from noisegroup import malloc, train
-from noisegroup.models import layers
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import resource  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+from flax import nnx  # noqa: E402
+
+from experiments.configs import train as train_configs  # noqa: E402
+from noisegroup.engine import loop, trainer  # noqa: E402
+from noisegroup.models import layers  # noqa: E402
 
 BATCH, LATENT, NOISE_SAMPLES, DECODE_IMAGES, DECODE_CHUNK = 64, 15, 40, 16, 8
 
@@ -50,22 +55,28 @@ def timed(fn, repeats: int) -> float:
 # --- JAX ------------------------------------------------------------------------------------------------------
 
 
-def jax_step_time(model: str, impl: str, seeds: int, repeats: int, batching: str = "vmap", micro: int = 0) -> float:
-    trainer = train.Trainer(model=model, optimizer=optax.adam(5e-5), conv_impl=impl, micro_batch_size=micro)
-    init, step, _ = trainer.multi_seed(batching)
+def step_config(model: str, impl: str, seeds: int = 1, micro: int | str = "auto") -> dict:
+    """The paper's training config (Adam 5e-5, batch 64, GECO for the VAE) for this benchmark's workloads."""
+    config = train_configs.get_config("paper").to_dict()
+    config.update(model=model, conv_impl=impl, seeds=tuple(range(seeds)), batch_size=BATCH, micro_batch_size=micro)
+    return config
+
+
+def jax_step_time(model: str, impl: str, seeds: int, repeats: int, batching: str = "vmap", micro="auto") -> float:
+    _, _, (init, step, _) = loop.build(step_config(model, impl, seeds, micro), (64, 64, 3), batching)
     keys = jnp.stack([jax.random.key(s) for s in range(seeds)])
-    images = jax.random.uniform(jax.random.key(1), (seeds, BATCH, 64, 64, 3))
+    batch = {"images": jax.random.uniform(jax.random.key(1), (seeds, BATCH, 64, 64, 3))}
     holder = {"state": init(keys)}
 
     def run():
-        holder["state"], metrics = step(holder["state"], images, keys)
+        holder["state"], metrics = step(holder["state"], batch, keys)
         jax.block_until_ready(metrics)
 
     return timed(run, repeats)
 
 
 def jax_decode_time(impl: str, repeats: int) -> float:
-    trainer = train.Trainer(model="ae", conv_impl=impl)
+    _, trainer, _ = loop.build(step_config("ae", impl), (64, 64, 3))
     params = trainer.init(jax.random.key(0)).params
 
     @jax.jit
@@ -184,7 +195,7 @@ def torch_times(repeats: int) -> dict[str, float]:
 def torch_times_glibc_defaults(repeats: int) -> dict[str, float]:
     """PyTorch seconds per workload in a fresh process with glibc's default malloc: PyTorch as a user runs it.
 
-    `import noisegroup` tunes malloc for the whole process (`noisegroup/malloc.py`), and PyTorch's large tensors
+    This entry point tunes malloc for the whole process (`noisegroup/engine/malloc.py`), and PyTorch's large tensors
     gain from it too, so the in-process column is the like-for-like one and this column the usual baseline."""
     env = {**os.environ, malloc.ENV_VAR: "default"}
     command = [sys.executable, "-m", "benchmarks.train_step", "--torch-only", "--repeats", str(repeats)]
@@ -199,6 +210,9 @@ def main() -> None:
     parser.add_argument("--layers", action="store_true", help="only time each layer, fast vs native")
     parser.add_argument("--torch-only", action="store_true", help="print PyTorch's times as JSON (used internally)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--batchings", nargs="+", default=["loop", "unroll", "vmap"],
+                        help="ways to map seeds (noisegroup.engine.parallel)")
+    parser.add_argument("--seeds-only", action="store_true", help="only the S-seeds table")
     args = parser.parse_args()
     try:
         import torch
@@ -211,16 +225,20 @@ def main() -> None:
         print(json.dumps(torch_times(args.repeats)))
         return
     print(f"\n{jax.default_backend()} backend, {os.cpu_count()} cores, jax {jax.__version__}, "
-          f"noisegroup malloc settings {'on' if noisegroup.MALLOC_TUNED else 'off'}")
+          f"noisegroup malloc settings {'on' if MALLOC_TUNED else 'off'}")
     if args.layers:
         layer_times(32, args.repeats)
+        return
+    if args.seeds_only:
+        seed_times(args.seeds, args.batchings, max(2, args.repeats // 2), trainer.resolve_micro_batch("auto", BATCH)
+                   or BATCH)
         return
     if not have_torch:
         print("PyTorch not installed (pip install torch==2.13.0): PyTorch columns left empty")
 
-    micro = train.resolve_micro_batch(0)  # the default: CPU_MICRO_BATCH on CPU, one pass elsewhere
-    columns = [("fast", 0)] + ([("fast", micro)] if micro else []) + ([("native", 0)] if args.native else [])
-    names = [f"{impl}" + (f" mb{m}" if m else "") for impl, m in columns]
+    micro = trainer.resolve_micro_batch("auto", BATCH)  # the default: CPU_MICRO_BATCH on CPU, one pass elsewhere
+    columns = [("fast", BATCH)] + ([("fast", micro)] if micro else []) + ([("native", BATCH)] if args.native else [])
+    names = [f"{impl}" + (f" mb{m}" if m < BATCH else "") for impl, m in columns]
     print(f"batch {BATCH}; jax columns: conv layers (fast/native) and micro-batch (mbN: N images a gradient pass); "
           "torch: in this process (same malloc settings), and in a fresh process with glibc's defaults")
     print(f"{'workload':40s} " + " ".join(f"{'jax ' + n + ' s':>16s}" for n in names)
@@ -230,16 +248,22 @@ def main() -> None:
     for model in ("ae", "vae"):
         jax_s = [jax_step_time(model, impl, 1, args.repeats if impl == "fast" else 1, micro=m) for impl, m in columns]
         report(f"train step {model.upper()}", jax_s, torch_same.get(model), torch_glibc.get(model))
-    decode = [None if m else jax_decode_time(impl, args.repeats) for impl, m in columns]  # no gradients, no micro
+    decode = [None if m < BATCH else jax_decode_time(impl, args.repeats) for impl, m in columns]  # no gradients
     report(f"decode {DECODE_IMAGES} latents x {NOISE_SAMPLES} noise samples", decode, torch_same.get("decode"),
            torch_glibc.get("decode"))
 
-    print(f"\nAE train step with S seeds in one program (jax fast, micro-batch {micro or 'none'}), batch {BATCH} "
-          "per seed; seconds per step")
-    print(f"  {'S':>3s} {'vmap':>8s} {'per seed':>9s} {'unroll':>8s} {'per seed':>9s}")
-    for s in args.seeds:
-        times = [jax_step_time("ae", "fast", s, max(2, args.repeats // 2), b, micro) for b in ("vmap", "unroll")]
-        print(f"  {s:3d} " + " ".join(f"{t:8.3f} {t / s:9.3f}" for t in times))
+    seed_times(args.seeds, args.batchings, max(2, args.repeats // 2), micro or BATCH)
+
+
+def seed_times(seed_counts: list[int], batchings: list[str], repeats: int, micro: int) -> None:
+    """AE train step with S seeds, each way of mapping the seeds, and this process's peak memory so far."""
+    print(f"\nAE train step with S seeds (jax fast, micro-batch {micro}), batch {BATCH} per seed; seconds per step, "
+          "per seed, and the process's peak RSS after the row (GB)")
+    print(f"  {'S':>3s} " + " ".join(f"{b:>8s} {'per seed':>9s}" for b in batchings) + f" {'peak GB':>8s}")
+    for s in seed_counts:
+        times = [jax_step_time("ae", "fast", s, repeats, b, micro) for b in batchings]
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+        print(f"  {s:3d} " + " ".join(f"{t:8.3f} {t / s:9.3f}" for t in times) + f" {peak:8.2f}", flush=True)
 
 
 def report(label: str, jax_s: list[float | None], torch_s: float | None, torch_glibc_s: float | None) -> None:

@@ -1,4 +1,4 @@
-"""Exports the models an LNS run trained as small float16 weights to ship (`noisegroup.pretrained`).
+"""Exports the models an LNS run trained as small float16 weights to ship (`noisegroup.engine.pretrained`).
 
 The weights in pretrained/ (what the `default` config segments with) were made by these commands, on 2 CPU cores
 (~8.5 steps/s at batch 32, so ~16 min a dataset and ~95 min for step 1; any extra flag of step 1 that changes
@@ -16,17 +16,17 @@ training must be given to step 2 as well):
 `--config.train.num_steps=8000`: the learning-rate schedule is constant after its warm-up, so extending a run
 is exact, and the resumed part took 36.4 min.)
 
-For longer-trained weights (a GPU), add e.g. `--config.train.num_steps=30000 --config.train.batch_size=64` to
-steps 1 and 2.
-
-Each file is <out>/<model>_<dataset>.npz, ~3.9 MB a model (the repository's budget is ~30 MB in all).
+Step 2 reads the checkpoints only (`noisegroup.engine.restore`: no data, no training) and refuses a run that has not
+reached the config's `num_steps`. Each file is <out>/<model>_<dataset>.npz, ~3.9 MB a model (the repository's
+budget is ~30 MB in all).
 """
 
 import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from noisegroup import experiment, pretrained, train
+from noisegroup.engine import loop, pretrained
+from noisegroup.lns.pipeline import LNSConfig
 
 _CONFIG = config_flags.DEFINE_config_file("config", "experiments/configs/lns.py:default", "the LNS config trained")
 _WORKDIR = flags.DEFINE_string("workdir", "workdirs/lns", "the LNS run directory holding models/")
@@ -35,15 +35,17 @@ _OUT = flags.DEFINE_string("out", "pretrained", "where the .npz files go")
 
 def main(argv):
     del argv
-    config = _CONFIG.value.to_dict()
-    for dataset in config["datasets"]:
-        for model in config["models"]:
-            train_config = experiment.model_train_config(config, model, dataset)
-            workdir = f"{_WORKDIR.value}/models/{model}_{dataset}"
-            state = train.train(train_config, workdir)  # a finished run restores without training
+    config = LNSConfig.from_mapping({**_CONFIG.value.to_dict(), "pretrained": ""})
+    for dataset in config.datasets:
+        for model in config.models:
+            train_config, state = loop.restore(f"{_WORKDIR.value}/models/{model}_{dataset}")
+            steps = int(state.step[0])
+            if steps != train_config["num_steps"]:
+                raise SystemExit(f"{model}_{dataset}: the run stands at step {steps} of {train_config['num_steps']}; "
+                                 "finish it first (re-run the training command)")
             seed0 = jax.tree.map(lambda x: x[:1], state.params)
-            meta = dict(model=model, dataset=dataset, latent_dim=train_config["latent_dim"],
-                        steps=int(state.step[0]), seed=int(train_config["seeds"][0]), train=train_config)
+            meta = dict(model=model, dataset=dataset, latent_dim=train_config["latent_dim"], steps=steps,
+                        seed=int(train_config["seeds"][0]), train=train_config)
             path = pretrained.save(f"{_OUT.value}/{model}_{dataset}.npz", seed0, meta)
             print(f"{path}: {path.stat().st_size / 1e6:.1f} MB, step {meta['steps']}")
 

@@ -9,12 +9,16 @@ Outputs: results.json, results.csv, segmentations.png, reconstructions.png, swee
 models/<model>_<dataset>/ (checkpoints), segmentation/<model>_<dataset>.npz. Re-running resumes.
 """
 
-import time
+from noisegroup.engine import malloc
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+malloc.reuse_freed_memory()  # before JAX starts its threads (noisegroup/engine/malloc.py says why)
 
-from noisegroup import experiment
+import time  # noqa: E402
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from noisegroup.lns import pipeline  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", "experiments/configs/lns.py:default", "LNS experiment config")
 _WORKDIR = flags.DEFINE_string("workdir", "workdirs/lns", "run directory (models, segmentations, results, figures)")
@@ -25,13 +29,13 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     config = _CONFIG.value
     tic = time.perf_counter()
-    rows = experiment.run(config.to_dict(), _WORKDIR.value)
+    rows = pipeline.run(config.to_dict(), _WORKDIR.value)
     minutes = (time.perf_counter() - tic) / 60
     for protocol, title in (("paper", "best setting chosen on test (the paper's protocol)"),
                             ("fair", "setting chosen on test_iid, reported on test")):
         if any(r["protocol"] == protocol for r in rows):
             print(f"\nARI on the test sets, {config.clustering} clustering, {title}; (paper's value):")
-            print(experiment.format_table(rows, protocol))
+            print(pipeline.format_table(rows, protocol))
     print(f"\n{minutes:.1f} min; results and figures in {_WORKDIR.value}/")
 
 

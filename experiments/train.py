@@ -2,15 +2,26 @@
 
     python -m experiments.train --config=experiments/configs/train.py:default --workdir=workdirs/ae_kanizsa
     python -m experiments.train --config=experiments/configs/train.py:quick --config.model=vae --workdir=/tmp/q
+
+Several processes (one per host, e.g. a TPU pod slice or GPU nodes): the same command on every host, with
+`--coordinator=HOST:PORT --num_processes=P --process_id=I` (README: "Many hosts").
 """
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+from noisegroup.engine import malloc
 
-from noisegroup import train
+malloc.reuse_freed_memory()  # before JAX starts its threads (noisegroup/engine/malloc.py says why)
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from noisegroup.engine import loop, parallel  # noqa: E402
+from noisegroup.lns.pipeline import load_training_data  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", "experiments/configs/train.py:default", "training config")
 _WORKDIR = flags.DEFINE_string("workdir", None, "run directory (checkpoints, metrics.jsonl, config.json)")
+_COORDINATOR = flags.DEFINE_string("coordinator", None, "host:port of process 0, for a multi-process run")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "processes in a multi-process run")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "this process's index in a multi-process run")
 
 
 def main(argv):
@@ -18,10 +29,11 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     if _WORKDIR.value is None:
         raise app.UsageError("--workdir is required")
-    config = _CONFIG.value
-    state = train.train(config.to_dict(), _WORKDIR.value)
-    print(f"trained {config.model} on {config.dataset}: {int(state.step[0])} steps x {len(config.seeds)} seed(s); "
-          f"metrics in {_WORKDIR.value}/metrics.jsonl")
+    parallel.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    config = _CONFIG.value.to_dict()
+    state = loop.train(config, _WORKDIR.value, *load_training_data(config))
+    print(f"trained {config['model']} on {config['dataset']}: {int(state.step[0])} steps x {len(config['seeds'])} "
+          f"seed(s); metrics in {_WORKDIR.value}/metrics.jsonl")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,13 @@
 
     ari(pred, true)                      # all pixels, background included (what the paper reports)
     ari(pred, true, foreground=True)     # pixels with true != 0 only (the reference's ARI_FG)
-    batch_ari(preds, masks)              # [b, H, W] label maps -> [b] scores, one jitted program
+    batch_ari(preds, masks)              # [b, H, W] label maps -> [b] scores: host-side, validated
+    jax.jit(jax.vmap(partial(ari_jax, num_labels=8)))(preds, masks)   # inside jit/vmap (MONet's training program)
+
+`ari_jax` is pure `jnp` with a static upper bound on the number of labels (labels must lie in [0, num_labels)),
+so it runs inside `jit` and `vmap` on the device and compiles once. `batch_ari` checks its inputs on the host,
+relabels each map to consecutive integers (memory grows with the number of labels present, not the largest label)
+and calls the same computation.
 
 The formulation is sklearn's pair-confusion form, so its degenerate cases come out the same way: when both
 labelings put every pair of pixels together (one cluster each) or every pixel apart, or there are fewer than two
@@ -25,8 +31,19 @@ def _contingency(pred: jax.Array, true: jax.Array, weights: jax.Array, num_label
     return table.reshape(num_labels, num_labels)
 
 
-def _ari(pred: jax.Array, true: jax.Array, weights: jax.Array, num_labels: int) -> jax.Array:
-    """ARI of two integer label maps of one image over the pixels with weight 1 (sklearn's pair-confusion form)."""
+def ari_jax(pred: jax.Array, true: jax.Array, weights: jax.Array | None = None, *, num_labels: int) -> jax.Array:
+    """ARI of two integer label maps of one image, over the pixels with weight 1 (sklearn's pair-confusion form).
+
+    Args:
+        pred, true: integer labels in [0, num_labels), any equal shapes (e.g. `[h, w]`).
+        weights: 0/1 per pixel (e.g. `true != 0` for the foreground ARI); None: every pixel.
+        num_labels: static bound on the labels (the contingency table is `[num_labels, num_labels]`).
+
+    Returns:
+        float32 scalar; 1.0 in sklearn's degenerate cases.
+    """
+    if weights is None:
+        weights = jnp.ones(true.shape, bool)
     table = _contingency(pred, true, weights, num_labels)
     n = table.sum().astype(jnp.float32)
     # Pair counts divided by n^2, in float32: exact integer sums of squares would overflow int32 at 256 x 256.
@@ -45,14 +62,23 @@ def _ari(pred: jax.Array, true: jax.Array, weights: jax.Array, num_labels: int) 
 
 
 def _check_labels(name: str, labels: np.ndarray) -> None:
+    if labels.dtype == bool:
+        raise ValueError(f"{name} must hold integer labels, got dtype bool")
     if not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"{name} must hold integer labels, got dtype {labels.dtype}")
     if labels.size and labels.min() < 0:
         raise ValueError(f"{name} labels must be >= 0, got {labels.min()}")
 
 
-def _num_labels(*label_maps: np.ndarray) -> int:
-    return int(max(int(np.max(m)) if np.size(m) else 0 for m in label_maps)) + 1
+def _consecutive(labels: np.ndarray) -> tuple[np.ndarray, int]:
+    """Each map `[b, ...]` relabelled to 0..(its number of labels - 1), keeping their order; and the largest count.
+    Maps already numbered 0..k-1 are unchanged."""
+    flat = labels.reshape(len(labels), -1)
+    out, most = np.empty(flat.shape, np.int32), 1
+    for i, row in enumerate(flat):
+        values, inverse = np.unique(row, return_inverse=True)
+        out[i], most = inverse.reshape(-1), max(most, len(values))
+    return out.reshape(labels.shape), most
 
 
 def ari(pred, true, *, foreground: bool = False) -> float:
@@ -73,11 +99,15 @@ def batch_ari(preds, trues, *, foreground: bool = False) -> np.ndarray:
         raise ValueError(f"predicted labels {preds.shape} and ground truth {trues.shape} must have equal shapes [b, ...]")
     _check_labels("predicted", preds)
     _check_labels("ground-truth", trues)
-    num_labels = _num_labels(preds, trues)
-    return np.asarray(_batch_ari(jnp.asarray(preds), jnp.asarray(trues), num_labels, foreground))
+    if not preds.size:
+        return np.ones(len(preds), np.float32)
+    weights = trues != 0 if foreground else np.ones(trues.shape, bool)
+    preds, most_pred = _consecutive(preds)
+    trues, most_true = _consecutive(trues)
+    num_labels = max(most_pred, most_true)
+    return np.asarray(_batch_ari(jnp.asarray(preds), jnp.asarray(trues), jnp.asarray(weights), num_labels))
 
 
-@functools.partial(jax.jit, static_argnums=(2, 3))
-def _batch_ari(preds: jax.Array, trues: jax.Array, num_labels: int, foreground: bool) -> jax.Array:
-    weights = (trues != 0) if foreground else jnp.ones_like(trues, dtype=bool)
-    return jax.vmap(functools.partial(_ari, num_labels=num_labels))(preds, trues, weights)
+@functools.partial(jax.jit, static_argnums=3)
+def _batch_ari(preds: jax.Array, trues: jax.Array, weights: jax.Array, num_labels: int) -> jax.Array:
+    return jax.vmap(functools.partial(ari_jax, num_labels=num_labels))(preds, trues, weights)

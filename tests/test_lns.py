@@ -15,8 +15,10 @@ from flax import nnx
 from sklearn.cluster import AgglomerativeClustering
 from sklearn.metrics import adjusted_rand_score
 
-from noisegroup import cluster, kmeans, lns, metrics, stats, sweep
-from noisegroup.models import MODELS
+from noisegroup import metrics, stats
+from noisegroup.lns import cluster, kmeans, sweep
+from noisegroup.lns import features as lns
+from noisegroup.models import AutoEncoder
 
 ROOT = Path(__file__).parents[1]
 
@@ -24,7 +26,7 @@ ROOT = Path(__file__).parents[1]
 @pytest.fixture(scope="module")
 def model():
     """An untrained AE (any decoder will do for feature plumbing) as (graphdef, params)."""
-    return nnx.split(MODELS["ae"](15, rngs=nnx.Rngs(params=jax.random.key(0))), nnx.Param)
+    return nnx.split(AutoEncoder(15, rngs=nnx.Rngs(params=jax.random.key(0))), nnx.Param)
 
 
 @pytest.fixture(scope="module")
@@ -101,10 +103,10 @@ def test_features_are_deterministic_and_independent_of_batching(model, test_data
     graphdef, params = model
     images = test_data[0]
     key = jax.random.key(6)
-    full = sweep.features(graphdef, params, images, key, 0.1, 5)
-    again = sweep.features(graphdef, params, images, key, 0.1, 5)
+    full = sweep.setting_features(graphdef, params, images, key, 0.1, 5)
+    again = sweep.setting_features(graphdef, params, images, key, 0.1, 5)
     np.testing.assert_array_equal(full, again)
-    other = sweep.features(graphdef, params, images, jax.random.key(7), 0.1, 5)
+    other = sweep.setting_features(graphdef, params, images, jax.random.key(7), 0.1, 5)
     assert not np.allclose(full, other)
     # Image i's noise depends on (key, i) only, so the same image in a smaller batch gets the same features.
     keys = lns.image_keys(key, jnp.arange(2, 4))
@@ -248,12 +250,13 @@ def test_sweep_matches_direct_computation(model, test_data):
     images, masks = test_data
     stacked = jax.tree.map(lambda x: jnp.stack([x, x * 1.01]), params)  # two "seeds"
     key = jax.random.key(10)
-    result = sweep.evaluate(graphdef, stacked, images, masks, key, noise_stds=(1e-2, 0.3), num_noise_samples=(2, 5),
-                            method="kmeans", image_chunk=4, keep_labels=True, workers=1)
+    settings = sweep.SweepSettings(noise_stds=(1e-2, 0.3), num_noise_samples=(2, 5), method="kmeans", image_chunk=4,
+                                   keep_labels=True, workers=1)
+    result = sweep.evaluate(graphdef, stacked, images, masks, key, settings)
     chex.assert_shape(result.ari, (2, 2, 2, 6))
     chex.assert_shape(result.labels, (2, 2, 2, 6, 64, 64))
     # Seed 1, sigma 0.3, N 5 by hand: features, scikit-learn's k-means labels -> the same ARI as the sweep's.
-    feats = sweep.features(graphdef, jax.tree.map(lambda x: x[1], stacked), images, jax.random.fold_in(key, 1), 0.3, 5)
+    feats = sweep.setting_features(graphdef, jax.tree.map(lambda x: x[1], stacked), images, jax.random.fold_in(key, 1), 0.3, 5)
     labels = result.labels[1, 1, 1].reshape(6, -1)
     k = cluster.num_clusters_from_masks(masks)
     assert [len(np.unique(l)) for l in labels] == k.tolist()
@@ -271,14 +274,19 @@ def test_sweep_rejects_bad_images(model, test_data):
     images, masks = test_data
     stacked = jax.tree.map(lambda x: x[None], params)
     common = dict(noise_stds=0.1, num_noise_samples=3, method="kmeans", workers=1)
-    with pytest.raises(ValueError, match="range"):
-        sweep.evaluate(graphdef, stacked, images * 2, masks, jax.random.key(0), **common)
+    settings = sweep.SweepSettings(**common)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        sweep.evaluate(graphdef, stacked, images * 2, masks, jax.random.key(0), settings)
     with pytest.raises(ValueError, match="float32"):
-        sweep.evaluate(graphdef, stacked, images[..., :1], masks, jax.random.key(0), **common)
+        sweep.evaluate(graphdef, stacked, (images * 255).astype(np.uint8), masks, jax.random.key(0), settings)
+    with pytest.raises(ValueError, match="masks"):
+        sweep.evaluate(graphdef, stacked, images, masks[:, :32], jax.random.key(0), settings)
     with pytest.raises(ValueError, match="num_noise_samples"):
-        sweep.evaluate(graphdef, stacked, images, masks, jax.random.key(0), **{**common, "num_noise_samples": 1})
+        sweep.SweepSettings(**{**common, "num_noise_samples": 1})
     with pytest.raises(ValueError, match="clustering method"):
-        sweep.evaluate(graphdef, stacked, images, masks, jax.random.key(0), **{**common, "method": "spectral"})
+        sweep.SweepSettings(**{**common, "method": "spectral"})
+    with pytest.raises(ValueError, match="noise_std"):
+        sweep.SweepSettings(**{**common, "noise_stds": (float("nan"),)})
 
 
 def test_protocols_select_and_summarise():

@@ -10,8 +10,14 @@ from flax import nnx
 from noisegroup.models import AutoEncoder, BetaVAE
 from noisegroup.models import layers as L
 
-jax.config.update("jax_default_matmul_precision", "highest")
 DIMS = ("NHWC", "HWIO", "NHWC")
+
+
+@pytest.fixture(autouse=True)
+def highest_precision():
+    """Exact float32 products while this module's tests compare formulations (a fixture: no session-wide state)."""
+    with jax.default_matmul_precision("highest"):
+        yield
 
 
 def _normal(seed, *shape):

@@ -9,21 +9,26 @@ import jax
 import numpy as np
 import pytest
 
-from noisegroup import pretrained, train
+from experiments.configs import train as train_configs
+from noisegroup.engine import loop, pretrained
 
 ROOT = Path(__file__).parents[1]
 
 
+def config(**overrides):
+    return {**train_configs.get_config("quick").to_dict(), **overrides}
+
+
 @pytest.fixture(scope="module")
 def ae_params():
-    trainer = train.Trainer(model="ae")
-    return trainer, jax.vmap(trainer.init)(jax.random.split(jax.random.key(0), 2)).params
+    _, trainer, _ = loop.build(config(), (64, 64, 3))
+    return config(dataset="x"), jax.vmap(trainer.init)(jax.random.split(jax.random.key(0), 2)).params
 
 
 def test_round_trip_is_float16_rounding(tmp_path, ae_params):
-    trainer, params = ae_params
+    train_config, params = ae_params
     path = pretrained.save(tmp_path / "ae_x.npz", params, {"model": "ae", "latent_dim": 15, "dataset": "x"})
-    loaded = pretrained.load(path, trainer)
+    loaded = pretrained.load(path, train_config)
     assert pretrained.read_meta(path)["dataset"] == "x"
     for got, want in zip(jax.tree.leaves(loaded), jax.tree.leaves(params), strict=True):
         assert got.dtype == np.float32 and got.shape == want.shape
@@ -37,11 +42,11 @@ def test_weights_of_another_model_are_refused(tmp_path, ae_params):
     _, params = ae_params
     path = pretrained.save(tmp_path / "ae.npz", params, {"model": "ae", "latent_dim": 15})
     with pytest.raises(ValueError, match="model='ae'.*model='vae'"):
-        pretrained.load(path, train.Trainer(model="vae"))
+        pretrained.load(path, config(model="vae"))
     with pytest.raises(ValueError, match="latent_dim=15.*latent_dim=8"):
-        pretrained.load(path, train.Trainer(model="ae", latent_dim=8))
+        pretrained.load(path, config(latent_dim=8))
     with pytest.raises(FileNotFoundError, match="nowhere.npz"):
-        pretrained.load(tmp_path / "nowhere.npz", train.Trainer(model="ae"))
+        pretrained.load(tmp_path / "nowhere.npz", config())
 
 
 def test_unsavable_values_are_named(tmp_path, ae_params):
@@ -78,20 +83,21 @@ def test_shipped_weights_are_the_default_configs_and_reconstruct():
     default's recipe for its steps, and each decoder uses its latent and beats the mean colour on unseen images."""
     from datasets import good_gestalt as gg
     from experiments.configs import lns as lns_configs
-    from noisegroup import experiment, lns
+    from noisegroup.lns import features as lns
+    from noisegroup.lns.pipeline import LNSConfig
 
-    config = lns_configs.get_config("default").to_dict()
-    for dataset in config["datasets"]:
-        for model in config["models"]:
-            path = ROOT / config["pretrained"] / f"{model}_{dataset}.npz"
+    lns_config = LNSConfig.from_mapping(lns_configs.get_config("default").to_dict())
+    for dataset in lns_config.datasets:
+        for model in lns_config.models:
+            path = ROOT / lns_config.weights_path(model, dataset)
             meta = pretrained.read_meta(path)
-            want = experiment.model_train_config(config, model, dataset)
+            want = lns_config.model_train_config(model, dataset)
             for field in ("model", "dataset", "batch_size", "learning_rate", "lr_warmup_steps", "output_bias_init",
                           "num_steps", "latent_dim", "adam_b1", "adam_b2"):
                 assert meta["train"][field] == want[field], (path.name, field)
             assert meta["steps"] == want["num_steps"]
-            trainer = train.trainer_from_config(want)
-            params = pretrained.load(path, trainer)
+            _, trainer, _ = loop.build(want, (64, 64, 3))
+            params = pretrained.load(path, want)
             images = gg.generate(dataset, "test_iid", limit=8).images
             seed0 = jax.tree.map(lambda x: x[0], params)
             outputs, recon = lns.noisy_decodes(trainer.graphdef, seed0, images, lns.image_keys(jax.random.key(0),

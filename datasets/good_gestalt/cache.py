@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
+
+from noisegroup import atomic  # NumPy only: no JAX import
 
 from datasets.good_gestalt.core import EncodedSplit, GestaltSplit, check_args, encode_splits
 
@@ -60,40 +61,10 @@ def save(encoded: EncodedSplit, path: str | os.PathLike) -> Path:
     arrays = {f: getattr(encoded, f) for f in _FIELDS if getattr(encoded, f) is not None}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        atomic.save_npz(path, digest=np.array(_digest(arrays)), **arrays)
     except OSError as e:
         raise OSError(f"cannot write to the Good Gestalt cache directory {str(path.parent)!r}: {e}") from e
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; a cache file is an ordinary file
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, digest=np.array(_digest(arrays)), **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
     return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def read(path: str | os.PathLike) -> EncodedSplit:

@@ -25,7 +25,7 @@ Fields:
     clustering: "ward" (reference), "complete", "kmeans" (scikit-learn), "kmeans_jax" (on the device).
     num_clusters: <= 0 takes k from each ground-truth mask (the reference); > 0 a fixed k.
     fair_protocol: also choose the setting on `test_iid` and report it on `test`.
-    control, control_noise_std: the noisy-reconstruction control (pixel noise 0.3235) at the chosen N.
+    control, control_noise_std: the noisy-reconstruction control (pixel noise 0.3235, paper App. C.3) at the chosen N.
     test_limit: segment only the first images of each split (0: all 100).
     pretrained: a directory of shipped weights <model>_<dataset>.npz to segment with instead of training
         (`python -m experiments.export_pretrained` makes them); "" trains.
@@ -36,6 +36,7 @@ Fields:
 import ml_collections
 
 from experiments.configs import train as train_configs
+from noisegroup.lns.features import CONTROL_NOISE_STD
 
 
 def get_config(mode: str = "default") -> ml_collections.ConfigDict:
@@ -53,7 +54,7 @@ def get_config(mode: str = "default") -> ml_collections.ConfigDict:
     c.num_clusters = 0
     c.fair_protocol = True
     c.control = True
-    c.control_noise_std = 0.3235
+    c.control_noise_std = CONTROL_NOISE_STD
     c.test_limit = 0
     c.pretrained = ""
     c.lns_seed = 42

@@ -17,13 +17,19 @@ Fields:
     output_bias_init: "reference" (PyTorch's default init of the decoder's output bias) or "data_mean" (the logit
         of the training images' mean colour: keeps fast learning rates from saturating the sigmoid; README).
     num_steps, eval_every (steps; 0 = once per epoch, as the reference), log_every, checkpoint_every, keep_checkpoints.
-    micro_batch_size: images per forward/backward pass, gradients averaged over the passes (0: auto, 8 on CPU,
-        where XLA trains passes of 8 ~1.3x faster per image than one pass of 64; one pass on accelerators).
-    conv_impl ("auto" | "fast" | "native"), seed_batching ("auto" | "vmap" | "unroll"), train_limit / valid_limit (a
-        prefix of the data), progress.
+    loss_weights: {term: weight}; None (the default) keeps the family's weight (reconstruction 1, kl 1). A term the
+        model does not have is an error (e.g. --config.loss_weights.kl=0.5 with model=ae).
+    micro_batch_size: images per forward/backward pass, gradients averaged over the passes ("auto": 8 on CPU,
+        where XLA trains small passes faster per image; one pass on accelerators; a number >= batch_size: one pass).
+    seed_batching: "auto" | "vmap" | "unroll" | "loop" (`noisegroup.engine.parallel`).
+    data_parallel: devices that split each seed's batch (the "data" axis of the mesh; 1: none).
+    conv_impl ("auto" | "fast" | "native"), train_limit / valid_limit (a prefix of the data), progress.
+
+Every key is checked before any work (`noisegroup.engine.config`): a typo gets one line naming the closest key.
 """
 
 import ml_collections
+from ml_collections import config_dict
 
 
 def get_config(mode: str = "default") -> ml_collections.ConfigDict:
@@ -38,6 +44,8 @@ def get_config(mode: str = "default") -> ml_collections.ConfigDict:
     c.learning_rate = 5e-5
     c.lr_warmup_steps = 0
     c.adam_b1, c.adam_b2, c.adam_eps = 0.9, 0.999, 1e-8
+    c.loss_weights = ml_collections.ConfigDict({"reconstruction": config_dict.placeholder(float),
+                                                "kl": config_dict.placeholder(float)})
     c.geco = True
     c.geco_goal = 0.0006
     c.geco_step_size = 1e-5
@@ -51,8 +59,9 @@ def get_config(mode: str = "default") -> ml_collections.ConfigDict:
     c.checkpoint_every = 5_000
     c.keep_checkpoints = 3
     c.conv_impl = "auto"
-    c.micro_batch_size = 0  # auto
-    c.seed_batching = "auto"  # "vmap" | "unroll" (one unbatched copy per seed: faster on CPU) | "auto"
+    c.micro_batch_size = "auto"
+    c.seed_batching = "auto"
+    c.data_parallel = 1
     c.train_limit = 0  # 0: the whole split
     c.valid_limit = 0
     c.progress = True

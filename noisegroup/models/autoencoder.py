@@ -8,15 +8,25 @@ Burgess-style conv nets, NHWC, 64 x 64 x 3 inputs in [0, 1] used as they are (no
              (128, 128, 64, 64, 32, 3 channels), ReLU after every layer but the last: the decoder returns logits.
 
 Modules are deterministic: the VAE's reparameterisation noise is an argument, never module state.
+
+`AutoEncoderFamily` and `BetaVAEFamily` are what the training engine sees (`noisegroup.models.family`): their fields
+are the config keys `latent_dim`, `conv_impl` and `output_bias_init`; their loss terms are the reference's summed
+squared error ("reconstruction") and, for the VAE, the KL to the standard normal ("kl", the term GECO weights).
 """
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
-from noisegroup.models.layers import Conv, ConvTranspose, Linear
+from noisegroup.engine import losses
+from noisegroup.models.family import Batch, Family
+from noisegroup.models.layers import IMPLS, Conv, ConvTranspose, Linear
 
 IMAGE_SHAPE = (64, 64, 3)
 ENCODER_CHANNELS = (32, 64, 64, 128, 128, 256)
@@ -114,3 +124,73 @@ class BetaVAE(nnx.Module):
         if noise is not None:
             z = z + jnp.exp(0.5 * encoding["logvar"]) * noise
         return self.decode(z), encoding
+
+
+OUTPUT_BIAS_INITS = ("reference", "data_mean")
+
+
+def data_mean_logits(images: np.ndarray) -> tuple[float, ...]:
+    """Per-channel logit of the mean pixel value of `images` `[n, h, w, c]`: an output bias that starts the decoder
+    at the mean colour (accumulated in float64: a float32 sum of 1e8 pixels drifts far off)."""
+    mean = np.clip(np.asarray(images).mean(axis=(0, 1, 2), dtype=np.float64), 1e-3, 1 - 1e-3)
+    return tuple(float(v) for v in np.log(mean / (1 - mean)))
+
+
+@dataclasses.dataclass(frozen=True)
+class AutoEncoderFamily(Family):
+    """The LNS autoencoder as a model family.
+
+    Attributes:
+        latent_dim: size of the code.
+        conv_impl: "auto", "fast" or "native" (`noisegroup.models.layers`).
+        output_bias_init: "reference" (PyTorch's default init of the decoder's output bias) or "data_mean" (the
+            logit of the training images' mean colour: keeps fast learning rates from saturating the sigmoid).
+    """
+
+    latent_dim: int = 15
+    conv_impl: str = "auto"
+    output_bias_init: str = "reference"
+
+    loss_terms = {"reconstruction": lambda o: losses.sum_squared_error(o["logits"], o["images"])}
+    default_weights = {"reconstruction": 1.0}
+    network = AutoEncoder
+
+    def __post_init__(self):
+        if int(self.latent_dim) < 1:
+            raise ValueError(f"latent_dim must be >= 1, got {self.latent_dim!r}")
+        if self.conv_impl not in IMPLS:
+            raise ValueError(f"conv_impl must be one of {IMPLS}, got {self.conv_impl!r}")
+        if self.output_bias_init not in OUTPUT_BIAS_INITS:
+            raise ValueError(f"output_bias_init must be one of {OUTPUT_BIAS_INITS}, got {self.output_bias_init!r}")
+
+    def build(self, image_shape, rngs: nnx.Rngs) -> nnx.Module:
+        if tuple(image_shape) != IMAGE_SHAPE:
+            raise ValueError(f"the LNS networks take images of shape {IMAGE_SHAPE}, got {tuple(image_shape)}")
+        return self.network(int(self.latent_dim), impl=self.conv_impl, rngs=rngs)
+
+    def init_data(self, train: Batch) -> Any:
+        if self.output_bias_init == "data_mean":
+            return jnp.asarray(data_mean_logits(train["images"]))
+        return None
+
+    def initialise(self, model: nnx.Module, init_data: Any) -> None:
+        if init_data is not None:  # the decoder's output bias `[3]` logits
+            model.decoder.out.bias[...] = jnp.asarray(init_data, jnp.float32)
+
+    def outputs(self, model: nnx.Module, batch: Batch, noise: Any) -> dict[str, jax.Array]:
+        logits, encoding = model(batch["images"], noise)
+        return {"images": batch["images"], "logits": logits, **encoding}
+
+
+@dataclasses.dataclass(frozen=True)
+class BetaVAEFamily(AutoEncoderFamily):
+    """The LNS beta-VAE as a model family: reparameterisation noise `[b, z]` per step; GECO weights the KL."""
+
+    loss_terms = {**AutoEncoderFamily.loss_terms,
+                  "kl": lambda o: losses.kl_to_standard_normal(o["mean"], o["logvar"])}
+    default_weights = {"reconstruction": 1.0, "kl": 1.0}
+    geco_term = "kl"
+    network = BetaVAE
+
+    def sample_noise(self, key: jax.Array, batch: Batch) -> jax.Array:
+        return jax.random.normal(key, (batch["images"].shape[0], int(self.latent_dim)))

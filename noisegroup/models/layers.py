@@ -48,9 +48,12 @@ _DIMS = ("NHWC", "HWIO", "NHWC")
 kaiming_normal = nnx.initializers.variance_scaling(2.0, "fan_in", "normal")  # untruncated, as torch's kaiming_normal_
 
 
+IMPLS = ("auto", "fast", "native")
+
+
 def resolve_impl(impl: str) -> str:
-    if impl not in ("auto", "fast", "native"):
-        raise ValueError(f"conv impl must be 'auto', 'fast' or 'native', got {impl!r}")
+    if impl not in IMPLS:
+        raise ValueError(f"conv impl must be one of {IMPLS}, got {impl!r}")
     if impl == "auto":
         return "fast" if jax.default_backend() == "cpu" else "native"
     return impl

@@ -7,8 +7,9 @@ kernel time per step, a step of 0.28 s. With one arena, no `mmap` and no trimmin
 back: 8,000 faults, 0.23 s per step (`tests/test_malloc.py` checks the faults).
 
 The cost: freed memory stays with the process (up to 1 GiB at the heap's top) instead of returning to the OS, and
-all threads share one arena. `import noisegroup` applies the settings, before JAX starts its CPU threads (a thread
-keeps the arena it first used); `NOISEGROUP_MALLOC=default` in the environment keeps glibc's defaults.
+all threads share one arena. So nothing applies them at import: the entry points (`experiments/*`, `benchmarks/*`)
+call `reuse_freed_memory()` first thing, before JAX starts its CPU threads (a thread keeps the arena it first used);
+a user's script may do the same. `NOISEGROUP_MALLOC=default` in the environment keeps glibc's defaults.
 """
 
 from __future__ import annotations

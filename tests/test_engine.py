@@ -1,4 +1,4 @@
-"""Training engine: losses, GECO, the vmapped multi-seed step, resume, checkpoints, errors, an end-to-end run."""
+"""Training engine on the LNS families: losses, GECO, the multi-seed step, resume, checkpoints, errors, a run."""
 
 import math
 import os
@@ -16,9 +16,12 @@ import optax
 import pytest
 
 from experiments.configs import train as train_configs
-from noisegroup import checkpoint, losses, parallel, train
-from noisegroup import logging as runlog
-from noisegroup.geco import Geco
+from noisegroup.engine import checkpoint, loop, losses, parallel, runlog, sampler
+from noisegroup.engine.geco import Geco
+from noisegroup.engine.trainer import CPU_MICRO_BATCH, Trainer, resolve_micro_batch
+from noisegroup.lns.pipeline import load_training_data
+from noisegroup.models import FAMILIES
+from noisegroup.models.autoencoder import data_mean_logits
 
 ROOT = Path(__file__).parents[1]
 
@@ -27,6 +30,14 @@ def quick_config(**overrides):
     config = train_configs.get_config("quick").to_dict()
     config.update(overrides)
     return config
+
+
+def make_trainer(model: str, micro_batch_size=None) -> Trainer:
+    """A trainer of an LNS family with SGD (and the reference's GECO for the VAE)."""
+    family = FAMILIES[model]()
+    return Trainer(family=family, image_shape=(64, 64, 3), optimizer=optax.sgd(1e-3),
+                   weights=dict(family.default_weights), geco=Geco.for_images() if family.geco_term else None,
+                   micro_batch_size=micro_batch_size)
 
 
 @pytest.fixture(scope="module")
@@ -56,11 +67,14 @@ def test_kl_by_hand():
 def test_weighted_loss_reports_terms_and_weights():
     outputs = {"images": jnp.full((2, 64, 64, 3), 0.25), "logits": jnp.zeros((2, 64, 64, 3)),
                "mean": jnp.ones((2, 15)), "logvar": jnp.zeros((2, 15))}
-    total, metrics = losses.weighted_loss(outputs, {"reconstruction": 1.0, "kl": 0.5})
+    terms = FAMILIES["vae"].loss_terms
+    total, metrics = losses.weighted_loss(terms, outputs, {"reconstruction": 1.0, "kl": 0.5})
     assert float(total) == pytest.approx(768 + 0.5 * 7.5)
     assert float(metrics["kl_weight"]) == 0.5 and float(metrics["reconstruction"]) == pytest.approx(768)
-    with pytest.raises(ValueError, match="'perceptual'"):
-        losses.weighted_loss(outputs, {"perceptual": 1.0})
+    with pytest.raises(ValueError, match="'perceptual'.*'kl', 'reconstruction'"):
+        losses.resolve_weights(terms, {}, {"perceptual": 1.0})
+    with pytest.raises(ValueError, match="'kl'"):  # the AE has no KL term
+        losses.resolve_weights(FAMILIES["ae"].loss_terms, {}, {"kl": 1.0})
 
 
 def test_geco_constants_of_the_reference():
@@ -93,17 +107,17 @@ def test_geco_against_a_hand_worked_sequence():
 # --- the step -------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("model, batching", [("ae", "vmap"), ("vae", "vmap"), ("vae", "unroll")])
+@pytest.mark.parametrize("model, batching", [("ae", "vmap"), ("vae", "vmap"), ("vae", "unroll"), ("vae", "loop")])
 def test_multi_seed_step_equals_single_seed_steps(model, batching, tiny_data):
     # SGD: parameters move linearly in the gradients, so float reordering under vmap stays tiny (Adam's first step
     # is ~lr * sign(grad), which amplifies rounding in near-zero gradients).
-    trainer = train.Trainer(model=model, optimizer=optax.sgd(1e-3))
+    trainer = make_trainer(model)
     keys = jnp.stack([jax.random.key(1), jax.random.key(2)])
     images = jnp.asarray(tiny_data[0][:16].reshape(2, 8, 64, 64, 3))
     init, step, _ = trainer.multi_seed(batching)
-    states, metrics = step(init(keys), images, keys)
+    states, metrics = step(init(keys), {"images": images}, keys)
     for s in range(2):
-        single, single_metrics = jax.jit(trainer.train_step)(trainer.init(keys[s]), images[s], keys[s])
+        single, single_metrics = jax.jit(trainer.train_step)(trainer.init(keys[s]), {"images": images[s]}, keys[s])
         chex.assert_trees_all_close(jax.tree.map(lambda x: x[s], states), single, atol=1e-6, rtol=1e-5)
         chex.assert_trees_all_close(jax.tree.map(lambda x: x[s], metrics), single_metrics, rtol=1e-5)
     assert metrics["loss"].shape == (2,)
@@ -119,34 +133,34 @@ def test_micro_batched_step_equals_one_pass(model, tiny_data):
     images, key = jnp.asarray(tiny_data[0][:16]), jax.random.key(3)
 
     def step(micro_batch_size):
-        trainer = train.Trainer(model=model, optimizer=optax.sgd(1e-3), micro_batch_size=micro_batch_size)
-        return jax.jit(trainer.train_step)(trainer.init(key), images, key)
+        trainer = make_trainer(model, micro_batch_size)
+        return jax.jit(trainer.train_step)(trainer.init(key), {"images": images}, key)
 
-    one_pass, passes = step(0), step(4)
+    one_pass, passes = step(None), step(4)
     chex.assert_trees_all_close(passes, one_pass, atol=1e-6, rtol=1e-5)
     assert float(one_pass[1]["loss"]) > 0
-    with pytest.raises(ValueError, match="-1"):
-        train.Trainer(micro_batch_size=-1)
-    with pytest.raises(ValueError, match="-2"):
-        train.resolve_micro_batch(-2)
-    assert train.resolve_micro_batch(0) == train.CPU_MICRO_BATCH and train.resolve_micro_batch(5) == 5  # CPU
+    for bad in (-1, 0, "8x"):
+        with pytest.raises(ValueError, match=f"micro_batch_size.*{bad!r}"):
+            loop.build(quick_config(micro_batch_size=bad), (64, 64, 3))
+    assert resolve_micro_batch("auto", 64) == CPU_MICRO_BATCH and resolve_micro_batch(5, 64) is None  # CPU
+    assert resolve_micro_batch(16, 64) == 16 and resolve_micro_batch(64, 64) is None  # one pass
 
 
 def test_epoch_sampler_shuffles_each_epoch_and_drops_the_last_batch():
-    sampler = train.EpochSampler(10, 3, seeds=[0, 1])
-    assert sampler.steps_per_epoch == 3
-    epoch = np.concatenate([sampler.indices(i) for i in range(3)], axis=1)  # [S, 9]
+    epochs = sampler.EpochSampler(10, 3, seeds=[0, 1])
+    assert epochs.steps_per_epoch == 3
+    epoch = np.concatenate([epochs.indices(i) for i in range(3)], axis=1)  # [S, 9]
     assert all(len(set(row)) == 9 for row in epoch)  # without replacement, one index left out
     assert not np.array_equal(epoch[0], epoch[1])  # each seed its own order
-    assert not np.array_equal(sampler.indices(3), sampler.indices(0))  # a new order next epoch
-    np.testing.assert_array_equal(train.EpochSampler(10, 3, seeds=[0, 1]).indices(4), sampler.indices(4))
+    assert not np.array_equal(epochs.indices(3), epochs.indices(0))  # a new order next epoch
+    np.testing.assert_array_equal(sampler.EpochSampler(10, 3, seeds=[0, 1]).indices(4), epochs.indices(4))
 
 
 # --- runs -----------------------------------------------------------------------------------------------------
 
 
 def test_quick_run_end_to_end(tmp_path, tiny_data):
-    state = train.train(quick_config(model="vae", seeds=(0, 1)), tmp_path, data=tiny_data)
+    state = loop.train(quick_config(model="vae", seeds=(0, 1)), tmp_path, *tiny_data)
     assert np.all(np.asarray(state.step) == 12)
     records = runlog.read_metrics(tmp_path / "metrics.jsonl")
     assert [r["step"] for r in records] == [4, 8, 12]
@@ -158,41 +172,41 @@ def test_quick_run_end_to_end(tmp_path, tiny_data):
 
 def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path, tiny_data, monkeypatch):
     config = quick_config(model="vae")
-    reference = train.train(config, tmp_path / "whole", data=tiny_data)
+    reference = loop.train(config, tmp_path / "whole", *tiny_data)
 
-    indices = train.EpochSampler.indices
+    indices = sampler.EpochSampler.indices
 
     def interrupt_at_7(self, step):
         if step == 7:
             raise KeyboardInterrupt
         return indices(self, step)
 
-    monkeypatch.setattr(train.EpochSampler, "indices", interrupt_at_7)
+    monkeypatch.setattr(sampler.EpochSampler, "indices", interrupt_at_7)
     with pytest.raises(KeyboardInterrupt):
-        train.train(config, tmp_path / "cut", data=tiny_data)
-    monkeypatch.setattr(train.EpochSampler, "indices", indices)
+        loop.train(config, tmp_path / "cut", *tiny_data)
+    monkeypatch.setattr(sampler.EpochSampler, "indices", indices)
     assert checkpoint.Checkpointer(tmp_path / "cut" / "checkpoints").steps() == [4]
-    resumed = train.train(config, tmp_path / "cut", data=tiny_data)  # from step 4, losing steps 5-7
+    resumed = loop.train(config, tmp_path / "cut", *tiny_data)  # from step 4, losing steps 5-7
     chex.assert_trees_all_equal(resumed, reference)
     steps = [r["step"] for r in runlog.read_metrics(tmp_path / "cut" / "metrics.jsonl")]
     assert steps == [4, 8, 12]
 
 
 def test_extending_a_run_resumes_from_its_last_checkpoint(tmp_path, tiny_data):
-    train.train(quick_config(num_steps=8), tmp_path, data=tiny_data)
-    state = train.train(quick_config(num_steps=12), tmp_path, data=tiny_data)
-    chex.assert_trees_all_equal(state, train.train(quick_config(), tmp_path / "whole", data=tiny_data))
+    loop.train(quick_config(num_steps=8), tmp_path, *tiny_data)
+    state = loop.train(quick_config(num_steps=12), tmp_path, *tiny_data)
+    chex.assert_trees_all_equal(state, loop.train(quick_config(), tmp_path / "whole", *tiny_data))
 
 
 def test_a_damaged_latest_checkpoint_falls_back_to_the_previous(tmp_path, tiny_data):
     config = quick_config()
-    train.train(config, tmp_path, data=tiny_data)
+    loop.train(config, tmp_path, *tiny_data)
     latest = tmp_path / "checkpoints" / "12"
     for f in latest.rglob("*"):
         if f.is_file() and f.stat().st_size > 0:
             f.write_bytes(b"\0" * 7)
     with pytest.warns(UserWarning, match="step 12"):
-        state = train.train(quick_config(num_steps=16), tmp_path, data=tiny_data)
+        state = loop.train(quick_config(num_steps=16), tmp_path, *tiny_data)
     assert int(state.step[0]) == 16
 
 
@@ -212,7 +226,8 @@ def test_kill_9_mid_training_then_resume(tmp_path):
     process.wait()
     steps = checkpoint.Checkpointer(workdir / "checkpoints").steps()
     assert steps, "no checkpoint was written before the kill"
-    state = train.train(quick_config(num_steps=steps[-1] + 3), workdir)
+    config = quick_config(num_steps=steps[-1] + 3)
+    state = loop.train(config, workdir, *load_training_data(config))
     assert int(state.step[0]) == steps[-1] + 3
     recorded = [r["step"] for r in runlog.read_metrics(workdir / "metrics.jsonl")]
     assert recorded == sorted(set(recorded)) and recorded[-1] == steps[-1] + 3
@@ -221,10 +236,10 @@ def test_kill_9_mid_training_then_resume(tmp_path):
 def test_seeds_sharded_over_a_mesh_equal_the_unsharded_run(tmp_path, tiny_data, monkeypatch):
     assert jax.device_count() == 4  # tests/conftest.py
     config = quick_config(seeds=(0, 1, 2, 3), num_steps=4, seed_batching="vmap")  # the same program, sharded or not
-    sharded = train.train(config, tmp_path / "mesh", data=tiny_data)
+    sharded = loop.train(config, tmp_path / "mesh", *tiny_data)
     assert len(sharded.params["encoder"]["out"]["kernel"][...].sharding.device_set) == 4
-    monkeypatch.setattr(parallel, "seed_mesh", lambda n: None)
-    single_device = train.train(config, tmp_path / "one", data=tiny_data)
+    monkeypatch.setattr(parallel, "make_mesh", lambda *args: None)
+    single_device = loop.train(config, tmp_path / "one", *tiny_data)
     # Same seeds, batches and keys; only float reduction order differs between the two programs (and Adam's
     # sign-like first steps amplify it in near-zero gradients), so the losses agree tightly, parameters loosely.
     losses_of = lambda run: [r["train/loss"] for r in runlog.read_metrics(tmp_path / run / "metrics.jsonl")]  # noqa: E731
@@ -239,35 +254,38 @@ def test_seeds_sharded_over_a_mesh_equal_the_unsharded_run(tmp_path, tiny_data, 
 
 
 def test_another_config_in_the_workdir_is_refused(tmp_path, tiny_data):
-    train.train(quick_config(num_steps=4), tmp_path, data=tiny_data)
+    loop.train(quick_config(num_steps=4), tmp_path, *tiny_data)
     with pytest.raises(ValueError, match="model: 'ae' there, 'vae' now"):
-        train.train(quick_config(model="vae"), tmp_path, data=tiny_data)
+        loop.train(quick_config(model="vae"), tmp_path, *tiny_data)
 
 
 @pytest.mark.parametrize(
     "overrides, match",
     [(dict(seeds=()), r"seeds.*\(\)"), (dict(seeds=(1, 1)), r"\(1, 1\)"), (dict(num_steps=0), "num_steps"),
-     (dict(model="gan"), "'gan'"), (dict(output_bias_init="zeros"), "'zeros'"), (dict(lr_warmup_steps=-1), "-1")],
+     (dict(model="gan"), "'gan'"), (dict(output_bias_init="zeros"), "'zeros'"), (dict(lr_warmup_steps=-1), "-1"),
+     (dict(learnig_rate=1e-3), "'learnig_rate'.*did you mean 'learning_rate'"),
+     (dict(loss_weights={"reconstruction": None, "kl": 2.0}), "unknown loss term 'kl'"),
+     (dict(data_parallel=3), "data_parallel=3 must divide batch_size=16")],
 )
 def test_bad_config_values_are_named(tmp_path, tiny_data, overrides, match):
     with pytest.raises(ValueError, match=match):
-        train.train(quick_config(**overrides), tmp_path, data=tiny_data)
+        loop.train(quick_config(**overrides), tmp_path, *tiny_data)
 
 
 @pytest.mark.parametrize(
     "images, match",
-    [(np.zeros((4, 32, 32, 3), np.float32), r"\(4, 32, 32, 3\)"), (np.zeros((4, 64, 64, 3)), "float64"),
+    [(np.zeros((4, 32, 32, 3), np.float32), r"\(32, 32, 3\)"), (np.zeros((4, 64, 64, 3)), "float64"),
      (np.full((4, 64, 64, 3), 2.0, np.float32), r"\[2.0, 2.0\]"),
      (np.where(np.arange(4)[:, None, None, None] == 2, np.nan, 0.5).astype(np.float32) * np.ones((4, 64, 64, 3), np.float32), "index \\[2, 0, 0, 0\\]")],
 )
 def test_bad_images_are_named(tmp_path, tiny_data, images, match):
     with pytest.raises(ValueError, match=match):
-        train.train(quick_config(), tmp_path, data=(images, tiny_data[1]))
+        loop.train(quick_config(), tmp_path, images, tiny_data[1])
 
 
 def test_nan_guard_stops_with_the_step(tmp_path, tiny_data):
     with pytest.raises(FloatingPointError, match="at step 2 "):
-        train.train(quick_config(learning_rate=1e30), tmp_path, data=tiny_data)
+        loop.train(quick_config(learning_rate=1e30), tmp_path, *tiny_data)
 
 
 # --- the fast CPU recipe: data-mean output bias, learning-rate warm-up ------------------------------------------
@@ -276,17 +294,17 @@ def test_nan_guard_stops_with_the_step(tmp_path, tiny_data):
 def test_data_mean_logits_is_the_logit_of_the_mean_colour():
     images = np.zeros((4, 64, 64, 3), np.float32)
     images[..., 0], images[:2, ..., 1], images[..., 2] = 0.25, 1.0, 0.8  # channel means 0.25, 0.5, 0.8
-    np.testing.assert_allclose(train.data_mean_logits(images), [-math.log(3), 0.0, math.log(4)], atol=1e-6)
+    np.testing.assert_allclose(data_mean_logits(images), [-math.log(3), 0.0, math.log(4)], atol=1e-6)
 
 
 def test_data_mean_output_bias_starts_the_decoder_at_the_mean_colour(tiny_data):
-    trainer = train.trainer_from_config(quick_config())
-    bias = train.initial_output_bias(quick_config(output_bias_init="data_mean"), tiny_data[0])
-    assert train.initial_output_bias(quick_config(), tiny_data[0]) is None
+    _, trainer, _ = loop.build(quick_config(), (64, 64, 3))
+    bias = FAMILIES["ae"](output_bias_init="data_mean").init_data({"images": tiny_data[0]})
+    assert FAMILIES["ae"]().init_data({"images": tiny_data[0]}) is None
     key = jax.random.key(3)
     state, ref_state = trainer.init(key, bias), trainer.init(key)
     got = state.params["decoder"]["out"]["bias"][...]
-    np.testing.assert_allclose(got, train.data_mean_logits(tiny_data[0]), rtol=1e-6)
+    np.testing.assert_allclose(got, data_mean_logits(tiny_data[0]), rtol=1e-6)
     assert not np.allclose(got, ref_state.params["decoder"]["out"]["bias"][...])
     # every other parameter is the reference's initialisation from the same key
     state.params["decoder"]["out"]["bias"][...] = ref_state.params["decoder"]["out"]["bias"][...]
@@ -295,15 +313,15 @@ def test_data_mean_output_bias_starts_the_decoder_at_the_mean_colour(tiny_data):
 
 def test_a_data_mean_run_starts_from_that_bias(tmp_path, tiny_data):
     config = quick_config(output_bias_init="data_mean", num_steps=1, lr_warmup_steps=5)  # rate 0: params stay
-    state = train.train(config, tmp_path, data=tiny_data)
-    np.testing.assert_allclose(state.params["decoder"]["out"]["bias"][...][0], train.data_mean_logits(tiny_data[0]),
+    state = loop.train(config, tmp_path, *tiny_data)
+    np.testing.assert_allclose(state.params["decoder"]["out"]["bias"][...][0], data_mean_logits(tiny_data[0]),
                                rtol=1e-6)
 
 
 def test_warm_up_starts_from_a_zero_learning_rate(tiny_data):
-    trainer = train.trainer_from_config(quick_config(lr_warmup_steps=4, learning_rate=1e-2))
+    _, trainer, _ = loop.build(quick_config(lr_warmup_steps=4, learning_rate=1e-2), (64, 64, 3))
     state = trainer.init(jax.random.key(0))
-    images = jnp.asarray(tiny_data[0][:8])
+    images = {"images": jnp.asarray(tiny_data[0][:8])}
     first, _ = trainer.train_step(state, images, jax.random.key(1))
     chex.assert_trees_all_equal(first.params, state.params)  # rate 0 at step 0
     second, _ = trainer.train_step(first, images, jax.random.key(1))

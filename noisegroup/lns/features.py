@@ -32,6 +32,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from noisegroup.checks import check_images
+
 NORMALISATIONS = ("channel", "pixel")
 # Std of the pixel noise of the paper's noisy-reconstruction control (App. C.3: the mean of the best latent noise
 # levels of the AE and the VAE).
@@ -75,7 +77,9 @@ def decode_in_chunks(decode, latents: jax.Array, chunk_size: int) -> jax.Array:
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "num_noise_samples", "chunk_size"))
-def _noisy_decodes(graphdef, params, images, keys, noise_stds, num_noise_samples, chunk_size):
+def perturbed_decodes(graphdef, params, images, keys, noise_stds, num_noise_samples: int, chunk_size: int = 8):
+    """The traceable core of `noisy_decodes` (same arguments and results): no checks, and the caller sets
+    `jax.default_matmul_precision("highest")` around the call (or around the program that calls it)."""
     model = nnx.merge(graphdef, params)
     means = model.encode(images)["mean"]  # [b, z]
     eps = standard_noise(keys, num_noise_samples, means.shape[-1])  # [b, n, z]
@@ -91,7 +95,7 @@ def noisy_decodes(graphdef: nnx.GraphDef, params, images: jax.Array, keys: jax.A
 
     Args:
         graphdef, params: the trained model (`nnx.split(model, nnx.Param)` or a `TrainState`'s params).
-        images: `[b, h, w, c]` in [0, 1].
+        images: float32 `[b, h, w, c]` in [0, 1] (checked: ValueError otherwise).
         keys: `[b]` one key per image (`image_keys(key, indices)`).
         noise_stds: `[s]` noise levels sigma (absolute latent units); they share the noise draws.
         num_noise_samples: N >= 2.
@@ -101,10 +105,11 @@ def noisy_decodes(graphdef: nnx.GraphDef, params, images: jax.Array, keys: jax.A
         (outputs `[s, b, n, h, w, c]` = sigmoid(decode(mean + sigma * eps)),
          reconstructions `[b, h, w, c]` = sigmoid(decode(mean)), the unperturbed ones).
     """
+    check_images(images)
     noise_stds = jnp.atleast_1d(jnp.asarray(noise_stds, jnp.float32))
     check_settings(noise_std=noise_stds, num_noise_samples=num_noise_samples)
     with jax.default_matmul_precision("highest"):
-        return _noisy_decodes(graphdef, params, images, keys, noise_stds, int(num_noise_samples), int(chunk_size))
+        return perturbed_decodes(graphdef, params, images, keys, noise_stds, int(num_noise_samples), int(chunk_size))
 
 
 def normalise(stack: jax.Array, normalisation: str = "channel") -> jax.Array:

@@ -11,10 +11,10 @@ Methods:
     "complete"  agglomerative, complete linkage (paper Table 2's Agg').
     "kmeans"    scikit-learn's KMeans, k-means++ with one initialisation (`n_init=1`, sklearn's "auto" for it),
                 seeded per image.
-The on-device alternative, all images in one jitted program, is `noisegroup.kmeans.batch_kmeans`.
+The on-device alternative, all images in one jitted program, is `noisegroup.lns.kmeans.batch_kmeans`.
 
 Images are independent, so they are spread over worker processes (`workers`, default all cores): persistent
-`python -m noisegroup.cluster` subprocesses fed over pipes.
+`python -m noisegroup.lns.cluster` subprocesses fed over pipes.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ from pathlib import Path
 
 import jax
 import numpy as np
+
+from noisegroup.checks import check_num_clusters
 
 METHODS = ("ward", "complete", "kmeans")
 
@@ -92,17 +94,17 @@ def _cluster_one(args) -> np.ndarray:
 
 
 class _WorkerPool:
-    """Persistent `python -m noisegroup.cluster` processes fed over pipes, one thread each.
+    """Persistent `python -m noisegroup.lns.cluster` processes fed over pipes, one thread each.
 
     Plain subprocesses rather than multiprocessing: forking this (JAX, multithreaded) process can deadlock, and
     multiprocessing's spawn / forkserver re-import the user's main script in every worker.
     """
 
     def __init__(self, size: int):
-        root = str(Path(__file__).resolve().parent.parent)
+        root = str(Path(__file__).resolve().parents[2])
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]),
                    OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
-        self.procs = [subprocess.Popen([sys.executable, "-m", "noisegroup.cluster"], stdin=subprocess.PIPE,
+        self.procs = [subprocess.Popen([sys.executable, "-m", "noisegroup.lns.cluster"], stdin=subprocess.PIPE,
                                        stdout=subprocess.PIPE, env=env) for _ in range(size)]
         self.idle: queue.SimpleQueue = queue.SimpleQueue()
         for proc in self.procs:
@@ -188,10 +190,7 @@ def cluster(features, num_clusters, method: str = "ward", *, seed: int = 0, work
         raise ValueError(f"unknown clustering method {method!r}; expected one of {METHODS}")
     features = check_features(np.asarray(jax.device_get(features)))
     b, p = features.shape[:2]
-    ks = np.broadcast_to(np.asarray(num_clusters), (b,)).astype(np.int64)
-    if b and (ks.min() < 1 or ks.max() > p):
-        bad = ks[(ks < 1) | (ks > p)][0]
-        raise ValueError(f"number of clusters must be in [1, {p}] (the number of pixels), got {int(bad)}")
+    ks = check_num_clusters(num_clusters, b, p)
     tasks = [(features[i], int(ks[i]), method, seed + i) for i in range(b)]
     if workers is None:  # k-means takes ~8 ms an image: shipping features to a worker costs more than that
         workers = 1 if method == "kmeans" else os.cpu_count() or 1

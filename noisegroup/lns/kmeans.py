@@ -4,7 +4,7 @@
 
 k-means++ seeding (one candidate per centre, as sklearn's `init="k-means++"` with a single trial) and Lloyd
 iterations until no label changes or `max_iter`. Each image may ask for its own k <= `max_clusters`: centres beyond
-an image's k are masked out. This is the option that keeps LNS clustering on the accelerator; `noisegroup.cluster`
+an image's k are masked out. This is the option that keeps LNS clustering on the accelerator; `noisegroup.lns.cluster`
 holds the scikit-learn methods (Ward, the reference's, among them).
 """
 

@@ -1,14 +1,15 @@
 """LNS over a grid of noise levels and sample counts for S trained seeds: features, clustering, ARI.
 
-    result = evaluate(graphdef, params, images, masks, key, noise_stds=(1e-3, 1e-1), num_noise_samples=(10, 40))
+    settings = SweepSettings(noise_stds=(1e-3, 1e-1), num_noise_samples=(10, 40), method="kmeans")
+    result = evaluate(graphdef, params, images, masks, key, settings)
     result.ari   # [S, sigma, N, b] ARI per seed, setting and image
 
 One pass per chunk of images decodes the largest N once for every sigma (`lns.noisy_decodes`: the sigmas share
 their noise draws, a smaller N takes the first N samples), then each N's features are clustered. The seed axis is
-one program (`train.seed_map`: vmapped on accelerators, unrolled on CPU).
+one program (`engine.parallel.seed_map`: vmapped on accelerators, unrolled on CPU).
 
-Clustering methods: those of `noisegroup.cluster` (NumPy boundary: "ward", the reference's, "complete", "kmeans")
-and "kmeans_jax" (`noisegroup.kmeans`: every image of every seed and setting at once, on the device).
+Clustering methods: those of `noisegroup.lns.cluster` (NumPy boundary: "ward", the reference's, "complete",
+"kmeans") and "kmeans_jax" (`noisegroup.lns.kmeans`: every image of every seed and setting at once, on the device).
 """
 
 from __future__ import annotations
@@ -20,8 +21,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from noisegroup import cluster, kmeans, lns, metrics
-from noisegroup.train import resolve_seed_batching, seed_map
+from noisegroup import metrics
+from noisegroup.checks import check_images, check_num_clusters
+from noisegroup.engine.parallel import resolve_seed_batching, seed_map
+from noisegroup.lns import cluster, kmeans
+from noisegroup.lns import features as lns
 
 CLUSTER_METHODS = (*cluster.METHODS, "kmeans_jax")
 
@@ -36,7 +40,10 @@ def segment(features, num_clusters, method: str, key: jax.Array, *, workers: int
     """Labels `[b, p]` of features `[b, p, f]` with k `[b]` clusters by `method` (see module docstring)."""
     check_method(method)
     if method == "kmeans_jax":
-        return np.asarray(kmeans.batch_kmeans(jnp.asarray(features), num_clusters, key))
+        features = jnp.asarray(features)
+        if not bool(jnp.isfinite(features).all()):
+            cluster.check_features(np.asarray(features))  # raises, naming the image
+        return np.asarray(kmeans.batch_kmeans(features, num_clusters, key))
     seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
     return cluster.cluster(features, num_clusters, method, seed=seed, workers=workers, progress=progress)
 
@@ -64,24 +71,66 @@ class SweepResult:
     zero_feature_fraction: np.ndarray
 
 
-def _check_images(images: np.ndarray, masks: np.ndarray) -> None:
-    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.float32:
-        raise ValueError(f"images must be float32 [b, h, w, 3], got {images.dtype} {images.shape}")
-    if images.size and (np.nanmin(images) < 0 or np.nanmax(images) > 1 or not np.isfinite(images).all()):
-        raise ValueError(f"images must be finite values in [0, 1], got range [{np.nanmin(images)}, {np.nanmax(images)}]")
-    if masks.shape != images.shape[:3]:
-        raise ValueError(f"masks {masks.shape} must be [b, h, w] matching images {images.shape}")
+@dataclasses.dataclass(frozen=True)
+class SweepSettings:
+    """What a sweep computes; checked when made, so a bad grid fails before any model is trained.
+
+    Attributes:
+        noise_stds: latent noise levels sigma (ignored by the control, which has one pixel noise level).
+        num_noise_samples: the Ns (each >= 2).
+        normalisation: "channel" (reference) or "pixel" (paper).
+        method: clustering method (`CLUSTER_METHODS`).
+        num_clusters: k for every image, or None: each mask's number of labels (the reference).
+        control: run the noisy-reconstruction control instead (`lns.control_features`).
+        control_noise_std: the control's pixel noise.
+        image_chunk: images per decoding program (bounds memory: S x sigma x chunk x max N decodes at once).
+        keep_labels: keep every prediction (memory: S x sigma x N x b x h x w int32).
+        seed_batching: "auto", "vmap" or "unroll" (`engine.parallel`).
+        workers: clustering processes (None: all cores).
+        progress: a progress bar.
+    """
+
+    noise_stds: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 0.5)
+    num_noise_samples: tuple[int, ...] = (5, 20)
+    normalisation: str = "channel"
+    method: str = "ward"
+    num_clusters: int | None = None
+    control: bool = False
+    control_noise_std: float = lns.CONTROL_NOISE_STD
+    image_chunk: int = 25
+    keep_labels: bool = False
+    seed_batching: str = "auto"
+    workers: int | None = None
+    progress: bool = False
+
+    def __post_init__(self):
+        stds = tuple(float(v) for v in np.atleast_1d(np.asarray(self.noise_stds, np.float64)))
+        counts = np.atleast_1d(np.asarray(self.num_noise_samples))
+        for n in counts.tolist():
+            lns.check_settings(num_noise_samples=n)
+        lns.check_settings(noise_std=stds or None, normalisation=self.normalisation)
+        if not stds or not len(counts):
+            raise ValueError(f"the grid needs at least one sigma and one N, got {self.noise_stds!r} x "
+                             f"{self.num_noise_samples!r}")
+        lns.check_settings(noise_std=self.control_noise_std)
+        check_method(self.method)
+        if self.num_clusters is not None and int(self.num_clusters) < 1:
+            raise ValueError(f"num_clusters must be >= 1 or None (k from each mask), got {self.num_clusters!r}")
+        if int(self.image_chunk) < 1:
+            raise ValueError(f"image_chunk must be >= 1, got {self.image_chunk!r}")
+        object.__setattr__(self, "noise_stds", stds)
+        object.__setattr__(self, "num_noise_samples", tuple(int(n) for n in counts))
 
 
 @functools.lru_cache(maxsize=16)
 def _decode_program(graphdef, num_noise_samples: int, batching: str, chunk_size: int):
     def one_seed(params, keys, images, stds):
-        return lns._noisy_decodes(graphdef, params, images, keys, stds, num_noise_samples, chunk_size)
+        return lns.perturbed_decodes(graphdef, params, images, keys, stds, num_noise_samples, chunk_size)
 
     return jax.jit(seed_map(one_seed, (0, 0, None, None), batching))
 
 
-def features(graphdef, params, images, key: jax.Array, noise_std: float, num_noise_samples: int,
+def setting_features(graphdef, params, images, key: jax.Array, noise_std: float, num_noise_samples: int,
              normalisation: str = "channel") -> jax.Array:
     """LNS features `[b, h*w, 3(N-1)]` of one seed's model at one setting; image i draws noise from
     `fold_in(key, i)`, so with `key = fold_in(evaluate's key, s)` these are exactly the features `evaluate` clusters
@@ -91,46 +140,36 @@ def features(graphdef, params, images, key: jax.Array, noise_std: float, num_noi
     return lns.difference_features(outputs[0], normalisation)
 
 
-def evaluate(graphdef, params, images, masks, key: jax.Array, *, noise_stds, num_noise_samples,
-             normalisation: str = "channel", method: str = "ward", num_clusters=None, control: bool = False,
-             control_noise_std: float = lns.CONTROL_NOISE_STD, image_chunk: int = 25, keep_labels: bool = False,
-             seed_batching: str = "auto", workers: int | None = None, progress: bool = False) -> SweepResult:
+def evaluate(graphdef, params, images, masks, key: jax.Array, settings: SweepSettings) -> SweepResult:
     """LNS (or its noisy-reconstruction control) over a (sigma, N) grid for S seeds.
 
     Args:
         graphdef: the model's graph definition.
         params: parameters stacked over seeds (leading axis S), e.g. a trained `TrainState.params`.
-        images: `[b, h, w, 3]` float32 in [0, 1]; masks: `[b, h, w]` ground truth.
+        images: `[b, h, w, c]` float32 in [0, 1]; masks: `[b, h, w]` ground truth.
         key: noise key; seed s and image i use `fold_in(fold_in(key, s), i)`.
-        noise_stds: latent noise levels sigma (ignored by the control, which has one pixel noise level).
-        num_noise_samples: the Ns (each >= 2).
-        normalisation: "channel" (reference) or "pixel" (paper).
-        method: clustering method (`CLUSTER_METHODS`).
-        num_clusters: k, an int or `[b]`; None takes each mask's number of labels (the reference).
-        control: run the noisy-reconstruction control instead (`lns.control_features`).
-        image_chunk: images per decoding program (bounds memory: S x sigma x chunk x max N decodes at once).
-        keep_labels: keep every prediction (memory: S x sigma x N x b x h x w int32).
+        settings: what to compute (`SweepSettings`).
 
     Returns:
         A `SweepResult`.
     """
-    images, masks = np.asarray(images), np.asarray(masks)
-    _check_images(images, masks)
-    noise_stds = np.atleast_1d(np.asarray(noise_stds, np.float32))
-    sample_counts = np.atleast_1d(np.asarray(num_noise_samples, np.int64))
-    for n in sample_counts:
-        lns.check_settings(num_noise_samples=int(n))
-    lns.check_settings(noise_std=noise_stds, normalisation=normalisation)
-    check_method(method)
+    images = check_images(images)
+    masks = np.asarray(masks)
+    if masks.shape != images.shape[:3]:
+        raise ValueError(f"masks {masks.shape} must be [b, h, w] matching images {images.shape}")
+    noise_stds = np.asarray(settings.noise_stds, np.float32)
+    sample_counts = np.asarray(settings.num_noise_samples, np.int64)
+    normalisation, method, control = settings.normalisation, settings.method, settings.control
+    control_noise_std, image_chunk, keep_labels = settings.control_noise_std, settings.image_chunk, settings.keep_labels
     if control:
         noise_stds = np.asarray([control_noise_std], np.float32)
     b, h, w = masks.shape
-    ks = cluster.num_clusters_from_masks(masks) if num_clusters is None else np.broadcast_to(num_clusters, (b,))
-    ks = np.asarray(ks, np.int64)
-    if b and (ks.min() < 1 or ks.max() > h * w):
-        raise ValueError(f"number of clusters must be in [1, {h * w}], got {int(ks[(ks < 1) | (ks > h * w)][0])}")
+    num_clusters = settings.num_clusters
+    ks = check_num_clusters(cluster.num_clusters_from_masks(masks) if num_clusters is None else num_clusters, b, h * w)
     num_seeds = jax.tree.leaves(params)[0].shape[0]
-    batching = resolve_seed_batching(seed_batching, sharded=False)
+    batching = resolve_seed_batching(settings.seed_batching, sharded=False)
+    if batching == "loop":  # the decoding program maps seeds itself
+        batching = "unroll"
     # The control uses only the unperturbed reconstructions: decode the minimum number of noisy samples (2).
     max_n = 2 if control else int(sample_counts.max())
     program = _decode_program(graphdef, max_n, batching, 8)
@@ -142,7 +181,8 @@ def evaluate(graphdef, params, images, masks, key: jax.Array, *, noise_stds, num
     reconstructions = np.zeros((num_seeds, *images.shape), np.float32)
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=b, desc="LNS control" if control else "LNS", unit="img", disable=not progress, leave=False)
+    bar = tqdm(total=b, desc="LNS control" if control else "LNS", unit="img", disable=not settings.progress,
+               leave=False)
     for start in range(0, b, image_chunk):
         sl = slice(start, min(start + image_chunk, b))
         idx = jnp.arange(sl.start, sl.stop)
@@ -161,7 +201,7 @@ def evaluate(graphdef, params, images, masks, key: jax.Array, *, noise_stds, num
             flat = feats.reshape(-1, *feats.shape[-2:])
             zero[:, :, j, sl] = np.asarray(jnp.all(feats == 0, axis=-1).mean(-1))
             chunk_ks = np.tile(ks[sl], num_seeds * len(noise_stds))
-            pred = segment(flat, chunk_ks, method, jax.random.fold_in(key, 7919 * start + j), workers=workers)
+            pred = segment(flat, chunk_ks, method, jax.random.fold_in(key, 7919 * start + j), workers=settings.workers)
             pred = pred.reshape(num_seeds, len(noise_stds), sl.stop - sl.start, h, w)
             true = np.broadcast_to(masks[sl], pred.shape)
             ari[:, :, j, sl] = metrics.batch_ari(pred.reshape(-1, h, w), true.reshape(-1, h, w)).reshape(pred.shape[:3])

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import matplotlib
+import numpy as np
+from matplotlib.figure import Figure  # drawn without pyplot: no backend chosen, no global figure state
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from noisegroup import atomic
 
 
 def _load(workdir: Path, config: Mapping[str, Any]) -> dict:
@@ -34,15 +34,25 @@ def _load(workdir: Path, config: Mapping[str, Any]) -> dict:
     return runs
 
 
+def _subplots(rows: int, cols: int, figsize, squeeze=False):
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(rows, cols, squeeze=squeeze)
+
+
+def _save(fig: Figure, path: Path, **kwargs) -> None:
+    with atomic.open_for_write(path) as f:
+        fig.savefig(f, format="png", **kwargs)
+
+
 def _labels_image(labels: np.ndarray) -> np.ndarray:
     """Label map `[h, w]` -> RGB with a fixed qualitative palette."""
-    palette = np.array(plt.get_cmap("tab10").colors)
+    palette = np.array(matplotlib.colormaps["tab10"].colors)
     return palette[labels % len(palette)]
 
 
 def segmentations(runs: dict, datasets, models, path: Path, num_images: int = 4) -> None:
     cols = num_images * (2 + len(models))
-    fig, axes = plt.subplots(len(datasets), cols, figsize=(cols * 0.9, len(datasets) * 1.0), squeeze=False)
+    fig, axes = _subplots(len(datasets), cols, figsize=(cols * 0.9, len(datasets) * 1.0), squeeze=False)
     for r, dataset in enumerate(datasets):
         first = next((runs[dataset, m] for m in models if (dataset, m) in runs), None)
         for i in range(num_images):
@@ -62,13 +72,12 @@ def segmentations(runs: dict, datasets, models, path: Path, num_images: int = 4)
         axes[r, 0].set_ylabel(dataset.replace("_", "\n"), fontsize=7)
     fig.suptitle("LNS segmentations of test images (paper's setting, seed 0)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path, dpi=110)
 
 
 def reconstructions(runs: dict, datasets, models, path: Path, num_images: int = 4) -> None:
     cols = num_images * (1 + len(models))
-    fig, axes = plt.subplots(len(datasets), cols, figsize=(cols * 0.9, len(datasets) * 1.0), squeeze=False)
+    fig, axes = _subplots(len(datasets), cols, figsize=(cols * 0.9, len(datasets) * 1.0), squeeze=False)
     for r, dataset in enumerate(datasets):
         first = next((runs[dataset, m] for m in models if (dataset, m) in runs), None)
         for i in range(num_images):
@@ -86,20 +95,19 @@ def reconstructions(runs: dict, datasets, models, path: Path, num_images: int = 
         axes[r, 0].set_ylabel(dataset.replace("_", "\n"), fontsize=7)
     fig.suptitle("Test images and reconstructions (seed 0)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path, dpi=110)
 
 
 def sweep(runs: dict, datasets, models, noise_stds, sample_counts, path: Path) -> None:
     noise_stds, sample_counts = np.asarray(noise_stds), np.asarray(sample_counts)
-    fig, axes = plt.subplots(2, len(datasets), figsize=(3.0 * len(datasets), 5.2), squeeze=False)
+    fig, axes = _subplots(2, len(datasets), figsize=(3.0 * len(datasets), 5.2), squeeze=False)
     for c, dataset in enumerate(datasets):
         top, bottom = axes[0, c], axes[1, c]
         for m, model in enumerate(models):
             if (dataset, model) not in runs:
                 continue
             ari = runs[dataset, model]["test_ari"].mean(axis=(0, 3))  # [sigma, N]
-            colour = plt.get_cmap("tab10")(m)
+            colour = matplotlib.colormaps["tab10"](m)
             for j, n in enumerate(sample_counts):
                 style = ["-", "--", ":", "-."][j % 4]
                 top.plot(noise_stds, ari[:, j], style, color=colour, marker="o", ms=3, label=f"{model} N={n}")
@@ -118,8 +126,7 @@ def sweep(runs: dict, datasets, models, noise_stds, sample_counts, path: Path) -
             top.set_ylabel("mean test ARI", fontsize=8)
             bottom.set_ylabel("mean test ARI", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path, dpi=110)
 
 
 def umap_features(runs: dict, datasets, models, path: Path) -> bool:
@@ -130,7 +137,7 @@ def umap_features(runs: dict, datasets, models, path: Path) -> bool:
         return False
     from datasets import good_gestalt as gg
 
-    fig, axes = plt.subplots(len(models), len(datasets), figsize=(3 * len(datasets), 3 * len(models)), squeeze=False)
+    fig, axes = _subplots(len(models), len(datasets), figsize=(3 * len(datasets), 3 * len(models)), squeeze=False)
     for c, dataset in enumerate(datasets):
         test = gg.load(dataset, "test")
         colours = test.detailed_masks if test.detailed_masks is not None else test.masks
@@ -146,8 +153,7 @@ def umap_features(runs: dict, datasets, models, path: Path) -> bool:
             ax.scatter(embedding[:, 0], embedding[:, 1], c=colours[0].ravel(), s=1, cmap="tab10", vmin=0, vmax=9)
             ax.set_title(f"{model} {dataset}", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path, dpi=110)
     return True
 
 

@@ -1,7 +1,7 @@
 """Small trained weights to ship with the repository: float16 `.npz` files, one per (model, dataset).
 
     pretrained.save("pretrained/ae_kanizsa.npz", state.params, meta)   # params stacked over seeds [S, ...]
-    params = pretrained.load("pretrained/ae_kanizsa.npz", trainer)     # float32, stacked over seeds
+    params = pretrained.load("pretrained/ae_kanizsa.npz", train_config)   # float32, stacked over seeds
 
 A file holds every parameter as float16 under its path in the parameter tree ("encoder/convs/0/kernel"), and a
 JSON `meta` (model, dataset, latent size, training config, steps). float16 halves float32's size (the AE is 2.1 M
@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from noisegroup import logging as runlog
+from noisegroup import atomic
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 
@@ -46,7 +46,7 @@ def save(path: str | Path, params: Any, meta: Mapping[str, Any]) -> Path:
         arrays[name] = value.astype(np.float16)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    runlog.save_npz_atomic(path, __meta__=np.array(json.dumps(dict(meta), sort_keys=True, default=str)), **arrays)
+    atomic.save_npz(path, __meta__=np.array(json.dumps(dict(meta), sort_keys=True, default=str)), **arrays)
     return path
 
 
@@ -55,23 +55,27 @@ def read_meta(path: str | Path) -> dict:
         return json.loads(str(f["__meta__"]))
 
 
-def load(path: str | Path, trainer) -> Any:
-    """The float32 parameters in `path`, stacked over seeds, for `trainer`'s model (a `noisegroup.train.Trainer`).
+def load(path: str | Path, train_config: Mapping[str, Any], image_shape=(64, 64, 3)) -> Any:
+    """The float32 parameters in `path`, stacked over seeds, for the model a training config describes.
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: a file of another model or latent size, or with missing or misshapen parameters.
+        ValueError: a file of another model, dataset or latent size, or with missing or misshapen parameters.
     """
+    from noisegroup.engine import config as engine_config
+
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no pretrained weights at {path}")
     with np.load(path) as f:
         meta = json.loads(str(f["__meta__"]))
         stored = {k: f[k] for k in f.files if k != "__meta__"}
-    for field, want in (("model", trainer.model), ("latent_dim", trainer.latent_dim)):
-        if meta.get(field) != want:
-            raise ValueError(f"{path} holds {field}={meta.get(field)!r}, not the {field}={want!r} asked for")
-    params = nnx.state(nnx.eval_shape(lambda: trainer.build(jax.random.key(0))), nnx.Param)  # shapes only
+    for field in ("model", "dataset", "latent_dim"):
+        if field in meta and field in train_config and meta[field] != train_config[field]:
+            raise ValueError(f"{path} holds {field}={meta[field]!r}, not the {field}={train_config[field]!r} asked for")
+    _, family = engine_config.parse(train_config)
+    abstract = nnx.eval_shape(lambda: family.build(tuple(image_shape), nnx.Rngs(params=jax.random.key(0))))
+    params = nnx.state(abstract, nnx.Param)  # shapes only
     leaves, treedef = jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(params))
     missing = [_path_name(p) for p, _ in leaves if _path_name(p) not in stored]
     if missing:

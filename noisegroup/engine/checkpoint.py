@@ -31,14 +31,15 @@ class Checkpointer:
         """Saves asynchronously where orbax can; `wait` (or `close`) makes it durable."""
         self.manager.save(step, args=ocp.args.StandardSave(state), force=True)
 
-    def restore_latest(self, abstract_state: Any) -> tuple[int, Any] | None:
-        """The newest restorable (step, state), or None if there is no checkpoint.
+    def restore_latest(self, abstract_state: Any, step: int | None = None) -> tuple[int, Any] | None:
+        """The newest restorable (step, state) (at most `step` if given), or None if there is no checkpoint.
 
         Args:
             abstract_state: the state's shapes, dtypes and shardings (``jax.eval_shape`` of the init).
+            step: restore this step or the newest before it.
         """
         self.wait()
-        for step in reversed(self.steps()):
+        for step in reversed([s for s in self.steps() if step is None or s <= step]):
             try:
                 return step, self.manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
             except Exception as e:  # noqa: BLE001 - any damage to a step's files lands here

@@ -1,0 +1,126 @@
+"""The one schema of a training config: the engine's keys here, each family's keys on the family.
+
+    config, family = parse(mapping)     # validated: every key known, every value checked, before any work
+
+`TrainConfig`'s fields are the engine's keys and the family's dataclass fields are the model's; a key in neither is
+an error naming the closest known key. Fields marked ``resumable`` may change when a run resumes (more steps, other
+logging); everything else must equal the workdir's `config.json`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import Any, Mapping
+
+from noisegroup.atomic import jsonable
+from noisegroup.engine.losses import closest, resolve_weights
+from noisegroup.models import get_family
+from noisegroup.models.family import Family
+
+SEED_BATCHING = ("auto", "vmap", "unroll", "loop")
+
+
+def _resumable(default, **kwargs):
+    return dataclasses.field(default=default, metadata={"resumable": True}, **kwargs)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """The engine's config keys (see ``experiments/configs/train.py`` for what each means)."""
+
+    model: str = "ae"
+    dataset: str = "kanizsa"
+    seeds: tuple[int, ...] = (0,)
+    batch_size: int = 64
+    learning_rate: float = 5e-5
+    lr_warmup_steps: int = 0
+    adam_b1: float = 0.9
+    adam_b2: float = 0.999
+    adam_eps: float = 1e-8
+    loss_weights: Mapping[str, float | None] = dataclasses.field(default_factory=dict)
+    geco: bool = True
+    geco_goal: float = 0.0006
+    geco_step_size: float = 1e-5
+    geco_alpha: float = 0.99
+    geco_speedup: float = 10.0
+    geco_tracks_validation: bool = True
+    num_steps: int = _resumable(1_100_000)
+    eval_every: int = 0
+    log_every: int = _resumable(100)
+    checkpoint_every: int = _resumable(5_000)
+    keep_checkpoints: int = _resumable(3)
+    micro_batch_size: int | str = "auto"
+    seed_batching: str = _resumable("auto")
+    data_parallel: int = 1
+    train_limit: int = 0
+    valid_limit: int = 0
+    progress: bool = _resumable(True)
+
+    def __post_init__(self):
+        seeds = tuple(int(s) for s in self.seeds)
+        if not seeds or len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds must be a non-empty list of distinct integers, got {self.seeds!r}")
+        object.__setattr__(self, "seeds", seeds)
+        for key in ("num_steps", "batch_size", "checkpoint_every", "log_every", "keep_checkpoints", "data_parallel"):
+            if int(getattr(self, key)) < 1:
+                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)!r}")
+        for key in ("lr_warmup_steps", "eval_every", "train_limit", "valid_limit"):
+            if int(getattr(self, key)) < 0:
+                raise ValueError(f"{key} must be >= 0, got {getattr(self, key)!r}")
+        for key in ("learning_rate", "adam_eps", "geco_goal", "geco_step_size", "geco_speedup"):
+            value = getattr(self, key)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{key} must be a finite number > 0, got {value!r}")
+        for key in ("adam_b1", "adam_b2", "geco_alpha"):
+            if not 0 <= getattr(self, key) < 1:
+                raise ValueError(f"{key} must lie in [0, 1), got {getattr(self, key)!r}")
+        if self.seed_batching not in SEED_BATCHING:
+            raise ValueError(f"seed_batching must be one of {SEED_BATCHING}, got {self.seed_batching!r}")
+        if self.micro_batch_size != "auto":
+            try:
+                micro = int(self.micro_batch_size)
+            except (TypeError, ValueError):
+                micro = 0
+            if micro < 1 or str(micro) != str(self.micro_batch_size).strip():
+                raise ValueError(f"micro_batch_size must be 'auto' or an integer >= 1 (>= batch_size: one pass), "
+                                 f"got {self.micro_batch_size!r}")
+            object.__setattr__(self, "micro_batch_size", micro)
+        if self.batch_size % self.data_parallel:
+            raise ValueError(f"data_parallel={self.data_parallel} must divide batch_size={self.batch_size}")
+
+    def __hash__(self):  # by value (the loss_weights mapping would make the generated hash fail)
+        return hash(json.dumps(jsonable(dataclasses.asdict(self)), sort_keys=True))
+
+    @classmethod
+    def keys(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def resumable_keys(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get("resumable"))
+
+
+def parse(config: Mapping[str, Any]) -> tuple[TrainConfig, Family]:
+    """Validates a flat training config and splits it into the engine's part and the model family.
+
+    Raises:
+        ValueError: an unknown family or key (naming the closest known key), a bad value (naming key and value), or
+            a loss weight for a term the family does not have.
+    """
+    config = dict(config)
+    family_cls = get_family(config.get("model", TrainConfig.model))
+    known = set(TrainConfig.keys()) | set(family_cls.config_keys())
+    for key in config:
+        if key not in known:
+            raise ValueError(f"unknown config key {key!r}{closest(key, known)} for model {config.get('model')!r}")
+    engine = TrainConfig(**{k: v for k, v in config.items() if k in TrainConfig.keys()})
+    family = family_cls.from_config(config)
+    resolve_weights(family.loss_terms, family.default_weights, engine.loss_weights)
+    return engine, family
+
+
+def as_dict(engine: TrainConfig, family: Family) -> dict:
+    """The flat config of a run (what `config.json` holds)."""
+    return {**dataclasses.asdict(engine), **dataclasses.asdict(family)}

@@ -1,0 +1,223 @@
+"""The training loop and its inverse: train S seeds of any family with checkpoints, and restore a run without data.
+
+    state = train(config, workdir, train_data, valid_data)   # resumes from workdir's checkpoints if any
+    config, state = restore(workdir)                          # a finished or unfinished run, no data, no training
+
+Data are dicts of arrays with a leading example axis (`{"images": float32 [n, h, w, c]}`, plus whatever the family
+reads, e.g. `"masks"`); a bare image array means `{"images": array}`. The entry points load them (the engine knows
+no dataset). Per-step randomness is ``fold_in(run_key, step)`` and batches a function of the step, so a run resumed
+from a checkpoint ends in the same state as an uninterrupted one.
+
+In a multi-process run (`parallel.initialize`) every process calls `train` with the same arguments; each gathers
+only its devices' part of every batch, orbax writes one checkpoint from all of them, and process 0 writes the logs.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from noisegroup import atomic
+from noisegroup.checks import check_images
+from noisegroup.engine import checkpoint, parallel, runlog
+from noisegroup.engine import config as engine_config
+from noisegroup.engine.sampler import EpochSampler
+from noisegroup.engine.trainer import Trainer, TrainState
+
+Data = Mapping[str, np.ndarray]
+
+
+def as_data(data: Data | np.ndarray, what: str) -> dict[str, np.ndarray]:
+    """`data` as a dict of arrays with one leading example count, its images checked (`checks.check_images`)."""
+    data = {"images": data} if not isinstance(data, Mapping) else dict(data)
+    if "images" not in data:
+        raise ValueError(f"{what} must hold 'images', got keys {sorted(data)}")
+    data["images"] = check_images(data["images"], f"{what} images")
+    counts = {k: len(v) for k, v in data.items()}
+    if len(set(counts.values())) != 1:
+        raise ValueError(f"{what} arrays must share their first axis, got {counts}")
+    return data
+
+
+@functools.lru_cache(maxsize=8)
+def _trainer_and_programs(engine: engine_config.TrainConfig, family, image_shape, batching: str):
+    """Trainer and its jitted multi-seed programs, memoised so repeated runs of a config (resume, tests, notebooks)
+    reuse the compiled code."""
+    trainer = Trainer.from_config(engine, family, image_shape)
+    return trainer, trainer.multi_seed(batching)
+
+
+def build(config: Mapping[str, Any], image_shape, batching: str = "vmap"):
+    """(engine config, trainer, (init, train_step, eval_step)) of a flat config for data of `image_shape`."""
+    engine, family = engine_config.parse(config)
+    trainer, programs = _trainer_and_programs(engine, family, tuple(image_shape), batching)
+    return engine, trainer, programs
+
+
+def _keys(seeds):
+    run_keys = jnp.stack([jax.random.key(s) for s in seeds])
+    return run_keys, jax.vmap(lambda k: jax.random.fold_in(k, 2**31 - 1))(run_keys)
+
+
+def train(config: Mapping[str, Any], workdir: str | Path, train_data: Data | np.ndarray,
+          valid_data: Data | np.ndarray) -> TrainState:
+    """Trains `config["seeds"]` (S seeds, one program) and checkpoints; resumes from `workdir`.
+
+    Args:
+        config: a flat training config (`noisegroup.engine.config`: the engine's keys and the family's).
+        workdir: where config.json, run.json, metrics.jsonl and checkpoints/ go.
+        train_data, valid_data: the examples (see the module docstring).
+
+    Returns:
+        The final `TrainState`, stacked over seeds (leading axis S).
+
+    Raises:
+        ValueError: bad config values or data, or a workdir holding another config's run.
+        FloatingPointError: a non-finite loss, with its step and seed.
+    """
+    engine, family = engine_config.parse(config)  # every key and value checked before any work
+    train_data, valid_data = as_data(train_data, "train"), as_data(valid_data, "valid")
+    image_shape = train_data["images"].shape[1:]
+    if valid_data["images"].shape[1:] != image_shape:
+        raise ValueError(f"valid images {valid_data['images'].shape[1:]} differ from train images {image_shape}")
+    workdir = Path(workdir)
+    lead = jax.process_index() == 0
+    workdir.mkdir(parents=True, exist_ok=True)
+    flat = engine_config.as_dict(engine, family)
+    if lead:
+        runlog.check_or_write_config(workdir, flat, may_differ=engine.resumable_keys())
+        _note_processes(workdir, image_shape)
+
+    seeds = list(engine.seeds)
+    mesh = parallel.make_mesh(len(seeds), engine.data_parallel)
+    batching = parallel.resolve_seed_batching(engine.seed_batching, sharded=mesh is not None)
+    _, trainer, (init, train_step, eval_step) = build(flat, image_shape, batching)
+
+    run_keys, init_keys = (parallel.shard(k, mesh) for k in _keys(seeds))
+    abstract = parallel.abstract_on_mesh(jax.eval_shape(init, init_keys), mesh)
+    ckpt = checkpoint.Checkpointer(workdir / "checkpoints", keep=engine.keep_checkpoints)
+    restored = ckpt.restore_latest(abstract)
+    if restored is None:  # family statistics of the data (e.g. the mean colour, ~2 s over 30,000 images): fresh only
+        state = parallel.shard(init(init_keys, family.init_data(train_data)), mesh)
+    else:
+        state = restored[1]
+    start = 0 if restored is None else restored[0]
+    writer = runlog.MetricsWriter(workdir / "metrics.jsonl", resume_step=start) if lead else None
+
+    sampler = EpochSampler(len(train_data["images"]), engine.batch_size, seeds)
+    valid_batch = min(engine.batch_size, len(valid_data["images"]))
+    valid_sampler = EpochSampler(len(valid_data["images"]), valid_batch - valid_batch % engine.data_parallel, seeds,
+                                 stream=1)
+    eval_every = engine.eval_every or sampler.steps_per_epoch
+    pending: list[tuple[int, dict]] = []  # per-step metrics still on the device (checked for NaN at log time)
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=engine.num_steps, initial=start, desc=f"{engine.model} {engine.dataset} x{len(seeds)} seeds",
+               unit="step", disable=not (engine.progress and lead))
+    tic, tic_step = time.perf_counter(), start
+    try:
+        for step in range(start, engine.num_steps):
+            batch = parallel.global_batch(train_data, sampler.indices(step), mesh)
+            state, metrics = train_step(state, batch, run_keys)
+            pending.append((step + 1, metrics))
+            done = step + 1
+            valid_metrics = None
+            if done % eval_every == 0:  # only on the schedule: an extended run must equal a longer one
+                state, valid_metrics = _validate(state, valid_data, valid_sampler, done // eval_every, eval_step,
+                                                 run_keys, mesh)
+            if done % engine.log_every == 0 or done == engine.num_steps or valid_metrics is not None:
+                _check_finite(pending, seeds)
+                rate = (done - tic_step) / max(time.perf_counter() - tic, 1e-9)
+                record = {f"train/{k}": v for k, v in _host(pending[-1][1]).items()}
+                record.update({f"valid/{k}": v for k, v in (valid_metrics or {}).items()}, steps_per_s=rate)
+                if writer is not None:
+                    writer.write(done, record)
+                bar.set_postfix(loss=float(np.mean(record["train/loss"])), refresh=False)
+                pending, tic, tic_step = [], time.perf_counter(), done
+            if done % engine.checkpoint_every == 0 or done == engine.num_steps:
+                _check_finite(pending, seeds)
+                ckpt.save(done, state)
+            bar.update(1)
+    finally:
+        bar.close()
+        if writer is not None:
+            writer.close()
+        ckpt.close()
+    return state
+
+
+def restore(workdir: str | Path, step: int | None = None) -> tuple[dict, TrainState]:
+    """The config and newest (or `step`'s) state of a run, without its data and without training.
+
+    Returns:
+        (the flat config of the run, its `TrainState` stacked over seeds, on this process's default device).
+
+    Raises:
+        FileNotFoundError: the workdir holds no run or no checkpoint.
+    """
+    workdir = Path(workdir)
+    config = runlog.read_config(workdir)
+    run = json.loads((workdir / "run.json").read_text())
+    engine, trainer, (init, _, _) = build(config, tuple(run["image_shape"]), "unroll")
+    _, init_keys = _keys(engine.seeds)
+    ckpt = checkpoint.Checkpointer(workdir / "checkpoints", keep=engine.keep_checkpoints)
+    try:
+        restored = ckpt.restore_latest(jax.eval_shape(init, init_keys), step=step)
+    finally:
+        ckpt.close()
+    if restored is None:
+        raise FileNotFoundError(f"{workdir} holds no checkpoint{'' if step is None else f' at step {step}'}")
+    return config, restored[1]
+
+
+def _note_processes(workdir: Path, image_shape) -> None:
+    """Writes run.json (what `restore` needs that config.json does not say); says so when a run resumes on another
+    number of processes (allowed: orbax reshards the checkpoint)."""
+    path = workdir / "run.json"
+    now = {"image_shape": list(image_shape), "process_count": jax.process_count(), "device_count": jax.device_count()}
+    if path.exists():
+        before = json.loads(path.read_text())
+        if before.get("process_count") != now["process_count"]:
+            warnings.warn(f"{workdir}: resuming a run of {before.get('process_count')} process(es) on "
+                          f"{now['process_count']}; the checkpoint is resharded", stacklevel=3)
+    atomic.write_json(path, now)
+
+
+def _host(tree):
+    """Device values to NumPy, including arrays that span processes (each process holds the same replicated
+    metrics; seed-sharded ones are gathered)."""
+    if jax.process_count() == 1:
+        return jax.device_get(tree)
+    from jax.experimental import multihost_utils
+
+    return jax.tree.map(np.asarray, multihost_utils.process_allgather(tree, tiled=True))
+
+
+def _validate(state, data, sampler, epoch, eval_step, run_keys, mesh):
+    """One pass over the validation batches of epoch `epoch` (drop_last, as the reference); mean metrics."""
+    results = []
+    for i in range(sampler.steps_per_epoch):
+        batch = parallel.global_batch(data, sampler.indices(epoch * sampler.steps_per_epoch + i), mesh)
+        state, metrics = eval_step(state, batch, run_keys, jnp.int32(i))
+        results.append(_host(metrics))
+    return state, {k: np.mean([r[k] for r in results], axis=0) for k in results[0]}
+
+
+def _check_finite(pending: list[tuple[int, dict]], seeds: list[int]) -> None:
+    for step, metrics in pending:
+        loss = np.asarray(_host(metrics["loss"]))
+        if not np.all(np.isfinite(loss)):
+            s = int(np.flatnonzero(~np.isfinite(loss))[0])
+            raise FloatingPointError(f"non-finite loss {loss[s]} at step {step} (seed {seeds[s]}); stopping")
+
+
+__all__ = ["as_data", "build", "restore", "train"]

@@ -1,0 +1,71 @@
+"""Loss terms as registries of named per-example functions; a loss is a weighted sum of terms.
+
+A family declares its registry (`Family.loss_terms`: name -> `outputs -> [b]`); the config gives the weights.
+`weighted_loss` averages every term over the batch and reports each term's value and weight in the metrics
+(SAVi's `compute_full_loss`), so an ablation is only a config. The terms every image family shares are here.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+
+
+def sum_squared_error(logits: jax.Array, images: jax.Array) -> jax.Array:
+    """Per-image sum over pixels and channels of (sigmoid(logits) - images)^2: `[b, h, w, c]` x2 -> `[b]`.
+
+    The LNS reference's reconstruction loss (the paper's "MSE" is this sum, not a per-pixel mean; it sets the scale
+    of GECO's goal and of the KL balance)."""
+    return jnp.sum(jnp.square(jax.nn.sigmoid(logits) - images), axis=(1, 2, 3))
+
+
+def kl_to_standard_normal(mean: jax.Array, logvar: jax.Array) -> jax.Array:
+    """KL(N(mean, exp(logvar)) || N(0, I)) summed over the latent axis: `[b, ..., z]` x2 -> `[b, ...]`."""
+    return jnp.sum(-0.5 * (1.0 + logvar - jnp.square(mean) - jnp.exp(logvar)), axis=-1)
+
+
+def closest(name: str, known) -> str:
+    """' (did you mean X?)' for the closest of `known` to a mistyped `name`, or ''."""
+    match = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def resolve_weights(terms: Mapping[str, Callable], defaults: Mapping[str, float],
+                    weights: Mapping[str, float | None] | None) -> dict[str, float]:
+    """The weight of every term a loss sums: `defaults` overridden by the config's `weights` (None: not set).
+
+    Raises:
+        ValueError: a weight for a term the family does not have, naming it and the known terms.
+    """
+    resolved = dict(defaults)
+    for name, weight in (weights or {}).items():
+        if weight is None:
+            continue
+        if name not in terms:
+            raise ValueError(f"unknown loss term {name!r}{closest(name, terms)}; this family's terms: {sorted(terms)}")
+        resolved[name] = float(weight)
+    return resolved
+
+
+def weighted_loss(terms: Mapping[str, Callable], outputs: Mapping[str, jax.Array],
+                  weights: Mapping[str, jax.Array | float]):
+    """Batch mean of sum_t weight_t * term_t(outputs).
+
+    Args:
+        terms: the registry {name: per-example function `outputs -> [b]`}.
+        outputs: model outputs (whatever the terms read).
+        weights: {term name: weight}; a weight may be a traced scalar (GECO's beta).
+
+    Returns:
+        (loss scalar, metrics {"loss", "<term>", "<term>_weight"}).
+    """
+    metrics, total = {}, 0.0
+    for name, weight in weights.items():
+        value = jnp.mean(terms[name](outputs))
+        metrics[name], metrics[f"{name}_weight"] = value, jnp.asarray(weight, jnp.float32)
+        total = total + weight * value
+    metrics["loss"] = total
+    return total, metrics

@@ -1,0 +1,193 @@
+"""One seed's training step for any model family, as pure functions of arrays.
+
+    trainer = Trainer.from_config(engine_config, family, image_shape=(64, 64, 3))
+    state = trainer.init(key, init_data)                       # init_data = family.init_data(train)
+    state, metrics = trainer.train_step(state, batch, run_key)  # batch = {"images": [b, h, w, c], ...}
+
+`Trainer` holds the static parts: the family, the loss weights, an optax optimizer, and GECO when the config turns
+it on for a family with a `geco_term`. `multi_seed` maps them over a leading seed axis (`parallel.seed_map`). The
+per-step key is ``fold_in(run_key, step)``, so a resumed run replays the same noise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx, struct
+
+from noisegroup.engine import losses, parallel
+from noisegroup.engine.config import TrainConfig
+from noisegroup.engine.geco import Geco
+from noisegroup.models.family import Batch, Family
+
+# Images per forward/backward pass on XLA:CPU at batch 64 ("auto"): passes of 8 keep the activations in cache
+# (`python -m benchmarks.train_step` measures each size); accelerators take the batch in one pass.
+CPU_MICRO_BATCH = 8
+
+
+@struct.dataclass
+class TrainState:
+    """One seed's training state (leading seed axis when mapped over seeds).
+
+    Attributes:
+        step: int32 scalar, optimizer steps taken.
+        params: the model's parameters (an `nnx.State`).
+        opt_state: the optax state.
+        geco: GECO's state (`GecoState`) when GECO weights a term, else None.
+    """
+
+    step: jax.Array
+    params: Any
+    opt_state: Any
+    geco: Any = None
+
+
+def resolve_micro_batch(micro_batch_size: int | str, batch_size: int) -> int | None:
+    """Images per pass for a config's `micro_batch_size`: "auto" is `CPU_MICRO_BATCH` on CPU and one pass (None)
+    on accelerators; a size that does not split the batch into several equal passes is one pass."""
+    size = (CPU_MICRO_BATCH if jax.default_backend() == "cpu" else None) if micro_batch_size == "auto" \
+        else int(micro_batch_size)
+    return size if size and size < batch_size and batch_size % size == 0 else None
+
+
+@dataclasses.dataclass(frozen=True)
+class Trainer:
+    """Static parts of a training run; its methods are pure functions of arrays.
+
+    Attributes:
+        family: the model family.
+        image_shape: `(h, w, c)` of the data.
+        optimizer: an optax transformation.
+        weights: {loss term: weight} (validated against the family's terms).
+        geco: GECO's constants, controlling the weight of `family.geco_term`; None: fixed weights.
+        geco_tracks_validation: validation batches move GECO's moving average (the LNS reference's behaviour).
+        micro_batch_size: images per forward/backward pass (None: one pass); the passes run as an unrolled loop and
+            their gradients are averaged (the same function up to float rounding).
+    """
+
+    family: Family
+    image_shape: tuple[int, int, int]
+    optimizer: optax.GradientTransformation
+    weights: Mapping[str, float]
+    geco: Geco | None = None
+    geco_tracks_validation: bool = True
+    micro_batch_size: int | None = None
+    data_shards: int = 1
+
+    @classmethod
+    def from_config(cls, config: TrainConfig, family: Family, image_shape) -> "Trainer":
+        """The trainer a validated config describes, for data of `image_shape` `(h, w, c)`."""
+        geco = None
+        if config.geco and family.geco_term is not None:
+            geco = Geco.for_images(tuple(image_shape), goal_per_value=config.geco_goal,
+                                   step_size_64=config.geco_step_size, alpha=config.geco_alpha,
+                                   speedup=config.geco_speedup)
+        warmup = int(config.lr_warmup_steps)
+        # A linear warm-up, then constant: the schedule never depends on num_steps, so extending a run stays exact.
+        rate = optax.linear_schedule(0.0, config.learning_rate, warmup) if warmup else config.learning_rate
+        optimizer = optax.adam(rate, b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps)
+        weights = losses.resolve_weights(family.loss_terms, family.default_weights, config.loss_weights)
+        return cls(family=family, image_shape=tuple(image_shape), optimizer=optimizer, weights=weights, geco=geco,
+                   geco_tracks_validation=config.geco_tracks_validation,
+                   micro_batch_size=resolve_micro_batch(config.micro_batch_size, config.batch_size // config.data_parallel),
+                   data_shards=config.data_parallel)
+
+    def build(self, key: jax.Array) -> nnx.Module:
+        return self.family.build(self.image_shape, nnx.Rngs(params=key))
+
+    @functools.cached_property
+    def graphdef(self) -> nnx.GraphDef:
+        return nnx.split(nnx.eval_shape(lambda: self.build(jax.random.key(0))))[0]
+
+    def model_fn(self, params) -> nnx.Module:
+        return nnx.merge(self.graphdef, params)
+
+    def init(self, key: jax.Array, init_data: Any = None) -> TrainState:
+        """A fresh state from `key`, adjusted by the family with `init_data` (`family.init_data(train)`)."""
+        model = self.build(key)
+        self.family.initialise(model, init_data)
+        params = nnx.state(model, nnx.Param)
+        geco = self.geco.init() if self.geco is not None else None
+        return TrainState(jnp.int32(0), params, self.optimizer.init(params), geco)
+
+    def _weights(self, geco_state) -> dict:
+        """The loss weights, GECO's beta multiplying the weight of the term it controls (the pre-update beta, as the
+        reference)."""
+        weights = dict(self.weights)
+        if self.geco is not None:
+            weights[self.family.geco_term] = weights[self.family.geco_term] * geco_state.beta
+        return weights
+
+    def loss(self, params, batch: Batch, noise: Any, geco_state: Any):
+        """(loss, metrics) of a batch: the family's terms with the config's weights."""
+        outputs = self.family.outputs(self.model_fn(params), batch, noise)
+        return losses.weighted_loss(self.family.loss_terms, outputs, self._weights(geco_state))
+
+    def gradients(self, params, batch: Batch, noise: Any, geco_state: Any):
+        """(metrics, gradients) of the batch-mean loss, in passes of `micro_batch_size` examples of each data shard
+        (metrics and gradients are means over the passes, so equal to one pass's up to rounding). A pass takes the
+        same slice of every shard, so a batch split over a mesh's data axis stays where it is."""
+        grad_fn = jax.grad(self.loss, has_aux=True)
+        m, shards = self.micro_batch_size, self.data_shards
+        per_shard = jax.tree.leaves(batch)[0].shape[0] // shards
+        if m is None or m >= per_shard or per_shard % m:
+            grads, metrics = grad_fn(params, batch, noise, geco_state)
+            return metrics, grads
+        passes = per_shard // m
+
+        def take(x, i):  # [b, ...] -> pass i: [shards * m, ...]
+            x = x.reshape(shards, -1, *x.shape[1:])[:, i * m:(i + 1) * m]
+            return x.reshape(-1, *x.shape[2:])
+
+        # An unrolled loop, not `lax.scan`: XLA:CPU ran these convolutions ~20x slower inside a while loop.
+        total = None
+        for i in range(passes):
+            part = jax.tree.map(lambda x: take(x, i), (batch, noise))
+            grads, metrics = grad_fn(params, *part, geco_state)
+            total = (metrics, grads) if total is None else jax.tree.map(jnp.add, total, (metrics, grads))
+        return jax.tree.map(lambda x: x / passes, total)
+
+    def _update_geco(self, geco_state, metrics, **kwargs):
+        if self.geco is None:
+            return geco_state
+        geco_state = self.geco.update(geco_state, metrics[self.family.geco_constraint], **kwargs)
+        metrics["geco_ema"] = geco_state.ema
+        return geco_state
+
+    def train_step(self, state: TrainState, batch: Batch, run_key: jax.Array):
+        """One optimizer step of one seed: `(state, batch, key) -> (state, metrics)`."""
+        key = jax.random.fold_in(run_key, state.step)
+        noise = self.family.sample_noise(key, batch)
+        metrics, grads = self.gradients(state.params, batch, noise, state.geco)
+        updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        geco = self._update_geco(state.geco, metrics)
+        return state.replace(step=state.step + 1, params=params, opt_state=opt_state, geco=geco), metrics
+
+    def eval_step(self, state: TrainState, batch: Batch, run_key: jax.Array, index: jax.Array):
+        """A validation batch: metrics (the loss terms and the family's `eval_metrics`), and (the LNS reference's
+        behaviour, `geco_tracks_validation`) GECO's moving average absorbs its error with beta frozen. `index`
+        numbers the validation batches for their noise."""
+        key = jax.random.fold_in(jax.random.fold_in(run_key, state.step), 1_000_000 + index)
+        noise = self.family.sample_noise(key, batch)
+        outputs = self.family.outputs(self.model_fn(state.params), batch, noise)
+        _, metrics = losses.weighted_loss(self.family.loss_terms, outputs, self._weights(state.geco))
+        metrics.update(self.family.eval_metrics(outputs, batch))
+        geco = state.geco
+        if self.geco_tracks_validation:
+            geco = self._update_geco(geco, metrics, freeze_beta=True)
+        return state.replace(geco=geco), metrics
+
+    def multi_seed(self, batching: str = "vmap", mesh=None):
+        """(init, train_step, eval_step) over a leading seed axis, jitted (state buffers donated); see
+        `parallel.seed_map`. With a mesh, batches are split over its data axis."""
+        init_seeds = parallel.seed_map(self.init, (0, None), batching)
+        init = jax.jit(lambda keys, init_data=None: init_seeds(keys, init_data))  # one init_data for every seed
+        step = parallel.seed_jit(self.train_step, (0, 0, 0), batching, donate=True)
+        evaluate = parallel.seed_jit(self.eval_step, (0, 0, 0, None), batching, donate=True)
+        return init, step, evaluate

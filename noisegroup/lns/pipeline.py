@@ -1,0 +1,307 @@
+"""The LNS experiment end to end: data, training (or resuming), segmentation sweeps, tables, figures.
+
+    results = run(config, workdir)    # what `python -m experiments.lns` does
+
+For every (dataset, model) of the config:
+
+1. train or resume S seeds with `noisegroup.engine.train` in `workdir/models/<model>_<dataset>/`, or, with
+   `config.pretrained` set, load shipped weights `<pretrained>/<model>_<dataset>.npz` (`noisegroup.engine.pretrained`);
+2. LNS over the (sigma, N) grid on `test` and, for the fair protocol, on `test_iid` (`noisegroup.lns.sweep.evaluate`),
+   and the noisy-reconstruction control at the selected N;
+3. pick settings two ways: the paper's (best mean ARI on `test`, as its Table 1) and a fair one (best on `test_iid`,
+   reported on `test`); mean +- SEM (`noisegroup.stats`);
+4. save `workdir/segmentation/<model>_<dataset>.npz` (all ARIs, predictions at the paper's setting for seed 0,
+   reconstructions) atomically; a re-run with the same settings loads it instead of recomputing.
+
+Then `results.json`, `results.csv`, the printed table next to the paper's values, and figures (`noisegroup.lns.plots`).
+
+The config is checked whole (`LNSConfig`, the training config, the sweep grid, shipped files) before any data is
+generated or any model trained.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import functools
+import hashlib
+import io
+import json
+import time
+import zlib
+from pathlib import Path
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+
+from noisegroup import atomic, stats
+from noisegroup.engine import config as engine_config
+from noisegroup.engine import loop, pretrained
+from noisegroup.engine.losses import closest
+from noisegroup.lns import features, sweep
+
+GESTALT_IMAGE_SHAPE = (64, 64, 3)
+
+
+@functools.cache
+def _paper_table() -> dict:
+    return json.loads((Path(__file__).with_name("paper_ari.json")).read_text())
+
+
+def paper_value(model: str, dataset: str, clustering: str = "ward") -> float | None:
+    """The paper's ARI for (model, dataset) with Ward or k-means clustering (`paper_ari.json`), or None."""
+    table = _paper_table()
+    values = table["kmeans" if "kmeans" in clustering else "ward"].get(model)
+    return None if values is None or dataset not in table["datasets"] else values[table["datasets"].index(dataset)]
+
+
+def _segmentation(default):
+    """A field that changes the segmentation results (part of the cache fingerprint)."""
+    return dataclasses.field(default=default, metadata={"segmentation": True})
+
+
+@dataclasses.dataclass(frozen=True)
+class LNSConfig:
+    """The keys of an LNS experiment config (``experiments/configs/lns.py`` says what each means)."""
+
+    datasets: tuple[str, ...] = ("kanizsa", "closure", "continuity", "proximity", "gradient_occlusion",
+                                 "illusory_occlusion")
+    models: tuple[str, ...] = ("ae", "vae")
+    seeds: tuple[int, ...] = (0,)
+    train: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    noise_stds: tuple[float, ...] = _segmentation((1e-3, 1e-2, 1e-1, 0.5))
+    num_noise_samples: tuple[int, ...] = _segmentation((5, 20))
+    normalisation: str = _segmentation("channel")
+    clustering: str = _segmentation("kmeans")
+    num_clusters: int = _segmentation(0)
+    fair_protocol: bool = _segmentation(True)
+    control: bool = _segmentation(True)
+    control_noise_std: float = _segmentation(features.CONTROL_NOISE_STD)
+    test_limit: int = _segmentation(0)
+    lns_seed: int = _segmentation(42)
+    pretrained: str = ""
+    umap_images: int = 1
+    cluster_workers: int = 0
+    figures: bool = True
+    progress: bool = True
+
+    @classmethod
+    def from_mapping(cls, config: Mapping[str, Any]) -> "LNSConfig":
+        """The validated config: every key known, the grid, datasets, models, each training config and shipped file
+        checked, so a typo fails in one line before any work.
+
+        Raises:
+            ValueError: naming the key (and the closest known key for a typo) or the bad value.
+            FileNotFoundError: a shipped weight file the config needs is missing.
+        """
+        from datasets import good_gestalt as gg
+
+        known = [f.name for f in dataclasses.fields(cls)]
+        for key in config:
+            if key not in known:
+                raise ValueError(f"unknown LNS config key {key!r}{closest(key, known)}")
+        c = cls(**dict(config))
+        for name in c.datasets:
+            if name not in gg.NAMES:
+                raise ValueError(f"unknown dataset {name!r}{closest(name, gg.NAMES)}; known: {gg.NAMES}")
+        if not c.datasets or not c.models:
+            raise ValueError(f"datasets and models must not be empty, got {c.datasets!r} and {c.models!r}")
+        if int(c.test_limit) < 0:
+            raise ValueError(f"test_limit must be >= 0 (0: every image), got {c.test_limit!r}")
+        for key in ("umap_images", "cluster_workers"):
+            if int(getattr(c, key)) < 0:
+                raise ValueError(f"{key} must be >= 0, got {getattr(c, key)!r}")
+        c.sweep_settings()  # checks the grid, normalisation, clustering method and k
+        for dataset in c.datasets:
+            for model in c.models:
+                engine_config.parse(c.model_train_config(model, dataset))
+                if c.pretrained and not c.weights_path(model, dataset).exists():
+                    raise FileNotFoundError(
+                        f"no shipped weights {c.weights_path(model, dataset)} for model {model!r} on {dataset!r} "
+                        f"(pretrained={c.pretrained!r}; paths are relative to the working directory); "
+                        '--config.pretrained="" trains instead')
+        return c
+
+    def model_train_config(self, model: str, dataset: str) -> dict:
+        """The training config of one (model, dataset)."""
+        c = dict(self.train)
+        c.update(model=model, dataset=dataset, seeds=tuple(self.seeds), progress=self.progress)
+        return c
+
+    def weights_path(self, model: str, dataset: str) -> Path:
+        return Path(self.pretrained) / f"{model}_{dataset}.npz"
+
+    def sweep_settings(self, **overrides) -> sweep.SweepSettings:
+        """The sweep every (model, dataset) runs on `test` (overrides: e.g. the control's)."""
+        settings = dict(noise_stds=self.noise_stds, num_noise_samples=self.num_noise_samples,
+                        normalisation=self.normalisation, method=self.clustering,
+                        num_clusters=None if int(self.num_clusters) <= 0 else int(self.num_clusters),
+                        control_noise_std=self.control_noise_std, workers=self.cluster_workers or None,
+                        progress=self.progress)
+        return sweep.SweepSettings(**{**settings, **overrides})
+
+    def fingerprint(self, model_identity: Mapping[str, Any]) -> str:
+        """Digest of everything a segmentation result depends on (cached results with another digest are redone)."""
+        items = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata.get("segmentation")}
+        items.update(model_identity)
+        return hashlib.sha256(json.dumps(atomic.jsonable(items), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_training_data(train_config: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """(train, valid) images of a training config's Good Gestalt dataset (cached; `*_limit` takes a prefix)."""
+    from datasets import good_gestalt as gg
+
+    def split(name, limit):
+        if limit:
+            return gg.generate(train_config["dataset"], name, limit=limit).images
+        return gg.load(train_config["dataset"], name).images
+
+    return split("train", train_config.get("train_limit")), split("valid", train_config.get("valid_limit"))
+
+
+def segment_model(config: LNSConfig, graphdef, params, dataset: str, key: jax.Array) -> dict:
+    """Sweeps, protocols and control for one trained (dataset, model): a dict of arrays (see module docstring)."""
+    from datasets import good_gestalt as gg
+
+    def load(split):
+        data = gg.load(dataset, split)
+        limit = int(config.test_limit) or len(data.images)
+        return data.images[:limit], data.masks[:limit]
+
+    images, masks = load("test")
+    test = sweep.evaluate(graphdef, params, images, masks, jax.random.fold_in(key, 0),
+                          config.sweep_settings(keep_labels=True))
+    out = {"test_ari": test.ari, "test_ari_fg": test.ari_fg, "zero_feature_fraction": test.zero_feature_fraction,
+           "reconstructions": test.reconstructions[0], "images": images, "masks": masks}
+    paper = stats.select_setting(test.ari)
+    out["paper_setting"] = np.array(paper)
+    out["labels"] = test.labels[0, paper[0], paper[1]]
+    umap_images = min(int(config.umap_images), len(images))
+    if umap_images:  # features of the first images at the paper's setting, seed 0, for UMAP plots
+        sigma = float(np.asarray(config.noise_stds)[paper[0]])
+        n = int(np.asarray(config.num_noise_samples)[paper[1]])
+        params0 = jax.tree.map(lambda x: x[0], params)
+        out["umap_features"] = np.asarray(sweep.setting_features(
+            graphdef, params0, images[:umap_images], jax.random.fold_in(jax.random.fold_in(key, 0), 0), sigma, n,
+            config.normalisation))
+    if config.fair_protocol:
+        iid_images, iid_masks = load("test_iid")
+        iid = sweep.evaluate(graphdef, params, iid_images, iid_masks, jax.random.fold_in(key, 1),
+                             config.sweep_settings())
+        out["test_iid_ari"] = iid.ari
+        out["fair_setting"] = np.array(stats.select_setting(iid.ari))
+    if config.control:
+        n = int(np.asarray(config.num_noise_samples)[paper[1]])
+        control = sweep.evaluate(graphdef, params, images, masks, jax.random.fold_in(key, 2),
+                                 config.sweep_settings(control=True, num_noise_samples=(n,)))
+        out["control_ari"] = control.ari[:, 0, 0]
+        out["control_labels"] = control.labels[0, 0, 0] if control.labels is not None else None
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def _summary_rows(config: LNSConfig, dataset: str, model: str, seg: Mapping[str, np.ndarray]) -> list[dict]:
+    sigmas, counts = np.asarray(config.noise_stds), np.asarray(config.num_noise_samples)
+    rows = []
+    protocols = [("paper", tuple(seg["paper_setting"]))]
+    if "fair_setting" in seg:
+        protocols.append(("fair", tuple(seg["fair_setting"])))
+    for protocol, (i, j) in protocols:
+        s = stats.summarise(seg["test_ari"], (i, j))
+        fg = stats.summarise(seg["test_ari_fg"], (i, j))
+        rows.append(dict(dataset=dataset, model=model, protocol=protocol, noise_std=float(sigmas[i]),
+                         num_noise_samples=int(counts[j]), ari=s["mean"], ari_sem=s["sem"], sem_over=s["sem_over"],
+                         ari_fg=fg["mean"], per_seed=s["per_seed"], clustering=config.clustering,
+                         paper_ari=paper_value(model, dataset, config.clustering)))
+    if "control_ari" in seg:
+        s = stats.mean_sem(seg["control_ari"])
+        rows.append(dict(dataset=dataset, model=f"{model}_control", protocol="paper",
+                         noise_std=config.control_noise_std, num_noise_samples=int(counts[protocols[0][1][1]]),
+                         ari=s["mean"], ari_sem=s["sem"], sem_over=s["sem_over"], ari_fg=None,
+                         per_seed=s["per_seed"], clustering=config.clustering,
+                         paper_ari=paper_value(f"{model}_control", dataset)))
+    return rows
+
+
+def format_table(rows: list[dict], protocol: str = "paper") -> str:
+    """A text table of ARI per dataset (rows) and model (columns), ours next to the paper's."""
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    lookup = {(r["dataset"], r["model"]): r for r in rows if r["protocol"] == protocol or r["model"].endswith("_control")}
+    header = f"{'dataset':<20}" + "".join(f"{m + ' (paper)':>26}" for m in models)
+    lines = [header, "-" * len(header)]
+    for d in datasets:
+        cells = []
+        for m in models:
+            r = lookup.get((d, m))
+            if r is None:
+                cells.append(f"{'-':>26}")
+                continue
+            paper = "   -  " if r["paper_ari"] is None else f"{r['paper_ari']:6.3f}"
+            cells.append(f"{r['ari']:7.3f} +-{r['ari_sem']:.3f} ({paper})".rjust(26))
+        lines.append(f"{d:<20}" + "".join(cells))
+    return "\n".join(lines)
+
+
+def model_params(config: LNSConfig, workdir: Path, model: str, dataset: str):
+    """(graphdef, params stacked over seeds, identity for the fingerprint) of one (model, dataset): shipped weights
+    when `config.pretrained` is set, else trained (or resumed) in `workdir/models/<model>_<dataset>/`."""
+    train_config = config.model_train_config(model, dataset)
+    _, trainer, _ = loop.build(train_config, GESTALT_IMAGE_SHAPE)
+    if config.pretrained:
+        path = config.weights_path(model, dataset)
+        params = pretrained.load(path, train_config, GESTALT_IMAGE_SHAPE)
+        return trainer.graphdef, params, {"train": {"pretrained": hashlib.sha256(path.read_bytes()).hexdigest()[:16]},
+                                          "steps": 0}
+    train_images, valid_images = load_training_data(train_config)
+    state = loop.train(train_config, workdir / "models" / f"{model}_{dataset}", train_images, valid_images)
+    # The identity of a trained model, as the fingerprint has always taken it: the config given and the steps.
+    return trainer.graphdef, state.params, {"train": train_config, "steps": int(np.asarray(state.step).max())}
+
+
+def run(config: Mapping[str, Any], workdir: str | Path) -> list[dict]:
+    """Runs the LNS experiment of `config` (see ``experiments/configs/lns.py``) in `workdir`; resumes.
+
+    Returns:
+        One summary row per (dataset, model, protocol), as written to results.csv / results.json.
+    """
+    config = LNSConfig.from_mapping(config)
+    workdir = Path(workdir)
+    (workdir / "segmentation").mkdir(parents=True, exist_ok=True)
+    rows, timings = [], {}
+    key = jax.random.key(int(config.lns_seed))
+    for dataset in config.datasets:
+        for model in config.models:
+            tic = time.perf_counter()
+            graphdef, params, identity = model_params(config, workdir, model, dataset)
+            fingerprint = config.fingerprint(identity)
+            path = workdir / "segmentation" / f"{model}_{dataset}.npz"
+            seg = None
+            if path.exists():
+                with np.load(path) as f:
+                    if str(f["fingerprint"]) == fingerprint:
+                        seg = {k: f[k] for k in f.files}
+            if seg is None:
+                model_key = jax.random.fold_in(key, zlib.crc32(f"{model}_{dataset}".encode()) & 0x7FFFFFFF)
+                seg = segment_model(config, graphdef, params, dataset, model_key)
+                atomic.save_npz(path, fingerprint=np.array(fingerprint), **seg)
+            rows.extend(_summary_rows(config, dataset, model, seg))
+            timings[f"{model}_{dataset}"] = time.perf_counter() - tic
+    _write_results(workdir, config, rows, timings)
+    if config.figures:
+        from noisegroup.lns import plots
+
+        plots.write_all(workdir, dataclasses.asdict(config))
+    return rows
+
+
+def _write_results(workdir: Path, config: LNSConfig, rows: list[dict], timings: dict) -> None:
+    atomic.write_json(workdir / "results.json", {"config": dataclasses.asdict(config), "rows": rows,
+                                                 "seconds": timings})
+    fields = ["dataset", "model", "protocol", "noise_std", "num_noise_samples", "clustering", "ari", "ari_sem",
+              "sem_over", "ari_fg", "paper_ari"]
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fields, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic.write_text(workdir / "results.csv", text.getvalue())
