@@ -20,6 +20,7 @@ from noisegroup.models import get_family
 from noisegroup.models.family import Family
 
 SEED_BATCHING = ("auto", "vmap", "unroll", "loop")
+OPTIMIZERS = ("adam", "rmsprop")
 
 
 def _resumable(default, **kwargs):
@@ -39,6 +40,9 @@ class TrainConfig:
     adam_b1: float = 0.9
     adam_b2: float = 0.999
     adam_eps: float = 1e-8
+    optimizer: str = "adam"
+    rmsprop_decay: float = 0.99
+    rmsprop_eps: float = 1e-8
     loss_weights: Mapping[str, float | None] = dataclasses.field(default_factory=dict)
     geco: bool = True
     geco_goal: float = 0.0006
@@ -51,6 +55,9 @@ class TrainConfig:
     log_every: int = _resumable(100)
     checkpoint_every: int = _resumable(5_000)
     keep_checkpoints: int = _resumable(3)
+    early_stop_metric: str = ""
+    early_stop_below: float = 0.0
+    early_stop_min_improvement: float = 0.01
     micro_batch_size: int | str = "auto"
     seed_batching: str = _resumable("auto")
     data_parallel: int = 1
@@ -69,13 +76,18 @@ class TrainConfig:
         for key in ("lr_warmup_steps", "eval_every", "train_limit", "valid_limit"):
             if int(getattr(self, key)) < 0:
                 raise ValueError(f"{key} must be >= 0, got {getattr(self, key)!r}")
-        for key in ("learning_rate", "adam_eps", "geco_goal", "geco_step_size", "geco_speedup"):
+        for key in ("learning_rate", "adam_eps", "rmsprop_eps", "geco_goal", "geco_step_size", "geco_speedup"):
             value = getattr(self, key)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"{key} must be a finite number > 0, got {value!r}")
-        for key in ("adam_b1", "adam_b2", "geco_alpha"):
+        for key in ("adam_b1", "adam_b2", "geco_alpha", "rmsprop_decay", "early_stop_min_improvement"):
             if not 0 <= getattr(self, key) < 1:
                 raise ValueError(f"{key} must lie in [0, 1), got {getattr(self, key)!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.early_stop_metric and not self.early_stop_metric.startswith("valid/"):
+            raise ValueError(f"early_stop_metric must name a validation metric ('valid/<name>'), got "
+                             f"{self.early_stop_metric!r}")
         if self.seed_batching not in SEED_BATCHING:
             raise ValueError(f"seed_batching must be one of {SEED_BATCHING}, got {self.seed_batching!r}")
         if self.micro_batch_size != "auto":

@@ -118,6 +118,8 @@ def train(config: Mapping[str, Any], workdir: str | Path, train_data: Data | np.
                                  stream=1)
     eval_every = engine.eval_every or sampler.steps_per_epoch
     pending: list[tuple[int, dict]] = []  # per-step metrics still on the device (checked for NaN at log time)
+    if engine.early_stop_metric and restored is not None and np.all(_host(state.early_stop["stopped"])):
+        return state  # every seed met the termination rule before: nothing left to train
 
     from tqdm.auto import tqdm
 
@@ -134,6 +136,8 @@ def train(config: Mapping[str, Any], workdir: str | Path, train_data: Data | np.
             if done % eval_every == 0:  # only on the schedule: an extended run must equal a longer one
                 state, valid_metrics = _validate(state, valid_data, valid_sampler, done // eval_every, eval_step,
                                                  run_keys, mesh)
+                if engine.early_stop_metric:
+                    state, valid_metrics["stopped"] = _early_stop(state, valid_metrics, engine, mesh)
             if done % engine.log_every == 0 or done == engine.num_steps or valid_metrics is not None:
                 _check_finite(pending, seeds)
                 rate = (done - tic_step) / max(time.perf_counter() - tic, 1e-9)
@@ -143,10 +147,13 @@ def train(config: Mapping[str, Any], workdir: str | Path, train_data: Data | np.
                     writer.write(done, record)
                 bar.set_postfix(loss=float(np.mean(record["train/loss"])), refresh=False)
                 pending, tic, tic_step = [], time.perf_counter(), done
-            if done % engine.checkpoint_every == 0 or done == engine.num_steps:
+            finished = valid_metrics is not None and bool(np.all(valid_metrics.get("stopped", False)))
+            if done % engine.checkpoint_every == 0 or done == engine.num_steps or finished:
                 _check_finite(pending, seeds)
                 ckpt.save(done, state)
             bar.update(1)
+            if finished:  # every seed met the early-termination rule
+                break
     finally:
         bar.close()
         if writer is not None:
@@ -210,6 +217,26 @@ def _validate(state, data, sampler, epoch, eval_step, run_keys, mesh):
         state, metrics = eval_step(state, batch, run_keys, jnp.int32(i))
         results.append(_host(metrics))
     return state, {k: np.mean([r[k] for r in results], axis=0) for k in results[0]}
+
+
+def _early_stop(state, valid_metrics: dict, engine, mesh):
+    """Komatsu et al.'s termination rule per seed, at a validation: stop when the watched metric is below
+    `early_stop_below` and improved by less than `early_stop_min_improvement` (relative) since the last check.
+
+    Returns:
+        (the state with the seeds' stop flags, bool `[S]` stopped).
+    """
+    name = engine.early_stop_metric.removeprefix("valid/")
+    if name not in valid_metrics:
+        raise ValueError(f"early_stop_metric {engine.early_stop_metric!r} is not a validation metric of this family; "
+                         f"known: {sorted('valid/' + k for k in valid_metrics)}")
+    value = np.asarray(valid_metrics[name], np.float64)
+    flags = _host(state.early_stop)
+    meets = (value < engine.early_stop_below) & (value / np.asarray(flags["last"], np.float64)
+                                                  > 1.0 - engine.early_stop_min_improvement)
+    stopped = np.asarray(flags["stopped"]) | meets
+    early_stop = {"stopped": jnp.asarray(stopped), "last": jnp.asarray(value, jnp.float32)}
+    return state.replace(early_stop=parallel.shard(early_stop, mesh)), stopped
 
 
 def _check_finite(pending: list[tuple[int, dict]], seeds: list[int]) -> None:

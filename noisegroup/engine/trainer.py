@@ -39,12 +39,15 @@ class TrainState:
         params: the model's parameters (an `nnx.State`).
         opt_state: the optax state.
         geco: GECO's state (`GecoState`) when GECO weights a term, else None.
+        early_stop: with an early-termination rule, `{"stopped": bool, "last": float32}` (this seed has stopped;
+            the watched metric at the previous check), else None. A stopped seed's parameters no longer change.
     """
 
     step: jax.Array
     params: Any
     opt_state: Any
     geco: Any = None
+    early_stop: Any = None
 
 
 def resolve_micro_batch(micro_batch_size: int | str, batch_size: int) -> int | None:
@@ -78,6 +81,7 @@ class Trainer:
     geco_tracks_validation: bool = True
     micro_batch_size: int | None = None
     data_shards: int = 1
+    early_stop: bool = False
 
     @classmethod
     def from_config(cls, config: TrainConfig, family: Family, image_shape) -> "Trainer":
@@ -90,12 +94,15 @@ class Trainer:
         warmup = int(config.lr_warmup_steps)
         # A linear warm-up, then constant: the schedule never depends on num_steps, so extending a run stays exact.
         rate = optax.linear_schedule(0.0, config.learning_rate, warmup) if warmup else config.learning_rate
-        optimizer = optax.adam(rate, b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps)
+        if config.optimizer == "rmsprop":  # PyTorch's flavour (MONet reimplementations): eps outside the sqrt
+            optimizer = optax.rmsprop(rate, decay=config.rmsprop_decay, eps=config.rmsprop_eps, eps_in_sqrt=False)
+        else:
+            optimizer = optax.adam(rate, b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps)
         weights = losses.resolve_weights(family.loss_terms, family.default_weights, config.loss_weights)
         return cls(family=family, image_shape=tuple(image_shape), optimizer=optimizer, weights=weights, geco=geco,
                    geco_tracks_validation=config.geco_tracks_validation,
                    micro_batch_size=resolve_micro_batch(config.micro_batch_size, config.batch_size // config.data_parallel),
-                   data_shards=config.data_parallel)
+                   data_shards=config.data_parallel, early_stop=bool(config.early_stop_metric))
 
     def build(self, key: jax.Array) -> nnx.Module:
         return self.family.build(self.image_shape, nnx.Rngs(params=key))
@@ -113,7 +120,8 @@ class Trainer:
         self.family.initialise(model, init_data)
         params = nnx.state(model, nnx.Param)
         geco = self.geco.init() if self.geco is not None else None
-        return TrainState(jnp.int32(0), params, self.optimizer.init(params), geco)
+        early_stop = {"stopped": jnp.bool_(False), "last": jnp.float32(jnp.inf)} if self.early_stop else None
+        return TrainState(jnp.int32(0), params, self.optimizer.init(params), geco, early_stop)
 
     def _weights(self, geco_state) -> dict:
         """The loss weights, GECO's beta multiplying the weight of the term it controls (the pre-update beta, as the
@@ -167,7 +175,12 @@ class Trainer:
         updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         geco = self._update_geco(state.geco, metrics)
-        return state.replace(step=state.step + 1, params=params, opt_state=opt_state, geco=geco), metrics
+        new = state.replace(step=state.step + 1, params=params, opt_state=opt_state, geco=geco)
+        if self.early_stop:  # a seed that met the termination rule keeps its state (the step still counts)
+            kept = jax.tree.map(lambda n, o: jnp.where(state.early_stop["stopped"], o, n),
+                                (new.params, new.opt_state, new.geco), (state.params, state.opt_state, state.geco))
+            new = new.replace(params=kept[0], opt_state=kept[1], geco=kept[2])
+        return new, metrics
 
     def eval_step(self, state: TrainState, batch: Batch, run_key: jax.Array, index: jax.Array):
         """A validation batch: metrics (the loss terms and the family's `eval_metrics`), and (the LNS reference's
