@@ -204,3 +204,24 @@ def test_one_pass_of_sgd_through_the_trainer_is_the_closed_form():
 
     grads = jax.grad(loss)(state.params)
     chex.assert_trees_all_close(new.params, jax.tree.map(lambda p, g: p - 0.1 * g, state.params, grads), atol=1e-7)
+
+
+def test_a_restore_error_moves_nothing_unless_an_older_step_restores(tmp_path):
+    from noisegroup.engine import checkpoint
+
+    ckpt = checkpoint.Checkpointer(tmp_path, keep=3)
+    for step in (1, 2):
+        ckpt.save(step, {"w": jnp.full((3,), float(step))})
+    ckpt.wait()
+    wrong = {"w": jax.ShapeDtypeStruct((4,), jnp.float32)}  # another run's shapes: every step fails alike
+    with pytest.raises(ValueError, match="step 2.*nothing was moved or deleted"):
+        ckpt.restore_latest(wrong)
+    assert ckpt.steps() == [1, 2]
+    for f in (tmp_path / "2").rglob("*"):  # now damage the newest: the older one restores, the newest goes aside
+        if f.is_file() and f.stat().st_size > 0:
+            f.write_bytes(b"\0" * 7)
+    with pytest.warns(UserWarning, match="step 2 cannot be restored.*while an older one can"):
+        step, state = ckpt.restore_latest({"w": jax.ShapeDtypeStruct((3,), jnp.float32)})
+    assert step == 1 and float(state["w"][0]) == 1.0 and ckpt.steps() == [1]
+    assert any(p.name.startswith("damaged-2-") for p in tmp_path.iterdir())
+    ckpt.close()

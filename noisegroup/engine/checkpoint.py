@@ -2,8 +2,11 @@
 
 Orbax writes each step to a temporary directory and renames it when complete, so a run killed mid-save (even with
 kill -9) leaves at worst an unfinished temporary directory, which is ignored and cleaned up; the previous steps
-stay intact. If the newest finished checkpoint cannot be restored (damaged on disk), `restore_latest` falls back to
-the one before it, with a warning.
+stay intact.
+
+A checkpoint is moved aside as damaged only when it is proven so: it fails to restore while an older one restores
+into the same target. Any other failure (every step fails alike: a target of another shape, another family, a
+missing sharding) touches nothing and raises the newest step's error.
 """
 
 from __future__ import annotations
@@ -39,18 +42,31 @@ class Checkpointer:
             step: restore this step or the newest before it.
         """
         self.wait()
-        for step in reversed([s for s in self.steps() if step is None or s <= step]):
+        failures: list[tuple[int, Exception]] = []
+        for candidate in reversed([s for s in self.steps() if step is None or s <= step]):
             try:
-                return step, self.manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
-            except Exception as e:  # noqa: BLE001 - any damage to a step's files lands here
-                # Kept for inspection under a name orbax ignores; the run continues from an earlier step.
-                directory = Path(self.manager.directory)
-                aside = directory / f"damaged-{step}-{int(time.time())}"
-                (directory / str(step)).rename(aside)
-                self.manager.reload()
-                warnings.warn(f"checkpoint at step {step} cannot be restored ({e!r}); moved to {aside}, trying the "
-                              "previous one", stacklevel=2)
+                state = self.manager.restore(candidate, args=ocp.args.StandardRestore(abstract_state))
+            except Exception as e:  # noqa: BLE001 - damage and mismatch both land here; told apart below
+                failures.append((candidate, e))
+                continue
+            self._move_aside(failures)  # newer steps failed where this one restores: they are damaged
+            return candidate, state
+        if failures:
+            newest, error = failures[0]
+            raise ValueError(f"no checkpoint in {self.manager.directory} restores into this run's state (step {newest}: "
+                             f"{error}); nothing was moved or deleted") from error
         return None
+
+    def _move_aside(self, failures: list[tuple[int, Exception]]) -> None:
+        """Keeps damaged steps for inspection under a name orbax ignores, with a warning saying why."""
+        directory = Path(self.manager.directory)
+        for damaged, error in failures:
+            aside = directory / f"damaged-{damaged}-{int(time.time())}"
+            (directory / str(damaged)).rename(aside)
+            warnings.warn(f"checkpoint at step {damaged} cannot be restored ({error!r}) while an older one can: "
+                          f"moved to {aside}", stacklevel=3)
+        if failures:
+            self.manager.reload()
 
     def wait(self) -> None:
         self.manager.wait_until_finished()

@@ -60,7 +60,7 @@ class TrainConfig:
     early_stop_min_improvement: float = 0.01
     micro_batch_size: int | str = "auto"
     seed_batching: str = _resumable("auto")
-    data_parallel: int = 1
+    data_parallel: int = _resumable(1)  # the same step on another split of the batch
     train_limit: int = 0
     valid_limit: int = 0
     progress: bool = _resumable(True)

@@ -178,7 +178,7 @@ def restore(workdir: str | Path, step: int | None = None) -> tuple[dict, TrainSt
     _, init_keys = _keys(engine.seeds)
     ckpt = checkpoint.Checkpointer(workdir / "checkpoints", keep=engine.keep_checkpoints)
     try:
-        restored = ckpt.restore_latest(jax.eval_shape(init, init_keys), step=step)
+        restored = ckpt.restore_latest(parallel.abstract_on_mesh(jax.eval_shape(init, init_keys), None), step=step)
     finally:
         ckpt.close()
     if restored is None:

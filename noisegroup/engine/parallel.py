@@ -19,6 +19,8 @@ Seed batching (`seed_jit`):
 from __future__ import annotations
 
 import os
+import socket
+import time
 from typing import Any, Callable
 
 import jax
@@ -59,12 +61,31 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
         raise ValueError(f"process_id must lie in [0, num_processes={num_processes}), got {process_id}")
     if jax.config.jax_platforms in (None, "", "cpu") or "cpu" in str(jax.config.jax_platforms):
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    if process_id != 0:  # process 0 serves the coordinator; the others would be killed by XLA, not told, on failure
+        _wait_for_coordinator(coordinator, process_id, num_processes, timeout_s)
     try:
         jax.distributed.initialize(coordinator, num_processes, process_id, initialization_timeout=timeout_s)
     except Exception as e:  # noqa: BLE001 - the runtime raises several kinds; all mean "could not join"
         raise RuntimeError(f"process {process_id} of {num_processes} could not join the run at coordinator "
                            f"{coordinator!r} within {timeout_s} s: {e}") from e
     return True
+
+
+def _wait_for_coordinator(address: str, process_id: int, num_processes: int, timeout_s: float) -> None:
+    """Returns once a TCP connection to `address` ("host:port") opens; RuntimeError after `timeout_s` seconds."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"coordinator must be 'host:port', got {address!r}")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            socket.create_connection((host, int(port)), timeout=1.0).close()
+            return
+        except OSError as e:
+            if time.monotonic() >= deadline:
+                raise RuntimeError(f"process {process_id} of {num_processes} could not join the run at coordinator "
+                                   f"{address!r} within {timeout_s} s: {e} (is process 0 running there?)") from e
+            time.sleep(0.2)
 
 
 def make_mesh(num_seeds: int, data_parallel: int = 1, devices=None) -> Mesh | None:
@@ -92,18 +113,33 @@ def make_mesh(num_seeds: int, data_parallel: int = 1, devices=None) -> Mesh | No
 
 
 def shard(tree: Any, mesh: Mesh | None, spec: P = P("seed")) -> Any:
-    """Places every leaf of `tree` with `spec` on the mesh; no-op without a mesh. Leaves must be global values
-    (the same on every process)."""
+    """Places every leaf of `tree` with `spec` on the mesh; no-op without a mesh.
+
+    Leaves are global values: host arrays (or single-device arrays) that every process holds in full, or global
+    arrays from an earlier program. In a multi-process run each process keeps only its devices' parts.
+    """
     if mesh is None:
         return tree
-    return jax.device_put(tree, NamedSharding(mesh, spec))
+    sharding = NamedSharding(mesh, spec)
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
+    return jax.tree.map(lambda x: _global_array(x, sharding), tree)
+
+
+def _global_array(x: Any, sharding: NamedSharding) -> jax.Array:
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:  # already global: reshard in one program
+        return jax.jit(lambda y: y, out_shardings=sharding)(x)
+    if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+        data = _global_array(jax.random.key_data(x), sharding)  # [..., key words]: the spec splits leading axes
+        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
+    value = np.asarray(x)
+    return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
 
 
 def abstract_on_mesh(abstract_tree: Any, mesh: Mesh | None, spec: P = P("seed")) -> Any:
-    """`abstract_tree` (ShapeDtypeStructs) with the mesh sharding attached: the restore target of a checkpoint."""
-    if mesh is None:
-        return abstract_tree
-    sharding = NamedSharding(mesh, spec)
+    """`abstract_tree` (ShapeDtypeStructs) with its sharding attached (the mesh's, or this process's first device
+    without a mesh): the restore target of a checkpoint, which may have been written by another process count."""
+    sharding = NamedSharding(mesh, spec) if mesh is not None else jax.sharding.SingleDeviceSharding(jax.devices()[0])
     return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), abstract_tree)
 
 
