@@ -57,13 +57,18 @@ def weighted_loss(terms: Mapping[str, Callable], outputs: Mapping[str, jax.Array
     Args:
         terms: the registry {name: per-example function `outputs -> [b]`}.
         outputs: model outputs (whatever the terms read).
-        weights: {term name: weight}; a weight may be a traced scalar (GECO's beta).
+        weights: {term name: weight}; a weight may be a traced scalar (GECO's beta). A term of weight 0 (a Python
+            number) is reported but takes no part in the loss or its gradient.
 
     Returns:
         (loss scalar, metrics {"loss", "<term>", "<term>_weight"}).
     """
     metrics, total = {}, 0.0
     for name, weight in weights.items():
+        if isinstance(weight, (int, float)) and weight == 0:  # logged, not differentiated (an ablated term)
+            metrics[name] = jax.lax.stop_gradient(jnp.mean(terms[name](outputs)))
+            metrics[f"{name}_weight"] = jnp.float32(0.0)
+            continue
         value = jnp.mean(terms[name](outputs))
         metrics[name], metrics[f"{name}_weight"] = value, jnp.asarray(weight, jnp.float32)
         total = total + weight * value

@@ -6,8 +6,9 @@ needs no edit.
 
 from noisegroup.models.autoencoder import AutoEncoder, AutoEncoderFamily, BetaVAE, BetaVAEFamily, Decoder, Encoder
 from noisegroup.models.family import Family
+from noisegroup.models.monet import MONet, MonetFamily
 
-FAMILIES: dict[str, type[Family]] = {"ae": AutoEncoderFamily, "vae": BetaVAEFamily}
+FAMILIES: dict[str, type[Family]] = {"ae": AutoEncoderFamily, "vae": BetaVAEFamily, "monet": MonetFamily}
 
 
 def register_family(name: str, family: type[Family]) -> None:
@@ -31,4 +32,4 @@ def get_family(name: str) -> type[Family]:
 
 
 __all__ = ["FAMILIES", "AutoEncoder", "AutoEncoderFamily", "BetaVAE", "BetaVAEFamily", "Decoder", "Encoder",
-           "Family", "get_family", "register_family"]
+           "Family", "MONet", "MonetFamily", "get_family", "register_family"]

@@ -1,0 +1,371 @@
+"""MONet: masks, loss terms against closed forms and NumPy oracles, U-Net shapes and size, the multi-seed step,
+segmentation metrics against scikit-learn and DeepMind's formula, the ablation conditions, and a run through the
+engine with restore. Tiny widths; K = 3 (2 in the multi-seed step, one U-Net copy less to compile); 8 x 8 images
+(cheaper to compile), 16 x 16 Multi-dSprites for the run. The run time is XLA:CPU compilation of the training
+programs."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+from sklearn.metrics import adjusted_rand_score
+
+from noisegroup.engine import checkpoint, loop, runlog
+from noisegroup.engine import config as engine_config
+from noisegroup.engine.losses import resolve_weights
+from noisegroup.engine.trainer import Trainer
+from noisegroup.models import FAMILIES
+from noisegroup.models import monet as M
+from noisegroup.models import monet_losses as L
+from noisegroup.models.monet_ablation import CONDITIONS, MASK_MSE_GAMMA, condition_config
+from noisegroup.models.unet import UNet
+
+TINY = dict(num_slots=3, latent_dim=4, unet_channels=4, unet_mlp_hidden=8, encoder_channels=(4, 4, 8, 8),
+            encoder_hidden=16, decoder_channels=(4, 4, 4, 4))
+SHAPE = (8, 8, 3)
+
+
+@pytest.fixture(autouse=True)
+def highest_precision():
+    """Exact float32 products while comparing with float64 oracles (a fixture: no session-wide state)."""
+    with jax.default_matmul_precision("highest"):
+        yield
+
+
+def build(family, seed=0):
+    """(graphdef, params) with the parameters initialised under jit (eager initialisation compiles every draw)."""
+    graphdef = nnx.split(nnx.eval_shape(lambda: family.build(SHAPE, nnx.Rngs(params=jax.random.key(0)))))[0]
+    params = jax.jit(lambda k: nnx.state(family.build(SHAPE, nnx.Rngs(params=k)), nnx.Param))(jax.random.key(seed))
+    return graphdef, params
+
+
+@pytest.fixture(scope="module")
+def tiny_outputs():
+    family = M.MonetFamily(**TINY)
+    graphdef, params = build(family)
+    images = jax.random.uniform(jax.random.key(1), (2, *SHAPE))
+
+    @jax.jit
+    def run(params, images, key):
+        batch = {"images": images}
+        return family.outputs(nnx.merge(graphdef, params), batch, family.sample_noise(key, batch))
+
+    return run(params, images, jax.random.key(2))
+
+
+def _rng(seed):
+    return np.random.default_rng(seed)
+
+
+# --- masks --------------------------------------------------------------------------------------------------------
+
+
+def test_outputs_have_the_documented_shapes(tiny_outputs):
+    b, k, (h, w, c), d = 2, 3, SHAPE, 4
+    expected = {"images": (b, h, w, c), "log_masks": (b, k, h, w), "mask_logits": (b, k, h, w),
+                "means": (b, k, h, w, c), "latent_mean": (b, k, d), "latent_logvar": (b, k, d),
+                "reconstruction": (b, h, w, c), "pixel_std": (b, k), "ir_std": (b,)}
+    assert {name: v.shape for name, v in tiny_outputs.items()} == expected
+    chex.assert_tree_all_finite(tiny_outputs)
+    np.testing.assert_allclose(tiny_outputs["pixel_std"][0], [0.09, 0.11, 0.11], rtol=1e-6)  # first slot: bg
+
+
+def test_attention_and_decoded_masks_sum_to_one(tiny_outputs):
+    attention = jnp.exp(tiny_outputs["log_masks"]).sum(axis=1)
+    decoded = jax.nn.softmax(tiny_outputs["mask_logits"], axis=1).sum(axis=1)
+    np.testing.assert_allclose(attention, 1.0, atol=1e-5)
+    np.testing.assert_allclose(decoded, 1.0, atol=1e-5)
+    # x~ = sum_k m_k mu_k
+    recon = (jnp.exp(tiny_outputs["log_masks"])[..., None] * tiny_outputs["means"]).sum(1)
+    np.testing.assert_allclose(tiny_outputs["reconstruction"], recon, rtol=1e-5, atol=1e-6)
+
+
+def test_images_enter_in_the_configured_range():
+    images = jnp.linspace(0, 1, 2 * 8 * 8 * 3).reshape(2, *SHAPE)
+    assert float(M.MonetFamily(**TINY).model_images(images).min()) == -1.0
+    np.testing.assert_array_equal(M.MonetFamily(**TINY, input_range="[0,1]").model_images(images), images)
+
+
+# --- loss terms -----------------------------------------------------------------------------------------------------
+
+
+def test_mask_losses_vanish_for_identical_masks():
+    logits = jnp.asarray(_rng(0).normal(size=(2, 4, 5, 5)) * 3, jnp.float32)
+    log_masks = jax.nn.log_softmax(logits, axis=1)
+    np.testing.assert_allclose(jax.jit(L.mask_kl)(log_masks, logits), 0.0, atol=1e-5)
+    np.testing.assert_allclose(jax.jit(L.mask_mse)(log_masks, logits), 0.0, atol=1e-12)
+    assert np.all(np.asarray(jax.jit(L.mask_kl)(log_masks, jnp.zeros_like(logits))) > 0)
+    # by hand: m = (1, 0 ...) vs uniform decoded masks over 4 slots: KL = log 4 per pixel, 25 pixels
+    hard = jnp.where(jax.nn.one_hot(jnp.zeros((1, 5, 5), int), 4, axis=1) > 0, 0.0, -1e30)  # log of (1, 0, 0, 0)
+    uniform = jnp.zeros((1, 4, 5, 5))
+    np.testing.assert_allclose(jax.jit(L.mask_kl)(hard, uniform), 25 * np.log(4), rtol=1e-6)
+    # (1 - 1/4)^2 + 3 (1/4)^2 = 0.75 per pixel, mean over pixels
+    np.testing.assert_allclose(jax.jit(L.mask_mse)(hard, uniform), 0.75, rtol=1e-6)
+
+
+def test_nll_with_one_slot_is_the_gaussian_closed_form():
+    rng = _rng(1)
+    x, mu = rng.uniform(-1, 1, (2, 6, 6, 3)), rng.uniform(-1, 1, (2, 1, 6, 6, 3))
+    sigma = 0.1
+    got = jax.jit(L.mixture_nll)(jnp.asarray(x, jnp.float32), jnp.asarray(mu, jnp.float32), jnp.zeros((2, 1, 6, 6)),
+                        jnp.full((2, 1), sigma))
+    count = 6 * 6 * 3
+    expected = ((x - mu[:, 0]) ** 2).sum((1, 2, 3)) / (2 * sigma**2) + count * np.log(sigma * np.sqrt(2 * np.pi))
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+def test_nll_with_two_slots_is_the_per_element_mixture():
+    rng = _rng(2)
+    x, mu = rng.uniform(-1, 1, (2, 5, 5, 3)), rng.uniform(-1, 1, (2, 2, 5, 5, 3))
+    m1 = rng.uniform(0.01, 0.99, (2, 5, 5))
+    masks = np.stack([m1, 1 - m1], axis=1)  # [b, 2, h, w]
+    sigma = np.array([0.09, 0.11])
+    got = jax.jit(L.mixture_nll)(jnp.asarray(x, jnp.float32), jnp.asarray(mu, jnp.float32),
+                        jnp.asarray(np.log(masks), jnp.float32), jnp.asarray(np.tile(sigma, (2, 1)), jnp.float32))
+    expected = np.zeros(2)
+    for b in range(2):  # sum over every pixel and channel of -log sum_k m_k N(x | mu_k, sigma_k^2)
+        for i in np.ndindex(5, 5, 3):
+            density = sum(masks[b, k, i[0], i[1]] * np.exp(-(x[b][i] - mu[b, k][i]) ** 2 / (2 * sigma[k] ** 2))
+                          / (sigma[k] * np.sqrt(2 * np.pi)) for k in range(2))
+            expected[b] -= np.log(density)
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+def test_ir_loss_is_an_affine_function_of_the_mse():
+    rng = _rng(3)
+    x, recon = (jnp.asarray(rng.uniform(-1, 1, (3, 4, 4, 3)), jnp.float32) for _ in range(2))
+    count, sigma = 4 * 4 * 3, 0.09
+    mse = jax.jit(L.reconstruction_mse)(x, recon)
+    np.testing.assert_allclose(mse, np.mean((np.asarray(x) - np.asarray(recon)) ** 2, axis=(1, 2, 3)), rtol=1e-6)
+    ir = jax.jit(L.integrated_nll)(x, recon, jnp.full((3,), sigma))
+    np.testing.assert_allclose(ir, count * mse / (2 * sigma**2) + count * np.log(sigma * np.sqrt(2 * np.pi)), rtol=1e-5)
+
+
+def test_mw_loss_weights_each_slots_error_by_its_mask():
+    rng = _rng(4)
+    x, mu = rng.uniform(-1, 1, (2, 4, 4, 3)), rng.uniform(-1, 1, (2, 3, 4, 4, 3))
+    masks = rng.dirichlet(np.ones(3), size=(2, 4, 4)).transpose(0, 3, 1, 2)  # [b, k, h, w], sums to 1
+    got = jax.jit(L.mask_weighted_error)(jnp.asarray(x, jnp.float32), jnp.asarray(mu, jnp.float32),
+                                jnp.asarray(np.log(masks), jnp.float32))
+    expected = np.zeros(2)
+    for b, k, i, j, c in np.ndindex(2, 3, 4, 4, 3):
+        expected[b] += masks[b, k, i, j] * (x[b, i, j, c] - mu[b, k, i, j, c]) ** 2 / (4 * 4 * 3)
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+def test_latent_kl_sums_over_dimensions_and_slots():
+    mean, logvar = jnp.ones((2, 3, 4)), jnp.zeros((2, 3, 4))
+    np.testing.assert_allclose(jax.jit(L.latent_kl)(mean, logvar), 3 * 4 * 0.5)  # (mu^2 + 1 - 1 - 0) / 2 each
+
+
+# --- the U-Net ----------------------------------------------------------------------------------------------------
+
+
+def test_unet_stage_shapes_and_size_at_64():
+    def stages(x):
+        return UNet(64, 4, 32, rngs=nnx.Rngs(0)).stages(x)
+
+    s = jax.eval_shape(stages, jax.ShapeDtypeStruct((2, 64, 64, 4), jnp.float32))
+    for x, side, channels in zip(s["down"], (64, 32, 16, 8, 4), (32, 32, 64, 64, 64)):
+        chex.assert_shape(x, (2, side, side, channels))
+    chex.assert_shape(s["bottleneck"], (2, 4, 4, 64))
+    for x, side, channels in zip(s["up"], (4, 8, 16, 32, 64), (64, 64, 32, 32, 32)):
+        chex.assert_shape(x, (2, side, side, channels))
+    chex.assert_shape(s["logits"], (2, 64, 64, 1))
+    assert len(s["down"]) == len(s["up"]) == 5
+
+    model = nnx.eval_shape(lambda: UNet(64, 4, 32, rngs=nnx.Rngs(0)))
+    count = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+    convs = 9 * (4 * 32 + 32 * 32 + 32 * 64 + 64 * 64 + 64 * 64  # down, no bias
+                 + 128 * 64 + 128 * 64 + 128 * 32 + 64 * 32 + 64 * 32)  # up: inputs [4c, 4c, 4c, 2c, 2c]
+    norms = 2 * (32 + 32 + 64 + 64 + 64 + 64 + 64 + 32 + 32 + 32)  # scale and bias
+    mlp = (1024 * 128 + 128) + (128 * 128 + 128) + (128 * 1024 + 1024)
+    head = 32 + 1
+    assert count == convs + norms + mlp + head == 604_513
+
+
+@pytest.mark.parametrize("scheme", ["pytorch", "normal"])
+def test_initialisation_schemes(scheme):
+    def init(key):
+        return nnx.state(UNet(16, 4, 8, 16, init_scheme=scheme, rngs=nnx.Rngs(params=key)), nnx.Param)
+
+    params = jax.jit(init)(jax.random.key(0))
+    conv = params["down"][1]["conv"]["kernel"][...]  # 3 x 3 x 16 x 16 (3 blocks: all 2c): fan_in 144
+    dense, bias = params["mlp"][0]["kernel"][...], params["mlp"][0]["bias"][...]  # 4 x 4 x 16 -> 16: fan_in 256
+    norm = params["up"][0]["norm"]
+    assert np.all(norm["scale"][...] == 1.0) and np.all(norm["bias"][...] == 0.0)
+    if scheme == "pytorch":  # U(-1/sqrt(fan_in), 1/sqrt(fan_in)), weights and biases
+        assert 0.9 / np.sqrt(144) < float(jnp.abs(conv).max()) <= 1 / np.sqrt(144)
+        assert 0.9 / np.sqrt(256) < float(jnp.abs(dense).max()) <= 1 / np.sqrt(256)
+        assert 0 < float(jnp.abs(bias).max()) <= 1 / np.sqrt(256)
+    else:  # N(0, 0.02^2) weights, zero biases
+        assert float(jnp.std(dense)) == pytest.approx(0.02, rel=0.05) and float(jnp.abs(bias).max()) == 0.0
+    assert not np.allclose(conv, params["down"][2]["conv"]["kernel"][...])  # distinct slices of the one draw
+
+
+# --- the engine's step ---------------------------------------------------------------------------------------------
+
+
+def test_vmapped_seeds_equal_single_seed_steps():
+    family = M.MonetFamily(**{**TINY, "num_slots": 2})  # one U-Net call: the attention loop, at half the compile time
+    trainer = Trainer(family=family, image_shape=SHAPE, optimizer=optax.sgd(1e-3),
+                      weights=dict(family.default_weights))
+    keys = jnp.stack([jax.random.key(1), jax.random.key(2)])
+    images = jax.random.uniform(jax.random.key(3), (2, 4, *SHAPE))
+    init, step, _ = trainer.multi_seed("vmap")
+    initial = init(keys)
+    initial_host = jax.device_get(initial)  # NumPy copies (the vmapped step donates its state); sliced on the host
+    single_step = jax.jit(trainer.train_step)
+    states, metrics = jax.device_get(step(initial, {"images": images}, keys))
+    for s in range(2):
+        start = jax.tree.map(lambda x: x[s], initial_host)
+        single, single_metrics = jax.device_get(single_step(start, {"images": images[s]}, keys[s]))
+        chex.assert_trees_all_close(jax.tree.map(lambda x: x[s], states), single, atol=1e-6, rtol=1e-5)
+        chex.assert_trees_all_close(jax.tree.map(lambda x: x[s], metrics), single_metrics, rtol=1e-5)
+    assert set(metrics) >= {"loss", "nll", "kl", "mask_kl", "kl_weight"} and "mw" not in metrics
+    np.testing.assert_allclose(metrics["mask_kl_weight"], 0.25)
+
+
+def test_sample_latent_false_means_no_noise():
+    assert M.MonetFamily(**TINY, sample_latent=False).sample_noise(jax.random.key(0), {"images": jnp.zeros((2,))}) \
+        is None
+    noise = M.MonetFamily(**TINY).sample_noise(jax.random.key(0), {"images": jnp.zeros((2, *SHAPE))})
+    chex.assert_shape(noise, (2, 3, 4))
+
+
+# --- segmentation metrics ------------------------------------------------------------------------------------------
+
+
+def deepmind_ari(true_labels: np.ndarray, pred_labels: np.ndarray, num_groups: int, foreground: bool) -> float:
+    """NumPy port of DeepMind's `segmentation_metrics.adjusted_rand_index` on one image (NaN where it gives NaN)."""
+    true_oh = np.eye(num_groups)[true_labels.ravel()]
+    if foreground:
+        true_oh = true_oh[:, 1:]
+    pred_oh = np.eye(num_groups)[pred_labels.ravel()]
+    true_ids, pred_ids = true_oh.argmax(-1), pred_labels.ravel()
+    n = true_oh.sum()
+    nij = pred_oh.T @ true_oh
+    a, b = nij.sum(0), nij.sum(1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rindex, aindex, bindex = (nij * (nij - 1)).sum(), (a * (a - 1)).sum(), (b * (b - 1)).sum()
+        expected = aindex * bindex / (n * (n - 1))
+        ari = (rindex - expected) / ((aindex + bindex) / 2 - expected)
+    if np.all(true_ids == true_ids[0]) and np.all(pred_ids == pred_ids[0]):
+        return 1.0
+    return float(ari)
+
+
+def test_ari_metrics_equal_sklearn_and_count_deepmind_nans():
+    k, side = 3, 6
+    rng = _rng(5)
+    log_masks = rng.normal(size=(12, k, side, side)) * 3
+    masks = rng.integers(0, 4, size=(12, side, side))
+    # corner cases: one object, predicted by one slot, background by another (DeepMind: NaN; sklearn: 1)
+    masks[0] = 0
+    masks[0, :3] = 2
+    log_masks[0] = -10.0
+    log_masks[0, 1, :3] = 0.0
+    log_masks[0, 0, 3:] = 0.0
+    masks[1] = 0  # no foreground (DeepMind: NaN unless the prediction is constant)
+    masks[2], log_masks[2] = 0, np.where(np.arange(k)[:, None, None] == 1, 0.0, -10.0)  # constant prediction: 1.0
+    masks[3] = np.where(np.arange(side)[:, None] < 3, 1, 3)  # perfect segmentation, object labels 1 and 3
+    log_masks[3] = np.where(np.arange(k)[:, None, None] == np.where(np.arange(side) < 3, 0, 2)[None, :, None], 0., -9.)
+    outputs = {"log_masks": jnp.asarray(log_masks, jnp.float32), "images": jnp.zeros((12, side, side, 3)),
+               "reconstruction": jnp.full((12, side, side, 3), 0.5)}
+    family = M.MonetFamily(**TINY, max_mask_labels=4)
+    metrics = jax.jit(family.eval_metrics)(outputs, {"masks": jnp.asarray(masks, jnp.uint8)})
+
+    pred = log_masks.argmax(1)
+    full = [adjusted_rand_score(t.ravel(), p.ravel()) for t, p in zip(masks, pred)]
+    fg = [adjusted_rand_score(t[t != 0], p[t != 0]) for t, p in zip(masks, pred)]
+    np.testing.assert_allclose(metrics["ari"], np.mean(full), rtol=1e-5)
+    np.testing.assert_allclose(metrics["fg_ari"], np.mean(fg), rtol=1e-5)
+    dm = [deepmind_ari(t, p, 4, foreground=True) for t, p in zip(masks, pred)]
+    assert np.isnan(dm[0]) and np.isnan(dm[1]) and dm[2] == 1.0 and dm[3] == pytest.approx(1.0)
+    assert float(metrics["deepmind_fg_ari_nan"]) == pytest.approx(np.mean(np.isnan(dm)))
+    assert float(metrics["mse"]) == pytest.approx(0.25)
+    # where DeepMind's score is finite it is sklearn's
+    finite = ~np.isnan(dm)
+    np.testing.assert_allclose(np.asarray(dm)[finite], np.asarray(fg)[finite], rtol=1e-6, atol=1e-9)
+
+
+def test_deepmind_nan_rule_matches_the_port_on_small_random_maps():
+    rng = _rng(6)
+    preds = rng.integers(0, 2, size=(400, 2, 2)) * rng.integers(0, 2, size=(400, 1, 1))  # often constant
+    trues = rng.integers(0, 3, size=(400, 2, 2)) * rng.integers(0, 2, size=(400, 1, 1))
+    got = jax.jit(jax.vmap(lambda p, t: M.deepmind_fg_ari_is_nan(p, t, 3)))(preds, trues)
+    expected = [np.isnan(deepmind_ari(t, p, 3, foreground=True)) for t, p in zip(trues, preds)]
+    np.testing.assert_array_equal(got, expected)
+    assert 20 < sum(expected) < 380  # both outcomes exercised
+
+
+def test_labels_beyond_the_bound_give_nan_not_a_silent_score():
+    metrics = jax.jit(M.segmentation_metrics, static_argnums=2)(jnp.zeros((1, 2, 4, 4)),
+                                                                jnp.full((1, 4, 4), 7, jnp.uint8), 4)
+    assert np.isnan(metrics["ari"]) and np.isnan(metrics["fg_ari"])
+
+
+# --- configuration ---------------------------------------------------------------------------------------------------
+
+
+def test_fewer_than_two_slots_is_an_error_naming_k():
+    with pytest.raises(ValueError, match="num_slots=1"):
+        M.MonetFamily(num_slots=1)
+    with pytest.raises(ValueError, match="num_slots=1"):
+        engine_config.parse({"model": "monet", "num_slots": 1})
+    with pytest.raises(ValueError, match="power of two >= 8, got 12"):
+        M.MonetFamily(**TINY).build((12, 12, 3), nnx.Rngs(0))
+    with pytest.raises(ValueError, match="rgb_activation"):
+        M.MonetFamily(rgb_activation="relu")
+
+
+def test_ablation_conditions():
+    family = M.MonetFamily()
+    for name, (weights, overrides) in CONDITIONS.items():
+        resolved = resolve_weights(family.loss_terms, family.default_weights, weights)
+        for term in family.default_weights:  # every default term is set: the condition decides
+            assert term in weights
+        used = {t for t, w in resolved.items() if w}
+        assert used == {"11": {"nll", "kl", "mask_kl"}, "01": {"nll", "mask_kl"}, "10": {"nll", "kl"}, "00": {"nll"},
+                        "nll_m": {"nll", "mask_kl"}, "ir_m": {"ir", "mask_kl"}, "mse_m": {"mse", "mask_mse"},
+                        "mw_m": {"mw", "mask_mse"}}[name]
+        assert overrides["sample_latent"] == ("kl" in used)  # beta = 0 -> eps = 0
+        engine_config.parse({"model": "monet", "loss_weights": weights, **overrides})
+    assert CONDITIONS["mw_m"][0]["mask_mse"] == 0.01 and CONDITIONS["ir_m"][0]["mask_kl"] == 0.25
+    room = condition_config("mw_m", dataset="objects_room")
+    assert room["loss_weights"]["mask_mse"] == MASK_MSE_GAMMA["objects_room"] == 0.1 and room["num_slots"] == 7
+    with pytest.raises(ValueError, match="known"):
+        condition_config("nll+m")
+
+
+# --- a run through the engine ---------------------------------------------------------------------------------------
+
+
+def test_a_short_run_through_the_engine_and_restore(tmp_path):
+    from datasets import multi_dsprites as md
+
+    def small(split, n):  # nearest 64 -> 16
+        data = md.generate(split, n)
+        return {"images": np.ascontiguousarray(data.images[:, ::4, ::4]), "masks": data.masks[:, ::4, ::4]}
+
+    config = {"model": "monet", **TINY, "seeds": (0,), "batch_size": 4, "num_steps": 3, "eval_every": 3,
+              "log_every": 1, "checkpoint_every": 3, "learning_rate": 1e-3, "progress": False,
+              "loss_weights": CONDITIONS["01"][0], **CONDITIONS["01"][1]}
+    state = loop.train(config, tmp_path, small("train", 8), small("valid", 4))
+    assert int(state.step[0]) == 3
+    records = runlog.read_metrics(tmp_path / "metrics.jsonl")
+    assert [r["step"] for r in records] == [1, 2, 3]
+    last = records[-1]
+    for key in ("train/nll", "train/mask_kl", "train/kl", "valid/ari", "valid/fg_ari", "valid/mse",
+                "valid/deepmind_fg_ari_nan"):
+        assert np.all(np.isfinite(last[key])), key
+    assert last["train/kl_weight"] == [0.0]
+    assert checkpoint.Checkpointer(tmp_path / "checkpoints").steps() == [3]
+
+    restored_config, restored = loop.restore(tmp_path)
+    assert restored_config["model"] == "monet" and restored_config["encoder_channels"] == [4, 4, 8, 8]
+    chex.assert_trees_all_equal(jax.device_get(restored.params), jax.device_get(state.params))
+    assert FAMILIES["monet"].from_config(restored_config) == M.MonetFamily(**TINY, sample_latent=False)
