@@ -225,3 +225,24 @@ def test_a_restore_error_moves_nothing_unless_an_older_step_restores(tmp_path):
     assert step == 1 and float(state["w"][0]) == 1.0 and ckpt.steps() == [1]
     assert any(p.name.startswith("damaged-2-") for p in tmp_path.iterdir())
     ckpt.close()
+
+
+def test_two_runs_in_one_workdir_are_refused_naming_the_holder(tmp_path, tiny_data):
+    import os
+
+    from noisegroup.engine import workdir_lock
+
+    with workdir_lock.hold(tmp_path):
+        with pytest.raises(workdir_lock.WorkdirBusyError, match=f"in use by pid {os.getpid()} on "):
+            loop.train(tiny_config(), tmp_path, *tiny_data)
+    assert np.all(np.asarray(loop.train(tiny_config(num_steps=3), tmp_path, *tiny_data).step) == 3)  # released
+
+
+def test_a_torn_last_metrics_line_is_dropped_with_a_warning(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "lo')
+    with pytest.warns(UserWarning, match="torn last line"):
+        assert runlog.read_metrics(path) == [{"step": 1, "loss": 2.0}]
+    path.write_text('{"step": 1, "lo\n{"step": 2}\n')
+    with pytest.raises(ValueError, match="metrics.jsonl, line 1, is damaged"):
+        runlog.read_metrics(path)

@@ -14,6 +14,7 @@ only its devices' part of every batch, orbax writes one checkpoint from all of t
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import time
@@ -27,7 +28,7 @@ import numpy as np
 
 from noisegroup import atomic
 from noisegroup.checks import check_images
-from noisegroup.engine import checkpoint, parallel, runlog
+from noisegroup.engine import checkpoint, parallel, runlog, workdir_lock
 from noisegroup.engine import config as engine_config
 from noisegroup.engine.sampler import EpochSampler
 from noisegroup.engine.trainer import Trainer, TrainState
@@ -91,6 +92,13 @@ def train(config: Mapping[str, Any], workdir: str | Path, train_data: Data | np.
     workdir = Path(workdir)
     lead = jax.process_index() == 0
     workdir.mkdir(parents=True, exist_ok=True)
+    # One run per workdir: process 0 holds the lock (all processes of one run share the workdir).
+    with workdir_lock.hold(workdir) if lead else contextlib.nullcontext():
+        return _train(engine, family, workdir, train_data, valid_data, lead)
+
+
+def _train(engine, family, workdir: Path, train_data: dict, valid_data: dict, lead: bool) -> TrainState:
+    image_shape = train_data["images"].shape[1:]
     flat = engine_config.as_dict(engine, family)
     if lead:
         runlog.check_or_write_config(workdir, flat, may_differ=engine.resumable_keys())

@@ -67,9 +67,12 @@ def load(path: str | Path, train_config: Mapping[str, Any], image_shape=(64, 64,
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no pretrained weights at {path}")
-    with np.load(path) as f:
-        meta = json.loads(str(f["__meta__"]))
-        stored = {k: f[k] for k in f.files if k != "__meta__"}
+    try:
+        with np.load(path) as f:
+            meta = json.loads(str(f["__meta__"]))
+            stored = {k: f[k] for k in f.files if k != "__meta__"}
+    except Exception as e:  # noqa: BLE001 - BadZipFile, EOFError, KeyError, JSONDecodeError: all say "damaged"
+        raise ValueError(f"{path} is not a readable weights file ({type(e).__name__}: {e})") from e
     for field in ("model", "dataset", "latent_dim"):
         if field in meta and field in train_config and meta[field] != train_config[field]:
             raise ValueError(f"{path} holds {field}={meta[field]!r}, not the {field}={train_config[field]!r} asked for")
@@ -83,6 +86,8 @@ def load(path: str | Path, train_config: Mapping[str, Any], image_shape=(64, 64,
     values = []
     for leaf_path, leaf in leaves:
         name, value = _path_name(leaf_path), stored[_path_name(leaf_path)]
+        if value.dtype != np.float16:
+            raise ValueError(f"{path}: parameter {name} is {value.dtype}, shipped weights are float16")
         if value.shape[1:] != leaf.shape:
             raise ValueError(f"{path}: parameter {name} has shape {value.shape[1:]}, the model wants {leaf.shape}")
         values.append(jnp.asarray(value, jnp.float32))

@@ -28,6 +28,7 @@ import hashlib
 import io
 import json
 import time
+import warnings
 import zlib
 from pathlib import Path
 from typing import Any, Mapping
@@ -37,7 +38,7 @@ import numpy as np
 
 from noisegroup import atomic, stats
 from noisegroup.engine import config as engine_config
-from noisegroup.engine import loop, pretrained
+from noisegroup.engine import loop, pretrained, workdir_lock
 from noisegroup.engine.losses import closest
 from noisegroup.lns import features, sweep
 
@@ -101,6 +102,10 @@ class LNSConfig:
         for key in config:
             if key not in known:
                 raise ValueError(f"unknown LNS config key {key!r}{closest(key, known)}")
+        for key in ("datasets", "models", "seeds", "noise_stds", "num_noise_samples"):
+            value = config.get(key, ())
+            if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
+                raise ValueError(f"{key} must be a sequence, got {value!r} (a tuple such as \"(0.01, 0.1)\")")
         c = cls(**dict(config))
         for name in c.datasets:
             if name not in gg.NAMES:
@@ -259,6 +264,21 @@ def model_params(config: LNSConfig, workdir: Path, model: str, dataset: str):
     return trainer.graphdef, state.params, {"train": train_config, "steps": int(np.asarray(state.step).max())}
 
 
+def _cached_segmentation(path: Path, fingerprint: str) -> dict | None:
+    """The arrays of a cached segmentation of this fingerprint, or None (absent, of other settings, or unreadable:
+    then it is recomputed, with a warning naming the file)."""
+    if not path.exists():
+        return None
+    try:
+        with np.load(path) as f:
+            if str(f["fingerprint"]) != fingerprint:
+                return None
+            return {k: f[k] for k in f.files}
+    except Exception as e:  # noqa: BLE001 - a torn or damaged file: BadZipFile, EOFError, KeyError, ValueError
+        warnings.warn(f"{path} cannot be read ({type(e).__name__}: {e}); recomputing it", stacklevel=2)
+        return None
+
+
 def run(config: Mapping[str, Any], workdir: str | Path) -> list[dict]:
     """Runs the LNS experiment of `config` (see ``experiments/configs/lns.py``) in `workdir`; resumes.
 
@@ -268,6 +288,11 @@ def run(config: Mapping[str, Any], workdir: str | Path) -> list[dict]:
     config = LNSConfig.from_mapping(config)
     workdir = Path(workdir)
     (workdir / "segmentation").mkdir(parents=True, exist_ok=True)
+    with workdir_lock.hold(workdir):
+        return _run(config, workdir)
+
+
+def _run(config: LNSConfig, workdir: Path) -> list[dict]:
     rows, timings = [], {}
     key = jax.random.key(int(config.lns_seed))
     for dataset in config.datasets:
@@ -276,11 +301,7 @@ def run(config: Mapping[str, Any], workdir: str | Path) -> list[dict]:
             graphdef, params, identity = model_params(config, workdir, model, dataset)
             fingerprint = config.fingerprint(identity)
             path = workdir / "segmentation" / f"{model}_{dataset}.npz"
-            seg = None
-            if path.exists():
-                with np.load(path) as f:
-                    if str(f["fingerprint"]) == fingerprint:
-                        seg = {k: f[k] for k in f.files}
+            seg = _cached_segmentation(path, fingerprint)
             if seg is None:
                 model_key = jax.random.fold_in(key, zlib.crc32(f"{model}_{dataset}".encode()) & 0x7FFFFFFF)
                 seg = segment_model(config, graphdef, params, dataset, model_key)
