@@ -220,7 +220,7 @@ def test_a_restore_error_moves_nothing_unless_an_older_step_restores(tmp_path):
     for f in (tmp_path / "2").rglob("*"):  # now damage the newest: the older one restores, the newest goes aside
         if f.is_file() and f.stat().st_size > 0:
             f.write_bytes(b"\0" * 7)
-    with pytest.warns(UserWarning, match="step 2 cannot be restored.*while an older one can"):
+    with pytest.warns(UserWarning, match="step 2 cannot be restored.*changed since it was saved"):
         step, state = ckpt.restore_latest({"w": jax.ShapeDtypeStruct((3,), jnp.float32)})
     assert step == 1 and float(state["w"][0]) == 1.0 and ckpt.steps() == [1]
     assert any(p.name.startswith("damaged-2-") for p in tmp_path.iterdir())
@@ -246,3 +246,20 @@ def test_a_torn_last_metrics_line_is_dropped_with_a_warning(tmp_path):
     path.write_text('{"step": 1, "lo\n{"step": 2}\n')
     with pytest.raises(ValueError, match="metrics.jsonl, line 1, is damaged"):
         runlog.read_metrics(path)
+
+
+def test_a_flipped_byte_in_a_checkpoint_is_caught_by_its_seal(tmp_path):
+    from noisegroup.engine import checkpoint
+
+    ckpt = checkpoint.Checkpointer(tmp_path / "checkpoints", keep=3)
+    for step in (1, 2):
+        ckpt.save(step, {"w": jnp.full((1000,), float(step))})
+    ckpt.wait()
+    data = max((p for p in (tmp_path / "checkpoints" / "2").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    raw = bytearray(data.read_bytes())
+    raw[len(raw) // 2] ^= 0x01  # one bit: without the seal orbax may read this as a slightly different weight
+    data.write_bytes(bytes(raw))
+    with pytest.warns(UserWarning, match=f"step 2 cannot be restored .*{data.name} is changed since it was saved"):
+        step, state = ckpt.restore_latest({"w": jax.ShapeDtypeStruct((1000,), jnp.float32)})
+    assert step == 1 and np.all(np.asarray(state["w"]) == 1.0)
+    ckpt.close()

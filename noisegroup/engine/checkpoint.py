@@ -4,19 +4,44 @@ Orbax writes each step to a temporary directory and renames it when complete, so
 kill -9) leaves at worst an unfinished temporary directory, which is ignored and cleaned up; the previous steps
 stay intact.
 
-A checkpoint is moved aside as damaged only when it is proven so: it fails to restore while an older one restores
-into the same target. Any other failure (every step fails alike: a target of another shape, another family, a
-missing sharding) touches nothing and raises the newest step's error.
+Every finished step is sealed with the SHA-256 of each of its files (``<directory>.digests/<step>.json``, written
+by process 0 once the step is complete), and checked before it is restored: a flipped byte that orbax would read as
+a changed weight is caught, naming the file.
+
+A checkpoint is moved aside as damaged only when it is proven so: its files differ from their seal, or it fails to
+restore while an older one restores into the same target. Any other failure (every step fails alike: a target of
+another shape, another family, a missing sharding) touches nothing and raises the newest step's error.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 import warnings
 from pathlib import Path
 from typing import Any
 
+import jax
 import orbax.checkpoint as ocp
+
+from noisegroup import atomic
+
+
+class DamagedCheckpointError(Exception):
+    """A step whose files differ from the digests written when it was saved."""
+
+
+def file_digests(step_dir: Path) -> dict[str, str]:
+    """{relative path: SHA-256} of every file of a checkpoint step."""
+    digests = {}
+    for path in sorted(p for p in step_dir.rglob("*") if p.is_file()):
+        sha = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                sha.update(block)
+        digests[str(path.relative_to(step_dir))] = sha.hexdigest()
+    return digests
 
 
 class Checkpointer:
@@ -24,15 +49,57 @@ class Checkpointer:
 
     def __init__(self, directory: str | Path, keep: int = 3):
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True)
-        self.manager = ocp.CheckpointManager(Path(directory).absolute(), options=options)
+        self.directory = Path(directory).absolute()
+        self.manager = ocp.CheckpointManager(self.directory, options=options)
+        self.seals = self.directory.with_name(self.directory.name + ".digests")
+        self.unsealed: list[int] = []
 
     def steps(self) -> list[int]:
         self.manager.reload()
         return sorted(self.manager.all_steps())
 
     def save(self, step: int, state: Any) -> None:
-        """Saves asynchronously where orbax can; `wait` (or `close`) makes it durable."""
+        """Saves asynchronously where orbax can; `wait` (or `close`, or the next save) makes it durable and seals
+        it."""
+        self.wait()
+        (self.seals / f"{step}.json").unlink(missing_ok=True)  # a seal of an earlier step of this number is void
         self.manager.save(step, args=ocp.args.StandardSave(state), force=True)
+        self.unsealed.append(step)
+
+    def _seal(self) -> None:
+        """Writes the digests of the finished steps not sealed yet, and drops those of steps orbax deleted."""
+        if jax.process_index() != 0:
+            self.unsealed = []
+            return
+        self.seals.mkdir(exist_ok=True)
+        present = set(self.manager.all_steps())
+        for step in self.unsealed:
+            if step in present:
+                atomic.write_json(self.seals / f"{step}.json", {"step": step, "files": file_digests(
+                    self.directory / str(step))})
+        self.unsealed = []
+        for seal in self.seals.glob("*.json"):
+            if seal.stem.isdigit() and int(seal.stem) not in present:
+                seal.unlink(missing_ok=True)
+
+    def verify(self, step: int) -> None:
+        """Checks a step's files against its seal (a step without one, e.g. killed before sealing, passes).
+
+        Raises:
+            DamagedCheckpointError: naming the first file that differs or is missing.
+        """
+        seal = self.seals / f"{step}.json"
+        if not seal.exists():
+            return
+        try:
+            want = json.loads(seal.read_text())["files"]
+        except (json.JSONDecodeError, KeyError):
+            return  # a damaged seal proves nothing about the checkpoint
+        got = file_digests(self.directory / str(step))
+        for name, digest in want.items():
+            if got.get(name) != digest:
+                state = "missing" if name not in got else "changed since it was saved"
+                raise DamagedCheckpointError(f"{self.directory / str(step) / name} is {state}")
 
     def restore_latest(self, abstract_state: Any, step: int | None = None) -> tuple[int, Any] | None:
         """The newest restorable (step, state) (at most `step` if given), or None if there is no checkpoint.
@@ -44,6 +111,11 @@ class Checkpointer:
         self.wait()
         failures: list[tuple[int, Exception]] = []
         for candidate in reversed([s for s in self.steps() if step is None or s <= step]):
+            try:
+                self.verify(candidate)
+            except DamagedCheckpointError as e:  # proven: moved aside whether or not an older one restores
+                self._move_aside([(candidate, e)])
+                continue
             try:
                 state = self.manager.restore(candidate, args=ocp.args.StandardRestore(abstract_state))
             except Exception as e:  # noqa: BLE001 - damage and mismatch both land here; told apart below
@@ -63,14 +135,17 @@ class Checkpointer:
         for damaged, error in failures:
             aside = directory / f"damaged-{damaged}-{int(time.time())}"
             (directory / str(damaged)).rename(aside)
-            warnings.warn(f"checkpoint at step {damaged} cannot be restored ({error!r}) while an older one can: "
-                          f"moved to {aside}", stacklevel=3)
+            (self.seals / f"{damaged}.json").unlink(missing_ok=True)
+            why = str(error) if isinstance(error, DamagedCheckpointError) else f"{error!r}, while an older one restores"
+            warnings.warn(f"checkpoint at step {damaged} cannot be restored ({why}): moved to {aside}", stacklevel=3)
         if failures:
             self.manager.reload()
 
     def wait(self) -> None:
         self.manager.wait_until_finished()
+        if self.unsealed:
+            self._seal()
 
     def close(self) -> None:
-        self.manager.wait_until_finished()
+        self.wait()
         self.manager.close()
