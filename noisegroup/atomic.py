@@ -4,6 +4,7 @@
     atomic.write_text(path, text)
     atomic.write_json(path, obj)               # NumPy and JAX arrays become lists / numbers
     atomic.save_npz(path, **arrays)            # np.savez_compressed
+    atomic.read_npz_cache(path, fingerprint)   # a cache file's arrays if it holds this fingerprint
     with atomic.open_for_write(path) as f:     # anything else that writes a binary file object
         ...
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -90,3 +92,19 @@ def save_npz(path: str | Path, **arrays) -> None:
     """`np.savez_compressed(path, **arrays)`, atomically."""
     with open_for_write(path) as f:
         np.savez_compressed(f, **arrays)
+
+
+def read_npz_cache(path: str | Path, fingerprint: str) -> dict | None:
+    """The arrays (less "fingerprint") of a cache file written with `save_npz(path, fingerprint=..., ...)`, or None:
+    absent, of another fingerprint, or unreadable (then with a warning naming the file, so it is recomputed)."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        with np.load(path) as f:
+            if str(f["fingerprint"]) != fingerprint:
+                return None
+            return {k: f[k] for k in f.files if k != "fingerprint"}
+    except Exception as e:  # noqa: BLE001 - a torn or damaged file: BadZipFile, EOFError, KeyError, ValueError
+        warnings.warn(f"{path} cannot be read ({type(e).__name__}: {e}); recomputing it", stacklevel=3)
+        return None

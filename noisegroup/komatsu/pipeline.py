@@ -30,7 +30,6 @@ import hashlib
 import io
 import json
 import time
-import warnings
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -266,21 +265,6 @@ class _Data:
         return self.cache[split]
 
 
-def _cached_evaluation(path: Path, fingerprint: str) -> dict | None:
-    """The arrays of a cached evaluation of this fingerprint, or None (absent, of other settings, or unreadable:
-    then it is recomputed, with a warning naming the file)."""
-    if not path.exists():
-        return None
-    try:
-        with np.load(path) as f:
-            if str(f["fingerprint"]) != fingerprint:
-                return None
-            return {k: f[k] for k in f.files if k != "fingerprint"}
-    except Exception as e:  # noqa: BLE001 - a torn or damaged file: BadZipFile, EOFError, KeyError, ValueError
-        warnings.warn(f"{path} cannot be read ({type(e).__name__}: {e}); recomputing it", stacklevel=2)
-        return None
-
-
 def train_and_evaluate(config: AblationConfig, workdir: Path, run: str, group: tuple[int, ...], splits: _Data,
                        log: Callable[[str], None]) -> dict:
     """Trains (or resumes) one run's seed group, then evaluates it (or loads its cached evaluation).
@@ -302,7 +286,7 @@ def train_and_evaluate(config: AblationConfig, workdir: Path, run: str, group: t
     flat = engine_config.as_dict(engine, family)
     fingerprint = _fingerprint(config, flat, steps)
     path = config.evaluation_path(workdir, run, group)
-    result = _cached_evaluation(path, fingerprint)
+    result = atomic.read_npz_cache(path, fingerprint)
     cached = result is not None
     if result is None:
         test = splits("test")

@@ -28,7 +28,6 @@ import hashlib
 import io
 import json
 import time
-import warnings
 import zlib
 from pathlib import Path
 from typing import Any, Mapping
@@ -264,21 +263,6 @@ def model_params(config: LNSConfig, workdir: Path, model: str, dataset: str):
     return trainer.graphdef, state.params, {"train": train_config, "steps": int(np.asarray(state.step).max())}
 
 
-def _cached_segmentation(path: Path, fingerprint: str) -> dict | None:
-    """The arrays of a cached segmentation of this fingerprint, or None (absent, of other settings, or unreadable:
-    then it is recomputed, with a warning naming the file)."""
-    if not path.exists():
-        return None
-    try:
-        with np.load(path) as f:
-            if str(f["fingerprint"]) != fingerprint:
-                return None
-            return {k: f[k] for k in f.files}
-    except Exception as e:  # noqa: BLE001 - a torn or damaged file: BadZipFile, EOFError, KeyError, ValueError
-        warnings.warn(f"{path} cannot be read ({type(e).__name__}: {e}); recomputing it", stacklevel=2)
-        return None
-
-
 def run(config: Mapping[str, Any], workdir: str | Path) -> list[dict]:
     """Runs the LNS experiment of `config` (see ``experiments/configs/lns.py``) in `workdir`; resumes.
 
@@ -301,7 +285,7 @@ def _run(config: LNSConfig, workdir: Path) -> list[dict]:
             graphdef, params, identity = model_params(config, workdir, model, dataset)
             fingerprint = config.fingerprint(identity)
             path = workdir / "segmentation" / f"{model}_{dataset}.npz"
-            seg = _cached_segmentation(path, fingerprint)
+            seg = atomic.read_npz_cache(path, fingerprint)
             if seg is None:
                 model_key = jax.random.fold_in(key, zlib.crc32(f"{model}_{dataset}".encode()) & 0x7FFFFFFF)
                 seg = segment_model(config, graphdef, params, dataset, model_key)
