@@ -25,6 +25,7 @@ import jax
 from absl import app, flags
 from ml_collections import config_flags
 
+from noisegroup import cli
 from noisegroup.engine import loop, pretrained
 from noisegroup.lns.pipeline import LNSConfig
 
@@ -35,7 +36,8 @@ _OUT = flags.DEFINE_string("out", "pretrained", "where the .npz files go")
 
 def main(argv):
     del argv
-    config = LNSConfig.from_mapping({**_CONFIG.value.to_dict(), "pretrained": ""})
+    with cli.one_line_errors(cli.CONFIG_ERRORS):
+        config = LNSConfig.from_mapping({**_CONFIG.value.to_dict(), "pretrained": ""})
     for dataset in config.datasets:
         for model in config.models:
             train_config, state = loop.restore(f"{_WORKDIR.value}/models/{model}_{dataset}")
@@ -46,7 +48,8 @@ def main(argv):
             seed0 = jax.tree.map(lambda x: x[:1], state.params)
             meta = dict(model=model, dataset=dataset, latent_dim=train_config["latent_dim"], steps=steps,
                         seed=int(train_config["seeds"][0]), train=train_config)
-            path = pretrained.save(f"{_OUT.value}/{model}_{dataset}.npz", seed0, meta)
+            with cli.one_line_errors():
+                path = pretrained.save(f"{_OUT.value}/{model}_{dataset}.npz", seed0, meta)
             print(f"{path}: {path.stat().st_size / 1e6:.1f} MB, step {meta['steps']}")
 
 

@@ -19,6 +19,7 @@ import time  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from noisegroup import cli  # noqa: E402
 from noisegroup.komatsu import pipeline  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", "experiments/configs/monet.py:default", "MONet ablation config")
@@ -27,9 +28,13 @@ _WORKDIR = flags.DEFINE_string("workdir", "workdirs/monet", "run directory (mode
 
 def main(argv):
     del argv
-    logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+    logging.set_verbosity(logging.WARNING)
+    cli.quiet_orbax_logs()
+    with cli.one_line_errors(cli.CONFIG_ERRORS):  # every key and value checked before any work
+        pipeline.AblationConfig.from_mapping(_CONFIG.value.to_dict())
     tic = time.perf_counter()
-    results = pipeline.run(_CONFIG.value.to_dict(), _WORKDIR.value, log=lambda line: print(line, flush=True))
+    with cli.one_line_errors():
+        results = pipeline.run(_CONFIG.value.to_dict(), _WORKDIR.value, log=lambda line: print(line, flush=True))
     print()
     print(pipeline.format_report(results))
     print(f"\n{(time.perf_counter() - tic) / 60:.1f} min; results and figures in {_WORKDIR.value}/")

@@ -14,6 +14,8 @@ malloc.reuse_freed_memory()  # before JAX starts its threads (noisegroup/engine/
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from noisegroup import cli  # noqa: E402
+from noisegroup.engine import config as engine_config  # noqa: E402
 from noisegroup.engine import loop, parallel  # noqa: E402
 from noisegroup.lns.pipeline import load_training_data  # noqa: E402
 
@@ -26,12 +28,16 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "this process's index in 
 
 def main(argv):
     del argv
-    logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+    logging.set_verbosity(logging.WARNING)
+    cli.quiet_orbax_logs()
     if _WORKDIR.value is None:
         raise app.UsageError("--workdir is required")
-    parallel.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     config = _CONFIG.value.to_dict()
-    state = loop.train(config, _WORKDIR.value, *load_training_data(config))
+    with cli.one_line_errors(cli.CONFIG_ERRORS):  # every key and value checked before any work
+        engine_config.parse(config)
+    parallel.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    with cli.one_line_errors():
+        state = loop.train(config, _WORKDIR.value, *load_training_data(config))
     print(f"trained {config['model']} on {config['dataset']}: {int(state.step[0])} steps x {len(config['seeds'])} "
           f"seed(s); metrics in {_WORKDIR.value}/metrics.jsonl")
 

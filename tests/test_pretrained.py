@@ -40,7 +40,8 @@ def test_round_trip_is_float16_rounding(tmp_path, ae_params):
 
 def test_weights_of_another_model_are_refused(tmp_path, ae_params):
     _, params = ae_params
-    path = pretrained.save(tmp_path / "ae.npz", params, {"model": "ae", "latent_dim": 15})
+    path = pretrained.save(tmp_path / "ae.npz", params, {"model": "ae", "latent_dim": 15,
+                                                         "dataset": config()["dataset"]})
     with pytest.raises(ValueError, match="model='ae'.*model='vae'"):
         pretrained.load(path, config(model="vae"))
     with pytest.raises(ValueError, match="latent_dim=15.*latent_dim=8"):
@@ -54,9 +55,11 @@ def test_unsavable_values_are_named(tmp_path, ae_params):
     bad = jax.tree.map(lambda x: x, params)
     bad["decoder"]["out"]["bias"][...] = bad["decoder"]["out"]["bias"][...].at[0, 0].set(1e6)
     with pytest.raises(ValueError, match="decoder/out/bias"):
-        pretrained.save(tmp_path / "bad.npz", bad, {"model": "ae", "latent_dim": 15})
+        pretrained.save(tmp_path / "bad.npz", bad, {"model": "ae", "latent_dim": 15, "dataset": "x"})
     with pytest.raises(ValueError, match="'model'"):
-        pretrained.save(tmp_path / "bad.npz", params, {"latent_dim": 15})
+        pretrained.save(tmp_path / "bad.npz", params, {"latent_dim": 15, "dataset": "x"})
+    with pytest.raises(ValueError, match="'dataset'"):
+        pretrained.save(tmp_path / "bad.npz", params, {"latent_dim": 15, "model": "ae"})
 
 
 def test_export_then_segment_with_pretrained_weights(tmp_path):

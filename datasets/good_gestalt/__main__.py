@@ -29,7 +29,8 @@ def main(argv=None) -> None:
     start = time.perf_counter()
     for name in names:
         paths = {s: cache.cache_path(out, name, s, args.image_size) for s in args.splits}
-        done = {} if args.force else {s: _read_if_intact(paths[s]) for s in args.splits}
+        done = {} if args.force else {
+            s: _read_if_intact(paths[s], cache.identity(name, s, args.image_size)) for s in args.splits}
         done = {s: e for s, e in done.items() if e is not None}
         todo = [s for s in args.splits if s not in done]
         if todo:
@@ -37,7 +38,7 @@ def main(argv=None) -> None:
                 name, {s: None for s in todo}, image_size=args.image_size, workers=args.workers, progress=True
             )
             for split, e in encoded.items():
-                cache.save(e, paths[split])
+                cache.save(e, paths[split], cache.identity(name, split, args.image_size))
             done.update(encoded)
         if not args.no_preview and "test" in done:
             panels = {s: done[s][:16].decode() for s in ("train", "test") if s in done}
@@ -47,11 +48,11 @@ def main(argv=None) -> None:
     print(f"wrote {len(names)} dataset(s) x {len(args.splits)} split(s) to {out} in {time.perf_counter() - start:.1f}s")
 
 
-def _read_if_intact(path: Path) -> core.EncodedSplit | None:
+def _read_if_intact(path: Path, identity: dict) -> core.EncodedSplit | None:
     if not path.exists():
         return None
     try:
-        return cache.read(path)
+        return cache.read(path, identity)
     except cache.CorruptCacheError:
         return None
 

@@ -1,9 +1,11 @@
 """The on-disk cache of the Good Gestalt datasets: compact, verified, written atomically.
 
 One ``.npz`` file per (dataset, split, image size) holds an `EncodedSplit` (uint8 index maps, float32 palettes,
-masks) and a SHA-256 digest of its arrays. A file is written to a temporary name in the same directory and renamed
-into place only when complete and flushed, so a crash never leaves a file that a later load trusts; a file that is
-unreadable, truncated or fails its digest is regenerated with a warning.
+masks), a JSON header saying what it is (dataset, split, image size, cache format) and a SHA-256 digest of the
+header and the arrays. A file is written to a temporary name in the same directory and renamed into place only when
+complete and flushed, so a crash never leaves a file that a later load trusts; a file that is unreadable, truncated,
+fails its digest, or is intact but holds another split (a file copied under another name) is regenerated with a
+warning that names the file and the field.
 
 Where: ``cache_dir`` if given, else ``$NOISEGROUP_DATA_DIR``, else ``$XDG_CACHE_HOME/noisegroup/good_gestalt``
 (``~/.cache/noisegroup/good_gestalt``).
@@ -12,6 +14,7 @@ Where: ``cache_dir`` if given, else ``$NOISEGROUP_DATA_DIR``, else ``$XDG_CACHE_
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import warnings
 from pathlib import Path
@@ -31,6 +34,10 @@ class CorruptCacheError(Exception):
     """A cache file that cannot be trusted."""
 
 
+class CacheMismatchError(CorruptCacheError):
+    """An intact cache file that holds another split than the one asked for."""
+
+
 def default_cache_dir() -> Path:
     if os.environ.get(CACHE_ENV):
         return Path(os.environ[CACHE_ENV]).expanduser()
@@ -42,8 +49,13 @@ def cache_path(cache_dir: str | os.PathLike, name: str, split: str, image_size: 
     return Path(cache_dir) / f"{name}_{split}_{image_size}px_v{FORMAT_VERSION}.npz"
 
 
-def _digest(arrays: dict[str, np.ndarray]) -> str:
-    sha = hashlib.sha256()
+def identity(name: str, split: str, image_size: int) -> dict:
+    """What a cache file holds: everything its arrays depend on."""
+    return {"dataset": name, "split": split, "image_size": int(image_size), "format": FORMAT_VERSION}
+
+
+def _digest(header_json: str, arrays: dict[str, np.ndarray]) -> str:
+    sha = hashlib.sha256(header_json.encode())
     for key in sorted(arrays):
         a = np.ascontiguousarray(arrays[key])
         sha.update(f"{key}:{a.dtype.str}:{a.shape};".encode())
@@ -51,36 +63,48 @@ def _digest(arrays: dict[str, np.ndarray]) -> str:
     return sha.hexdigest()
 
 
-def save(encoded: EncodedSplit, path: str | os.PathLike) -> Path:
-    """Writes `encoded` to `path` atomically (temporary file, fsync, rename).
+def save(encoded: EncodedSplit, path: str | os.PathLike, header: dict | None = None) -> Path:
+    """Writes `encoded` and its `header` (`identity(...)`; {} for a file outside the cache) to `path` atomically
+    (temporary file, fsync, rename).
 
     Raises:
         OSError: naming the directory, if it cannot be created or written.
     """
     path = Path(path)
     arrays = {f: getattr(encoded, f) for f in _FIELDS if getattr(encoded, f) is not None}
+    header_json = json.dumps(header or {}, sort_keys=True)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic.save_npz(path, digest=np.array(_digest(arrays)), **arrays)
+        atomic.save_npz(path, header=np.array(header_json), digest=np.array(_digest(header_json, arrays)), **arrays)
     except OSError as e:
-        raise OSError(f"cannot write to the Good Gestalt cache directory {str(path.parent)!r}: {e}") from e
+        raise OSError(e.errno, f"cannot write to the Good Gestalt cache directory {str(path.parent)!r}: {e}") from e
     return path
 
 
-def read(path: str | os.PathLike) -> EncodedSplit:
-    """Reads and verifies a cache file.
+def read(path: str | os.PathLike, expected: dict | None = None) -> EncodedSplit:
+    """Reads and verifies a cache file (and, given `expected`, that its header is that identity).
 
     Raises:
-        CorruptCacheError: the file is unreadable, truncated, incomplete or fails its digest.
+        CorruptCacheError: the file is unreadable, truncated, incomplete, without a header (an older format) or
+            fails its digest.
+        CacheMismatchError: the file is intact but its header differs from `expected` (names the field).
     """
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {f: z[f] for f in _FIELDS if f in z.files}
             digest = str(z["digest"])
+            header_json = str(z["header"]) if "header" in z.files else None
     except Exception as e:  # zipfile, zlib, numpy format and OS errors alike
         raise CorruptCacheError(f"unreadable cache file {str(path)!r}: {e!r}") from e
-    if "index" not in arrays or "palette" not in arrays or _digest(arrays) != digest:
+    if header_json is None:
+        raise CorruptCacheError(f"cache file {str(path)!r} has no header saying what it holds (an older format)")
+    if "index" not in arrays or "palette" not in arrays or _digest(header_json, arrays) != digest:
         raise CorruptCacheError(f"cache file {str(path)!r} fails its integrity check")
+    header = json.loads(header_json)
+    for field, want in (expected or {}).items():
+        if header.get(field) != want:
+            raise CacheMismatchError(f"cache file {str(path)!r} holds {field}={header.get(field)!r}, "
+                                     f"not {field}={want!r}")
     return EncodedSplit(**{f: arrays.get(f) for f in _FIELDS})
 
 
@@ -88,13 +112,14 @@ def load_encoded(name: str, split: str, *, image_size: int = 64, cache_dir=None,
     """Like `load`, but returns the compact `EncodedSplit` (no float32 images are materialised)."""
     check_args(name, split, image_size)
     path = cache_path(default_cache_dir() if cache_dir is None else cache_dir, name, split, image_size)
+    header = identity(name, split, image_size)
     if path.exists():
         try:
-            return read(path)
+            return read(path, header)
         except CorruptCacheError as e:
             warnings.warn(f"{e}; regenerating it", stacklevel=2)
     encoded = encode_splits(name, {split: None}, image_size=image_size, progress=progress)[split]
-    save(encoded, path)
+    save(encoded, path, header)
     return encoded
 
 

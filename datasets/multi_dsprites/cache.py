@@ -92,7 +92,7 @@ def save(encoded: core.EncodedSplit, path: str | os.PathLike, file_header: dict)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise OSError(f"cannot create the Multi-dSprites cache directory {str(path.parent)!r}: {e}") from e
+        raise OSError(e.errno, f"cannot create the Multi-dSprites cache directory {str(path.parent)!r}: {e}") from e
     atomic.save_npz(path, header=np.array(header_json), digest=np.array(digest(header_json, arrays)), **arrays)
     return path
 

@@ -15,8 +15,12 @@ another shape, another family, a missing sharding) touches nothing and raises th
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
+import re
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -26,6 +30,28 @@ import jax
 import orbax.checkpoint as ocp
 
 from noisegroup import atomic
+
+
+CHECKPOINT_SLACK_BYTES = 1 << 20  # orbax's metadata and the seal, generously
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint that could not be written (a full disk, a file-size limit); its temporary files are removed."""
+
+
+_OS_REASONS = {errno.ENOSPC: "No space left on device", errno.EFBIG: "File too large",
+               errno.EDQUOT: "Disk quota exceeded", errno.EROFS: "Read-only file system",
+               errno.EACCES: "Permission denied"}
+
+
+def _write_errno(error: BaseException) -> int | None:
+    """The OS error behind a failed orbax write: its errno, or one named in tensorstore's message."""
+    if isinstance(error, OSError) and error.errno:
+        return error.errno
+    code = re.search(r"os_error_code='(\d+)'", str(error))
+    if code:
+        return int(code.group(1))
+    return next((number for number, text in _OS_REASONS.items() if text in str(error)), None)
 
 
 class DamagedCheckpointError(Exception):
@@ -62,9 +88,21 @@ class Checkpointer:
         """Saves asynchronously where orbax can; `wait` (or `close`, or the next save) makes it durable and seals
         it."""
         self.wait()
+        self._check_free_space(step, state)
         (self.seals / f"{step}.json").unlink(missing_ok=True)  # a seal of an earlier step of this number is void
         self.manager.save(step, args=ocp.args.StandardSave(state), force=True)
         self.unsealed.append(step)
+
+    def _check_free_space(self, step: int, state: Any) -> None:
+        """Raises CheckpointWriteError (ENOSPC) before writing if the disk cannot hold this process's share of the
+        state: failing here is one clean line, failing inside orbax's writer threads is not."""
+        needed = sum(shard.data.nbytes for leaf in jax.tree.leaves(state) if isinstance(leaf, jax.Array)
+                     for shard in leaf.addressable_shards if shard.replica_id == 0) + CHECKPOINT_SLACK_BYTES
+        free = shutil.disk_usage(self.directory).free
+        if free < needed:
+            raise CheckpointWriteError(errno.ENOSPC, f"cannot write the checkpoint {self.directory / str(step)}: "
+                                       f"{_OS_REASONS[errno.ENOSPC]} (it needs ~{needed / 1e6:.1f} MB, "
+                                       f"{free / 1e6:.1f} MB are free)")
 
     def _seal(self) -> None:
         """Writes the digests of the finished steps not sealed yet, and drops those of steps orbax deleted."""
@@ -142,7 +180,22 @@ class Checkpointer:
             self.manager.reload()
 
     def wait(self) -> None:
-        self.manager.wait_until_finished()
+        """Blocks until the pending save is on disk, then seals it.
+
+        Raises:
+            CheckpointWriteError: the save failed (e.g. no space left); the message names the step and the reason,
+                and the step's temporary directory is removed (nothing half-written stays to be trusted later).
+        """
+        try:
+            self.manager.wait_until_finished()
+        except Exception as e:  # noqa: BLE001 - orbax and tensorstore raise their own types for OS errors
+            steps, self.unsealed = self.unsealed, []
+            for leftover in self.directory.glob("*.orbax-checkpoint-tmp*"):
+                shutil.rmtree(leftover, ignore_errors=True)
+            number = _write_errno(e)
+            reason = _OS_REASONS.get(number, os.strerror(number)) if number else f"{type(e).__name__}: {e}"
+            where = ", ".join(str(self.directory / str(s)) for s in steps) or str(self.directory)
+            raise CheckpointWriteError(number or errno.EIO, f"cannot write the checkpoint {where}: {reason}") from e
         if self.unsealed:
             self._seal()
 

@@ -3,14 +3,19 @@
     pretrained.save("pretrained/ae_kanizsa.npz", state.params, meta)   # params stacked over seeds [S, ...]
     params = pretrained.load("pretrained/ae_kanizsa.npz", train_config)   # float32, stacked over seeds
 
-A file holds every parameter as float16 under its path in the parameter tree ("encoder/convs/0/kernel"), and a
-JSON `meta` (model, dataset, latent size, training config, steps). float16 halves float32's size (the AE is 2.1 M
+A file holds every parameter as float16 under its path in the parameter tree ("encoder/convs/0/kernel"), a
+JSON `meta` (model, dataset, latent size, training config, steps) and `__digest__`, the SHA-256 of the meta and of
+every array (name, dtype, shape, bytes). `load` (and the cheap `verify`, which LNS runs before any work) recomputes
+the digest, so a flipped byte is an error naming the file, and checks what the file is: its model, dataset and
+latent size against the config asked for, one seed axis shared by every parameter, float16 values, and the shapes
+of the model the config builds. float16 halves float32's size (the AE is 2.1 M
 parameters: 4.2 MB a seed) and keeps ~3 significant digits; the loaded float32 weights define the model that is
 segmented, so LNS differences stay exact for it. Writes are atomic (temporary file, fsync, rename).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any, Mapping
@@ -23,6 +28,17 @@ from flax import nnx
 from noisegroup import atomic
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)
+IDENTITY_FIELDS = ("model", "dataset", "latent_dim")  # what a file is; checked against the config asked for
+
+
+def content_digest(meta_json: str, arrays: Mapping[str, np.ndarray]) -> str:
+    """SHA-256 of a weights file's meta text and its arrays (sorted by name; dtype, shape and bytes of each)."""
+    sha = hashlib.sha256(meta_json.encode())
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        sha.update(f";{name}:{a.dtype.str}:{a.shape};".encode())
+        sha.update(memoryview(a).cast("B"))
+    return sha.hexdigest()
 
 
 def _path_name(path) -> str:
@@ -33,9 +49,9 @@ def save(path: str | Path, params: Any, meta: Mapping[str, Any]) -> Path:
     """Writes `params` (an nnx parameter state stacked over seeds) as float16 with `meta`; returns the path.
 
     Raises:
-        ValueError: `meta` without "model" and "latent_dim", a non-finite parameter, or one beyond float16's range.
+        ValueError: `meta` without "model", "dataset" and "latent_dim", a non-finite parameter, or one beyond float16's range.
     """
-    for field in ("model", "latent_dim"):
+    for field in IDENTITY_FIELDS:
         if field not in meta:
             raise ValueError(f"meta needs {field!r} (to refuse loading into another model); got {sorted(meta)}")
     arrays = {}
@@ -46,13 +62,71 @@ def save(path: str | Path, params: Any, meta: Mapping[str, Any]) -> Path:
         arrays[name] = value.astype(np.float16)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic.save_npz(path, __meta__=np.array(json.dumps(dict(meta), sort_keys=True, default=str)), **arrays)
+    meta_json = json.dumps(dict(meta), sort_keys=True, default=str)
+    atomic.save_npz(path, __meta__=np.array(meta_json), __digest__=np.array(content_digest(meta_json, arrays)),
+                    **arrays)
     return path
 
 
+def _read(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
+    """(meta, arrays) of a weights file whose digest matches its content.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: naming the file: unreadable, without a digest, or failing it.
+    """
+    if not path.exists():
+        raise FileNotFoundError(f"no pretrained weights at {path}")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            meta_json = str(f["__meta__"])
+            stored_digest = str(f["__digest__"]) if "__digest__" in f.files else None
+            arrays = {k: f[k] for k in f.files if k not in ("__meta__", "__digest__")}
+        meta = json.loads(meta_json)
+    except Exception as e:  # noqa: BLE001 - BadZipFile, EOFError, KeyError, JSONDecodeError: all say "damaged"
+        raise ValueError(f"{path} is not a readable weights file ({type(e).__name__}: {e})") from e
+    if stored_digest is None:
+        raise ValueError(f"{path} has no content digest (__digest__), so its weights cannot be trusted; "
+                         "re-export it with `python -m experiments.export_pretrained`")
+    if content_digest(meta_json, arrays) != stored_digest:
+        raise ValueError(f"{path} fails its SHA-256 content digest: the file was damaged after it was written")
+    return meta, arrays
+
+
 def read_meta(path: str | Path) -> dict:
-    with np.load(path) as f:
-        return json.loads(str(f["__meta__"]))
+    """The meta of a weights file, after checking its digest."""
+    return _read(Path(path))[0]
+
+
+def verify(path: str | Path, train_config: Mapping[str, Any]) -> dict:
+    """Checks, without building the model, that `path` is intact and holds what `train_config` asks for; returns
+    its meta.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: naming the file and the field: damaged, another model / dataset / latent size, a dtype other
+            than float16, or parameters that disagree on the number of seeds.
+    """
+    path = Path(path)
+    meta, arrays = _read(path)
+    _check_identity(path, meta, arrays, train_config)
+    return meta
+
+
+def _check_identity(path: Path, meta: Mapping, arrays: Mapping[str, np.ndarray], train_config: Mapping) -> None:
+    for field in IDENTITY_FIELDS:
+        if field not in meta:
+            raise ValueError(f"{path} does not say which {field} it holds (its meta has {sorted(meta)})")
+        if field in train_config and meta[field] != train_config[field]:
+            raise ValueError(f"{path} holds {field}={meta[field]!r}, not the {field}={train_config[field]!r} asked for")
+    first_of_size: dict[int | None, str] = {}  # leading (seed) size -> the first parameter that has it
+    for name, value in arrays.items():
+        if value.dtype != np.float16:
+            raise ValueError(f"{path}: parameter {name} is {value.dtype}, shipped weights are float16")
+        first_of_size.setdefault(value.shape[0] if value.ndim else None, name)
+    if len(first_of_size) > 1:
+        sizes = ", ".join(f"{name} has {size}" for size, name in first_of_size.items())
+        raise ValueError(f"{path}: parameters disagree on the number of seeds (leading axis: {sizes})")
 
 
 def load(path: str | Path, train_config: Mapping[str, Any], image_shape=(64, 64, 3)) -> Any:
@@ -60,22 +134,14 @@ def load(path: str | Path, train_config: Mapping[str, Any], image_shape=(64, 64,
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: a file of another model, dataset or latent size, or with missing or misshapen parameters.
+        ValueError: naming the file: damaged (`verify`), another model, dataset or latent size, or missing or
+            misshapen parameters.
     """
     from noisegroup.engine import config as engine_config
 
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no pretrained weights at {path}")
-    try:
-        with np.load(path) as f:
-            meta = json.loads(str(f["__meta__"]))
-            stored = {k: f[k] for k in f.files if k != "__meta__"}
-    except Exception as e:  # noqa: BLE001 - BadZipFile, EOFError, KeyError, JSONDecodeError: all say "damaged"
-        raise ValueError(f"{path} is not a readable weights file ({type(e).__name__}: {e})") from e
-    for field in ("model", "dataset", "latent_dim"):
-        if field in meta and field in train_config and meta[field] != train_config[field]:
-            raise ValueError(f"{path} holds {field}={meta[field]!r}, not the {field}={train_config[field]!r} asked for")
+    meta, stored = _read(path)
+    _check_identity(path, meta, stored, train_config)
     _, family = engine_config.parse(train_config)
     abstract = nnx.eval_shape(lambda: family.build(tuple(image_shape), nnx.Rngs(params=jax.random.key(0))))
     params = nnx.state(abstract, nnx.Param)  # shapes only
@@ -86,8 +152,6 @@ def load(path: str | Path, train_config: Mapping[str, Any], image_shape=(64, 64,
     values = []
     for leaf_path, leaf in leaves:
         name, value = _path_name(leaf_path), stored[_path_name(leaf_path)]
-        if value.dtype != np.float16:
-            raise ValueError(f"{path}: parameter {name} is {value.dtype}, shipped weights are float16")
         if value.shape[1:] != leaf.shape:
             raise ValueError(f"{path}: parameter {name} has shape {value.shape[1:]}, the model wants {leaf.shape}")
         values.append(jnp.asarray(value, jnp.float32))

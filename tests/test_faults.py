@@ -1,0 +1,350 @@
+"""Fault injection: files damaged, copied, torn or never finished, disks full, two runs at once, bad settings.
+
+Each section is one of the numbered failures of the integrity issue; each test damages something the way a crash, a
+disk or a user would and checks that the project either refuses with a message naming the file, key or value, or
+recovers and says what it did, never silently computing with what it was given. Elsewhere, for the same failures:
+kill -9 at any moment and a zeroed newest checkpoint (tests/test_engine.py: test_kill_9_mid_training_then_resume,
+test_a_damaged_latest_checkpoint_falls_back_to_the_previous), damaged dataset caches (tests/test_good_gestalt.py,
+tests/test_multi_dsprites.py), NaN features for the host clustering methods and bad sweep images (tests/test_lns.py).
+"""
+
+import collections
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from toy_family import tiny_config, tiny_images
+
+from datasets import good_gestalt as gg
+from datasets.good_gestalt import cache as gg_cache
+from experiments.configs import lns as lns_configs
+from experiments.configs import train as train_configs
+from noisegroup import atomic, cli, metrics
+from noisegroup.engine import checkpoint, loop, pretrained, runlog, workdir_lock
+from noisegroup.lns import features as lns_features
+from noisegroup.lns import sweep
+from noisegroup.lns.pipeline import LNSConfig
+
+ROOT = Path(__file__).parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_data():
+    return tiny_images()
+
+
+def flip_middle_byte(path: Path) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    path.write_bytes(bytes(raw))
+
+
+# --- 1. silent corruption is trusted --------------------------------------------------------------------------------
+
+
+def test_a_flipped_byte_in_a_checkpoint_is_caught_by_its_seal(tmp_path):
+    ckpt = checkpoint.Checkpointer(tmp_path / "checkpoints", keep=3)
+    for step in (1, 2):
+        ckpt.save(step, {"w": jnp.full((1000,), float(step))})
+    ckpt.wait()
+    data = max((p for p in (tmp_path / "checkpoints" / "2").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    flip_middle_byte(data)  # one bit: without the seal orbax may read this as a slightly different weight
+    with pytest.warns(UserWarning, match=f"step 2 cannot be restored .*{data.name} is changed since it was saved"):
+        step, state = ckpt.restore_latest({"w": jax.ShapeDtypeStruct((1000,), jnp.float32)})
+    assert step == 1 and np.all(np.asarray(state["w"]) == 1.0)
+    ckpt.close()
+
+
+@pytest.fixture(scope="module")
+def weights_file(tmp_path_factory):
+    """(train config, path) of a two-seed quick AE saved as shipped weights of the dataset "kanizsa"."""
+    train_config = {**train_configs.get_config("quick").to_dict(), "dataset": "kanizsa"}
+    _, trainer, _ = loop.build(train_config, (64, 64, 3))
+    params = jax.vmap(trainer.init)(jax.random.split(jax.random.key(0), 2)).params
+    path = tmp_path_factory.mktemp("weights") / "ae_kanizsa.npz"
+    pretrained.save(path, params, {"model": "ae", "dataset": "kanizsa", "latent_dim": train_config["latent_dim"]})
+    return train_config, path
+
+
+def rewrite_weights(source: Path, target: Path, change) -> None:
+    """Copies a weights file with `change(arrays)` applied and a digest that matches: damage no digest can see."""
+    with np.load(source) as f:
+        meta_json, arrays = str(f["__meta__"]), {k: f[k] for k in f.files if not k.startswith("__")}
+    change(arrays)
+    np.savez(target, __meta__=np.array(meta_json),
+             __digest__=np.array(pretrained.content_digest(meta_json, arrays)), **arrays)
+
+
+def test_a_flipped_byte_in_shipped_weights_is_named(tmp_path, weights_file):
+    train_config, path = weights_file
+    with np.load(path) as f:
+        meta_json, arrays = str(f["__meta__"]), {k: f[k] for k in f.files if not k.startswith("__")}
+        digest = str(f["__digest__"])
+    name = sorted(arrays)[0]
+    arrays[name] = arrays[name].copy()
+    arrays[name].reshape(-1)[0] += np.float16(0.5)  # a valid file, one weight changed, the old digest kept
+    damaged = tmp_path / "ae_kanizsa.npz"
+    np.savez(damaged, __meta__=np.array(meta_json), __digest__=np.array(digest), **arrays)
+    for check in (pretrained.verify, pretrained.load):
+        with pytest.raises(ValueError, match=f"{damaged}.*fails its SHA-256 content digest"):
+            check(damaged, train_config)
+    shutil.copy(path, damaged)
+    flip_middle_byte(damaged)  # inside the compressed stream: unreadable or failing the digest, never trusted
+    with pytest.raises(ValueError, match=str(damaged)):
+        pretrained.load(damaged, train_config)
+
+
+def test_shipped_weights_of_another_dataset_type_or_seed_axis_are_refused(tmp_path, weights_file):
+    train_config, path = weights_file
+    with pytest.raises(ValueError, match=r"holds dataset='kanizsa', not the dataset='closure' asked for"):
+        pretrained.load(path, {**train_config, "dataset": "closure"})
+    as_int8 = tmp_path / "int8.npz"
+    rewrite_weights(path, as_int8, lambda a: a.update({k: v.astype(np.int8) for k, v in a.items()}))
+    with pytest.raises(ValueError, match=r"int8.npz: parameter .* is int8, shipped weights are float16"):
+        pretrained.verify(as_int8, train_config)
+    one_short = tmp_path / "seeds.npz"
+    name = sorted(np.load(path).files)[-1]
+    rewrite_weights(path, one_short, lambda a: a.update({name: a[name][:1]}))
+    with pytest.raises(ValueError, match=rf"disagree on the number of seeds .*{name} has 1"):
+        pretrained.verify(one_short, train_config)
+    unsealed = tmp_path / "old.npz"
+    with np.load(path) as f:
+        np.savez(unsealed, **{k: f[k] for k in f.files if k != "__digest__"})
+    with pytest.raises(ValueError, match="old.npz has no content digest"):
+        pretrained.load(unsealed, train_config)
+
+
+def test_a_damaged_shipped_file_stops_lns_before_any_work(tmp_path):
+    shutil.copytree(ROOT / "pretrained", tmp_path / "weights")
+    flip_middle_byte(tmp_path / "weights" / "ae_proximity.npz")
+    config = {**lns_configs.get_config("quick").to_dict(), "pretrained": str(tmp_path / "weights")}
+    with pytest.raises(ValueError, match="ae_proximity.npz"):
+        LNSConfig.from_mapping(config)
+
+
+def test_a_cache_file_of_another_setting_or_torn_is_recomputed(tmp_path):
+    path = tmp_path / "segmentation.npz"
+    atomic.save_npz(path, fingerprint=np.array("setting-a"), labels=np.arange(4))
+    assert atomic.read_npz_cache(path, "setting-b") is None  # another setting's result is not used
+    np.testing.assert_array_equal(atomic.read_npz_cache(path, "setting-a")["labels"], np.arange(4))
+    path.write_bytes(path.read_bytes()[:40])
+    with pytest.warns(UserWarning, match=f"{path.name} cannot be read .*recomputing it"):
+        assert atomic.read_npz_cache(path, "setting-a") is None
+
+
+def test_a_dataset_cache_file_copied_under_another_name_is_regenerated(tmp_path):
+    gg.load("kanizsa", "test", cache_dir=tmp_path)
+    copied = gg_cache.cache_path(tmp_path, "closure", "test", 64)
+    shutil.copy(gg_cache.cache_path(tmp_path, "kanizsa", "test", 64), copied)  # intact, but the wrong dataset
+    with pytest.warns(UserWarning, match=f"{copied.name}' holds dataset='kanizsa', not dataset='closure'"):
+        closure = gg.load("closure", "test", cache_dir=tmp_path)
+    np.testing.assert_array_equal(closure.images, gg.generate("closure", "test").images)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gg.load("closure", "test", cache_dir=tmp_path)  # rewritten with its own header
+
+
+# --- 2. a restore error destroys good progress ----------------------------------------------------------------------
+
+
+def test_a_restore_error_moves_nothing_unless_an_older_step_restores(tmp_path):
+    ckpt = checkpoint.Checkpointer(tmp_path, keep=3)
+    for step in (1, 2):
+        ckpt.save(step, {"w": jnp.full((3,), float(step))})
+    ckpt.wait()
+    wrong = {"w": jax.ShapeDtypeStruct((4,), jnp.float32)}  # another run's shapes: every step fails alike
+    with pytest.raises(ValueError, match="step 2.*nothing was moved or deleted"):
+        ckpt.restore_latest(wrong)
+    assert ckpt.steps() == [1, 2]
+    for f in (tmp_path / "2").rglob("*"):  # now damage the newest: the older one restores, the newest goes aside
+        if f.is_file() and f.stat().st_size > 0:
+            f.write_bytes(b"\0" * 7)
+    with pytest.warns(UserWarning, match="step 2 cannot be restored.*changed since it was saved"):
+        step, state = ckpt.restore_latest({"w": jax.ShapeDtypeStruct((3,), jnp.float32)})
+    assert step == 1 and float(state["w"][0]) == 1.0 and ckpt.steps() == [1]
+    assert any(p.name.startswith("damaged-2-") for p in tmp_path.iterdir())
+    ckpt.close()
+
+
+def test_metrics_past_the_restored_checkpoint_are_dropped_never_the_covered_ones(tmp_path, tiny_data):
+    loop.train(tiny_config(), tmp_path, *tiny_data)  # checkpoints at 3 and 6, metrics at 3 and 6
+    shutil.rmtree(tmp_path / "checkpoints" / "6")  # as if killed before step 6 was saved
+    (tmp_path / "checkpoints.digests" / "6.json").unlink(missing_ok=True)
+    loop.train(tiny_config(), tmp_path, *tiny_data)
+    steps = [r["step"] for r in runlog.read_metrics(tmp_path / "metrics.jsonl") if "train/loss" in r]
+    assert steps == sorted(set(steps)) and steps[-1] == 6 and 3 in steps
+
+
+# --- 3. two runs in one workdir -------------------------------------------------------------------------------------
+
+
+def test_two_runs_in_one_workdir_are_refused_naming_the_holder(tmp_path, tiny_data):
+    with workdir_lock.hold(tmp_path):
+        with pytest.raises(workdir_lock.WorkdirBusyError, match=f"in use by pid {os.getpid()} on "):
+            loop.train(tiny_config(), tmp_path, *tiny_data)
+    assert np.all(np.asarray(loop.train(tiny_config(num_steps=3), tmp_path, *tiny_data).step) == 3)  # released
+
+
+# --- 4. torn logs ---------------------------------------------------------------------------------------------------
+
+
+def test_a_torn_last_metrics_line_is_dropped_with_a_warning(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "lo')
+    with pytest.warns(UserWarning, match="torn last line"):
+        assert runlog.read_metrics(path) == [{"step": 1, "loss": 2.0}]
+    path.write_text('{"step": 1, "lo\n{"step": 2}\n')
+    with pytest.raises(ValueError, match="metrics.jsonl, line 1, is damaged"):
+        runlog.read_metrics(path)
+
+
+def test_a_truncated_config_json_is_named(tmp_path, tiny_data):
+    loop.train(tiny_config(num_steps=3), tmp_path, *tiny_data)
+    path = tmp_path / "config.json"
+    path.write_text(path.read_text()[:30])
+    with pytest.raises(ValueError, match=f"{path} is damaged"):
+        loop.train(tiny_config(), tmp_path, *tiny_data)
+
+
+# --- 5. bad settings fail late or obscurely -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"nosie_stds": (0.1,)}, r"unknown LNS config key 'nosie_stds' \(did you mean 'noise_stds'\?\)"),
+    ({"noise_stds": "(nan,)"}, r"noise_stds must be a sequence, got '\(nan,\)'"),
+    ({"noise_stds": (float("nan"),)}, "noise_std must be a finite number > 0, got nan"),
+    ({"num_noise_samples": (1,)}, "num_noise_samples must be an integer >= 2"),
+    ({"test_limit": -1}, "test_limit must be >= 0"),
+    ({"datasets": ("kanisza",)}, r"unknown dataset 'kanisza' \(did you mean 'kanizsa'\?\)"),
+    ({"clustering": "kmeans++"}, "'kmeans\\+\\+'"),
+    ({"train": {**train_configs.get_config("quick").to_dict(), "learnig_rate": 1.0}}, "'learnig_rate'"),
+])
+def test_every_lns_setting_is_checked_before_any_work(override, message):
+    with pytest.raises(ValueError, match=message):
+        LNSConfig.from_mapping({**lns_configs.get_config("quick").to_dict(), **override})
+
+
+def test_a_config_typo_on_the_command_line_is_one_line(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "experiments.lns", "--config=experiments/configs/lns.py:quick",
+                             "--config.noise_stds=(0.1, -1.0)", f"--workdir={tmp_path}"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["error: noise_std must be a finite number > 0, got -1.0"]
+    assert not (tmp_path / "models").exists()  # nothing was trained
+
+
+@pytest.mark.parametrize("images, message", [
+    (np.full((1, 64, 64, 3), 200, np.uint8), "dtype uint8"),
+    (np.full((1, 64, 64, 3), 200.0, np.float32), r"in \[0, 1\], got values in \[200.0, 200.0\]"),
+    (np.full((1, 64, 64, 3), np.nan, np.float32), "non-finite"),
+])
+def test_lns_decodes_refuse_images_outside_the_models_domain(images, message):
+    with pytest.raises(ValueError, match=message):  # checked before the model is touched
+        lns_features.noisy_decodes(None, None, images, None, (0.1,), 5)
+
+
+# --- 6. the NaN check for every clustering method -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", sweep.CLUSTER_METHODS)
+def test_nan_features_are_named_by_every_clustering_method(method):
+    features = np.random.default_rng(0).normal(size=(2, 16, 4)).astype(np.float32)
+    features[1, 3, 0] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        sweep.segment(features, np.array([2, 2]), method, jax.random.key(0), workers=1)
+
+
+# --- 7. ARI memory and overflow -------------------------------------------------------------------------------------
+
+
+def test_host_ari_memory_follows_the_labels_present_not_the_largest():
+    pred = np.zeros((2, 8, 8), np.int64)
+    pred[:, :4] = 2**40  # a huge label: relabelled to 1 before any table is built
+    true = np.zeros((2, 8, 8), np.int64)
+    true[:, 4:] = 9999
+    np.testing.assert_allclose(metrics.batch_ari(pred, true), 1.0)
+    with pytest.raises(ValueError, match="integer labels"):
+        metrics.batch_ari(pred.astype(np.float32), true)
+
+
+# --- 8. a full disk -------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def file_size_limit():
+    """Sets RLIMIT_FSIZE (writes past it fail with EFBIG, as a full disk fails with ENOSPC) for the block."""
+    old_limit, old_handler = resource.getrlimit(resource.RLIMIT_FSIZE), signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+    def set_limit(size):
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, old_limit[1]))
+
+    yield set_limit
+    resource.setrlimit(resource.RLIMIT_FSIZE, old_limit)
+    signal.signal(signal.SIGXFSZ, old_handler)
+
+
+def test_an_atomic_write_on_a_full_disk_names_the_file_and_leaves_nothing(tmp_path, file_size_limit):
+    atomic.save_npz(tmp_path / "kept.npz", x=np.zeros(10))
+    before = (tmp_path / "kept.npz").read_bytes()
+    file_size_limit(4096)
+    with pytest.raises(OSError, match="cannot write .*kept.npz") as error:
+        atomic.save_npz(tmp_path / "kept.npz", x=np.random.default_rng(0).random(100_000))
+    assert cli.is_disk_error(error.value)
+    assert [p.name for p in tmp_path.iterdir()] == ["kept.npz"] and (tmp_path / "kept.npz").read_bytes() == before
+
+
+def test_a_checkpoint_write_that_fails_midway_is_named_and_removed(tmp_path, file_size_limit):
+    ckpt = checkpoint.Checkpointer(tmp_path, keep=3)
+    ckpt.save(1, {"w": jnp.ones((10,))})
+    ckpt.wait()
+    file_size_limit(64 * 1024)
+    ckpt.save(2, {"w": jnp.asarray(np.random.default_rng(0).random(1_000_000), jnp.float32)})  # 4 MB
+    with pytest.raises(checkpoint.CheckpointWriteError, match=f"{tmp_path / '2'}: File too large") as error:
+        ckpt.wait()
+    assert cli.is_disk_error(error.value)
+    assert not [p for p in tmp_path.iterdir() if "tmp" in p.name]  # orbax's temporary directory removed
+    file_size_limit(resource.RLIM_INFINITY)
+    assert ckpt.steps() == [1]
+    step, state = ckpt.restore_latest({"w": jax.ShapeDtypeStruct((10,), jnp.float32)})
+    assert step == 1 and np.all(np.asarray(state["w"]) == 1.0)
+    ckpt.close()
+
+
+def test_a_full_disk_is_one_line_before_orbax_writes(tmp_path, monkeypatch):
+    full = collections.namedtuple("usage", "total used free")(10**9, 10**9 - 50_000, 50_000)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: full)
+    ckpt = checkpoint.Checkpointer(tmp_path / "checkpoints", keep=3)
+    with pytest.raises(checkpoint.CheckpointWriteError, match=r"checkpoints/1: No space left on device \(it needs"):
+        ckpt.save(1, {"w": jnp.ones((1_000_000,))})
+    assert list((tmp_path / "checkpoints").iterdir()) == []
+    ckpt.close()
+
+
+def test_a_full_disk_ends_a_training_command_in_one_line(tmp_path):
+    """The command line: exit status 1 and exactly one line on stderr, naming the checkpoint and the reason."""
+    script = ("import collections, runpy, shutil, sys\n"
+              "shutil.disk_usage = lambda p: collections.namedtuple('u', 'total used free')(10**9, 10**9, 0)\n"
+              "sys.argv = ['train', *sys.argv[1:]]\n"
+              "runpy.run_module('experiments.train', run_name='__main__')\n")
+    result = subprocess.run([sys.executable, "-c", script, "--config=experiments/configs/train.py:quick",
+                             "--config.num_steps=2", "--config.checkpoint_every=2", "--config.progress=False",
+                             f"--workdir={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 1, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and re.fullmatch(
+        rf"error: \[Errno 28\] cannot write the checkpoint {tmp_path}/checkpoints/2: No space left on device "
+        r"\(it needs ~[0-9.]+ MB, 0.0 MB are free\)", lines[0]), lines
+    assert not [p for p in tmp_path.rglob("*") if "tmp" in p.name]
+    assert json.loads((tmp_path / "config.json").read_text())["num_steps"] == 2
