@@ -7,6 +7,8 @@ prints ARI per dataset and model next to the paper's, and writes results and fig
 
 Outputs: results.json, results.csv, segmentations.png, reconstructions.png, sweep.png (umap.png with umap-learn),
 models/<model>_<dataset>/ (checkpoints), segmentation/<model>_<dataset>.npz. Re-running resumes.
+With --config.features=tangent (the Jacobian limit, no sigma or N): segmentations_tangent.png, jacobian_rows.png,
+gram_bridge.png and segmentation/<model>_<dataset>_tangent.npz instead.
 """
 
 from noisegroup.engine import malloc
@@ -18,6 +20,7 @@ import time  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from noisegroup import cli  # noqa: E402
 from noisegroup.lns import pipeline  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", "experiments/configs/lns.py:default", "LNS experiment config")
@@ -26,10 +29,14 @@ _WORKDIR = flags.DEFINE_string("workdir", "workdirs/lns", "run directory (models
 
 def main(argv):
     del argv
-    logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+    logging.set_verbosity(logging.WARNING)
+    cli.quiet_orbax_logs()
     config = _CONFIG.value
+    with cli.one_line_errors(cli.CONFIG_ERRORS):  # every key, value and shipped file checked before any work
+        pipeline.LNSConfig.from_mapping(config.to_dict())
     tic = time.perf_counter()
-    rows = pipeline.run(config.to_dict(), _WORKDIR.value)
+    with cli.one_line_errors():
+        rows = pipeline.run(config.to_dict(), _WORKDIR.value)
     minutes = (time.perf_counter() - tic) / 60
     for protocol, title in (("paper", "best setting chosen on test (the paper's protocol)"),
                             ("fair", "setting chosen on test_iid, reported on test")):

@@ -3,6 +3,7 @@
     python -m experiments.lns                                          # default: a 2-core CPU, see below
     python -m experiments.lns --config=experiments/configs/lns.py:paper --workdir=workdirs/lns_paper
     python -m experiments.lns --config.datasets="('closure',)" --config.models="('vae',)" --config.clustering=ward
+    python -m experiments.lns --config.features=tangent                # the tangent limit: no sigma, no N
 
 Modes:
     quick    seconds (tests): two datasets, the AE, 12 training steps, 8 test images, a 2 x 2 grid.
@@ -22,6 +23,12 @@ Fields:
         per run from the fields above).
     noise_stds, num_noise_samples: the (sigma, N) grid; every point is evaluated on `test` (and `test_iid`).
     normalisation: "channel" (the reference's, default) or "pixel" (the paper's Appendix D).
+    features: "lns" (default: latent noise over the (sigma, N) grid) or "tangent" (the sigma -> 0, N -> infinity
+        limit, `noisegroup.lns.tangent`: the decoder's Jacobian rows at the latent mean, normalised the same way; no
+        setting to select, so one row per model under both protocols, marked `*` in the table; the grid then only
+        drives `gram_bridge.png`; no control; `jacobian_rows.png` instead of `sweep.png`). Any other value is refused
+        by name. Results and figures of both kinds can share a workdir, and the tangent table shows the LNS rows too
+        when the workdir holds them.
     clustering: "ward" (reference), "complete", "kmeans" (scikit-learn), "kmeans_jax" (on the device).
     num_clusters: <= 0 takes k from each ground-truth mask (the reference); > 0 a fixed k.
     fair_protocol: also choose the setting on `test_iid` and report it on `test`.
@@ -50,6 +57,7 @@ def get_config(mode: str = "default") -> ml_collections.ConfigDict:
     c.noise_stds = (1e-3, 1e-2, 1e-1, 0.5)
     c.num_noise_samples = (5, 20)
     c.normalisation = "channel"
+    c.features = "lns"
     c.clustering = "kmeans"
     c.num_clusters = 0
     c.fair_protocol = True

@@ -23,7 +23,7 @@ Fields:
         where XLA trains small passes faster per image; one pass on accelerators; a number >= batch_size: one pass).
     seed_batching: "auto" | "vmap" | "unroll" | "loop" (`noisegroup.engine.parallel`).
     data_parallel: devices that split each seed's batch (the "data" axis of the mesh; 1: none).
-    conv_impl ("auto" | "fast" | "native"), train_limit / valid_limit (a prefix of the data), progress.
+    conv_impl ("auto" | "fast" | "fast_jvp" | "native"), train_limit / valid_limit (a prefix of the data), progress.
 
 Every key is checked before any work (`noisegroup.engine.config`): a typo gets one line naming the closest key.
 """

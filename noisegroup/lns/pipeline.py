@@ -13,6 +13,12 @@ For every (dataset, model) of the config:
 4. save `workdir/segmentation/<model>_<dataset>.npz` (all ARIs, predictions at the paper's setting for seed 0,
    reconstructions) atomically; a re-run with the same settings loads it instead of recomputing.
 
+With `features="tangent"` steps 2-3 are the tangent limit instead (`noisegroup.lns.tangent`): the decoder's
+Jacobian rows at the latent mean, clustered the same way, on `test`; no (sigma, N), so nothing is selected (the
+row is the same under both protocols) and no control. The (sigma, N) grid then only drives the Gram-matrix bridge
+figure. Saved as `segmentation/<model>_<dataset>_tangent.npz`; the table also shows the LNS rows when this workdir
+holds an LNS segmentation of the same settings.
+
 Then `results.json`, `results.csv`, the printed table next to the paper's values, and figures (`noisegroup.lns.plots`).
 
 The config is checked whole (`LNSConfig`, the training config, the sweep grid, shipped files) before any data is
@@ -39,7 +45,7 @@ from noisegroup import atomic, stats
 from noisegroup.engine import config as engine_config
 from noisegroup.engine import loop, pretrained, workdir_lock
 from noisegroup.engine.losses import closest
-from noisegroup.lns import features, sweep
+from noisegroup.lns import features, sweep, tangent
 
 GESTALT_IMAGE_SHAPE = (64, 64, 3)
 
@@ -80,6 +86,7 @@ class LNSConfig:
     control_noise_std: float = _segmentation(features.CONTROL_NOISE_STD)
     test_limit: int = _segmentation(0)
     lns_seed: int = _segmentation(42)
+    features: str = _segmentation("lns")
     pretrained: str = ""
     umap_images: int = 1
     cluster_workers: int = 0
@@ -101,6 +108,7 @@ class LNSConfig:
         for key in config:
             if key not in known:
                 raise ValueError(f"unknown LNS config key {key!r}{closest(key, known)}")
+        tangent.check_features_kind(config.get("features", "lns"))
         for key in ("datasets", "models", "seeds", "noise_stds", "num_noise_samples"):
             value = config.get(key, ())
             if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
@@ -125,6 +133,8 @@ class LNSConfig:
                         f"no shipped weights {c.weights_path(model, dataset)} for model {model!r} on {dataset!r} "
                         f"(pretrained={c.pretrained!r}; paths are relative to the working directory); "
                         '--config.pretrained="" trains instead')
+                if c.pretrained:  # intact, and of this model, dataset and latent size
+                    pretrained.verify(c.weights_path(model, dataset), c.model_train_config(model, dataset))
         return c
 
     def model_train_config(self, model: str, dataset: str) -> dict:
@@ -152,6 +162,11 @@ class LNSConfig:
         return hashlib.sha256(json.dumps(atomic.jsonable(items), sort_keys=True).encode()).hexdigest()[:16]
 
 
+def segmentation_path(workdir: str | Path, model: str, dataset: str, kind: str = "lns") -> Path:
+    """Where the segmentation cache of one (model, dataset) and features kind lives."""
+    return Path(workdir) / "segmentation" / f"{model}_{dataset}{'' if kind == 'lns' else '_' + kind}.npz"
+
+
 def load_training_data(train_config: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     """(train, valid) images of a training config's Good Gestalt dataset (cached; `*_limit` takes a prefix)."""
     from datasets import good_gestalt as gg
@@ -174,6 +189,8 @@ def segment_model(config: LNSConfig, graphdef, params, dataset: str, key: jax.Ar
         return data.images[:limit], data.masks[:limit]
 
     images, masks = load("test")
+    if config.features == "tangent":
+        return segment_model_tangent(config, graphdef, params, images, masks, key)
     test = sweep.evaluate(graphdef, params, images, masks, jax.random.fold_in(key, 0),
                           config.sweep_settings(keep_labels=True))
     out = {"test_ari": test.ari, "test_ari_fg": test.ari_fg, "zero_feature_fraction": test.zero_feature_fraction,
@@ -204,7 +221,42 @@ def segment_model(config: LNSConfig, graphdef, params, dataset: str, key: jax.Ar
     return {k: v for k, v in out.items() if v is not None}
 
 
+BRIDGE_IMAGES = 2  # test images of the Gram-matrix bridge figure (seed 0)
+JACOBIAN_IMAGES = 4  # test images whose tangent features are kept for the Jacobian-row figure
+
+
+def segment_model_tangent(config: LNSConfig, graphdef, params, images, masks, key: jax.Array) -> dict:
+    """`segment_model` with tangent-limit features: ARIs `[S, b]`, labels and features of seed 0, the bridge."""
+    result = tangent.evaluate(graphdef, params, images, masks, jax.random.fold_in(key, 0),
+                              normalisation=config.normalisation, method=config.clustering,
+                              num_clusters=None if int(config.num_clusters) <= 0 else int(config.num_clusters),
+                              workers=config.cluster_workers or None, keep_labels=True)
+    params0 = jax.tree.map(lambda x: x[0], params)
+    shown = images[: max(JACOBIAN_IMAGES, int(config.umap_images))]
+    feats = np.asarray(tangent.tangent_features(graphdef, params0, shown, config.normalisation))
+    bridge = tangent.bridge(graphdef, params0, images[:BRIDGE_IMAGES], jax.random.fold_in(key, 3), config.noise_stds,
+                            config.num_noise_samples, config.normalisation)
+    out = {"test_ari": result.ari, "test_ari_fg": result.ari_fg, "zero_feature_fraction": result.zero_feature_fraction,
+           "reconstructions": result.reconstructions[0], "images": images, "masks": masks,
+           "labels": result.labels[0], "tangent_features": feats[:JACOBIAN_IMAGES],
+           **{f"bridge_{k}": v for k, v in bridge.items()}}
+    if int(config.umap_images):
+        out["umap_features"] = feats[: int(config.umap_images)]
+    return out
+
+
+def _tangent_rows(config: LNSConfig, dataset: str, model: str, seg: Mapping[str, np.ndarray]) -> list[dict]:
+    s, fg = stats.mean_sem(seg["test_ari"]), stats.mean_sem(seg["test_ari_fg"])
+    protocols = ("paper", "fair") if config.fair_protocol else ("paper",)  # nothing selected: the same row for both
+    return [dict(dataset=dataset, model=f"{model}_tangent", protocol=protocol, noise_std=None, num_noise_samples=None,
+                 selection="none", ari=s["mean"], ari_sem=s["sem"], sem_over=s["sem_over"], ari_fg=fg["mean"],
+                 per_seed=s["per_seed"], clustering=config.clustering,
+                 paper_ari=paper_value(model, dataset, config.clustering)) for protocol in protocols]
+
+
 def _summary_rows(config: LNSConfig, dataset: str, model: str, seg: Mapping[str, np.ndarray]) -> list[dict]:
+    if config.features == "tangent":
+        return _tangent_rows(config, dataset, model, seg)
     sigmas, counts = np.asarray(config.noise_stds), np.asarray(config.num_noise_samples)
     rows = []
     protocols = [("paper", tuple(seg["paper_setting"]))]
@@ -228,7 +280,8 @@ def _summary_rows(config: LNSConfig, dataset: str, model: str, seg: Mapping[str,
 
 
 def format_table(rows: list[dict], protocol: str = "paper") -> str:
-    """A text table of ARI per dataset (rows) and model (columns), ours next to the paper's."""
+    """A text table of ARI per dataset (rows) and model (columns), ours next to the paper's; a `*` marks a row that
+    needed no setting selection (tangent-limit features), with a footnote."""
     models = list(dict.fromkeys(r["model"] for r in rows))
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
     lookup = {(r["dataset"], r["model"]): r for r in rows if r["protocol"] == protocol or r["model"].endswith("_control")}
@@ -242,8 +295,12 @@ def format_table(rows: list[dict], protocol: str = "paper") -> str:
                 cells.append(f"{'-':>26}")
                 continue
             paper = "   -  " if r["paper_ari"] is None else f"{r['paper_ari']:6.3f}"
-            cells.append(f"{r['ari']:7.3f} +-{r['ari_sem']:.3f} ({paper})".rjust(26))
+            mark = "*" if r.get("selection") == "none" else ""
+            cells.append(f"{r['ari']:7.3f}{mark} +-{r['ari_sem']:.3f} ({paper})".rjust(26))
         lines.append(f"{d:<20}" + "".join(cells))
+    if any(r.get("selection") == "none" for r in lookup.values()):
+        lines.append("* tangent limit (sigma -> 0, N -> inf): no (sigma, N) setting to select, the same under both "
+                     "protocols; (paper) is the paper's LNS value")
     return "\n".join(lines)
 
 
@@ -284,7 +341,13 @@ def _run(config: LNSConfig, workdir: Path) -> list[dict]:
             tic = time.perf_counter()
             graphdef, params, identity = model_params(config, workdir, model, dataset)
             fingerprint = config.fingerprint(identity)
-            path = workdir / "segmentation" / f"{model}_{dataset}.npz"
+            path = segmentation_path(workdir, model, dataset, config.features)
+            if config.features == "tangent":  # LNS rows beside the tangent ones, from this workdir's LNS cache
+                lns_config = dataclasses.replace(config, features="lns")
+                cached = atomic.read_npz_cache(segmentation_path(workdir, model, dataset),
+                                               lns_config.fingerprint(identity))
+                if cached is not None:
+                    rows.extend(_summary_rows(lns_config, dataset, model, cached))
             seg = atomic.read_npz_cache(path, fingerprint)
             if seg is None:
                 model_key = jax.random.fold_in(key, zlib.crc32(f"{model}_{dataset}".encode()) & 0x7FFFFFFF)
@@ -305,6 +368,8 @@ def _write_results(workdir: Path, config: LNSConfig, rows: list[dict], timings: 
                                                  "seconds": timings})
     fields = ["dataset", "model", "protocol", "noise_std", "num_noise_samples", "clustering", "ari", "ari_sem",
               "sem_over", "ari_fg", "paper_ari"]
+    if any("selection" in r for r in rows):
+        fields.append("selection")
     text = io.StringIO()
     writer = csv.DictWriter(text, fields, extrasaction="ignore")
     writer.writeheader()

@@ -9,6 +9,16 @@
   model's best noise level), one column per dataset.
 * `umap.png` (Figure 15): 2-D UMAP of the pixel features of the first test image, coloured by the (detailed) ground
   truth, when the optional `umap-learn` is installed.
+
+With `features="tangent"` (`noisegroup.lns.tangent`): `segmentations_tangent.png`, `reconstructions.png`,
+`umap_tangent.png` as above, and instead of `sweep.png` (no grid):
+
+* `jacobian_rows.png`: per dataset, a few test images and, per model, the first three principal components of the
+  per-pixel tangent features (the normalised Jacobian rows, 3z numbers a pixel) as RGB: pixels the decoder moves
+  alike get alike colours, which is what the clustering sees.
+* `gram_bridge.png`: relative Frobenius distance between the LNS Gram matrix (pixel x pixel inner products of the
+  features) and the tangent one against sigma, one line per N, with each N's sigma -> 0 limit (the same draws,
+  linearised decoder) dashed: the distance falls with sigma to a floor that falls like 1/sqrt(N).
 """
 
 from __future__ import annotations
@@ -24,10 +34,12 @@ from noisegroup import atomic
 
 
 def _load(workdir: Path, config: Mapping[str, Any]) -> dict:
+    from noisegroup.lns.pipeline import segmentation_path
+
     runs = {}
     for dataset in config["datasets"]:
         for model in config["models"]:
-            path = workdir / "segmentation" / f"{model}_{dataset}.npz"
+            path = segmentation_path(workdir, model, dataset, config.get("features", "lns"))
             if path.exists():
                 with np.load(path) as f:
                     runs[dataset, model] = {k: f[k] for k in f.files}
@@ -50,7 +62,8 @@ def _labels_image(labels: np.ndarray) -> np.ndarray:
     return palette[labels % len(palette)]
 
 
-def segmentations(runs: dict, datasets, models, path: Path, num_images: int = 4) -> None:
+def segmentations(runs: dict, datasets, models, path: Path, num_images: int = 4,
+                  title: str = "LNS segmentations of test images (paper's setting, seed 0)") -> None:
     cols = num_images * (2 + len(models))
     fig, axes = _subplots(len(datasets), cols, figsize=(cols * 0.9, len(datasets) * 1.0), squeeze=False)
     for r, dataset in enumerate(datasets):
@@ -70,7 +83,7 @@ def segmentations(runs: dict, datasets, models, path: Path, num_images: int = 4)
                 if r == 0 and c < len(panels):
                     ax.set_title(panels[c][0], fontsize=7)
         axes[r, 0].set_ylabel(dataset.replace("_", "\n"), fontsize=7)
-    fig.suptitle("LNS segmentations of test images (paper's setting, seed 0)", fontsize=9)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     _save(fig, path, dpi=110)
 
@@ -157,6 +170,72 @@ def umap_features(runs: dict, datasets, models, path: Path) -> bool:
     return True
 
 
+def principal_colours(features: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The first three principal components of per-pixel features `[p, f]` as an RGB image `[h, w, 3]` in [0, 1]
+    (each component min-max scaled; fewer than three non-zero components leave the rest black)."""
+    centred = features - features.mean(axis=0, keepdims=True)
+    _, _, vt = np.linalg.svd(centred.astype(np.float64), full_matrices=False)
+    scores = np.zeros((len(features), 3))
+    scores[:, : min(3, len(vt))] = centred @ vt[:3].T
+    spread = scores.max(axis=0) - scores.min(axis=0)
+    scores = (scores - scores.min(axis=0)) / np.where(spread > 0, spread, 1.0)
+    return scores.reshape(*shape, 3)
+
+
+def jacobian_rows(runs: dict, datasets, models, path: Path) -> None:
+    first = next(iter(runs.values()))
+    num_images = len(first["tangent_features"])
+    cols = num_images * (1 + len(models))
+    fig, axes = _subplots(len(datasets), cols, figsize=(cols * 0.9, len(datasets) * 1.0), squeeze=False)
+    for r, dataset in enumerate(datasets):
+        run0 = next((runs[dataset, m] for m in models if (dataset, m) in runs), None)
+        for i in range(num_images):
+            for c in range(1 + len(models)):
+                ax = axes[r, i * (1 + len(models)) + c]
+                ax.set_xticks([]), ax.set_yticks([])
+                run = run0 if c == 0 else runs.get((dataset, models[c - 1]))
+                if run is None or i >= len(run["tangent_features"]):
+                    continue
+                h, w = run["images"].shape[1:3]
+                ax.imshow(run["images"][i] if c == 0 else principal_colours(run["tangent_features"][i], (h, w)),
+                          interpolation="nearest")
+                if r == 0:
+                    ax.set_title("input" if c == 0 else f"{models[c - 1]} J rows", fontsize=7)
+        axes[r, 0].set_ylabel(dataset.replace("_", "\n"), fontsize=7)
+    fig.suptitle("Decoder Jacobian rows at the latent mean: first 3 principal components as RGB (seed 0)", fontsize=9)
+    fig.tight_layout()
+    _save(fig, path, dpi=110)
+
+
+def gram_bridge(runs: dict, datasets, models, path: Path) -> None:
+    fig, axes = _subplots(1, len(datasets), figsize=(3.0 * len(datasets), 2.8), squeeze=False)
+    for c, dataset in enumerate(datasets):
+        ax = axes[0, c]
+        for m, model in enumerate(models):
+            run = runs.get((dataset, model))
+            if run is None or "bridge_distance" not in run:
+                continue
+            sigmas, counts = run["bridge_noise_stds"], run["bridge_sample_counts"]
+            distance, linear = run["bridge_distance"].mean(-1), run["bridge_linear_limit"].mean(-1)  # [s, n], [n]
+            for j, n in enumerate(counts):
+                colour = matplotlib.colormaps["viridis"](j / max(len(counts) - 1, 1))
+                label = f"{model} N={n}" if len(models) > 1 else f"N={n}"
+                ax.plot(sigmas, distance[:, j], "-o", color=colour, ms=3, label=label)
+                ax.axhline(linear[j], color=colour, ls="--", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(dataset, fontsize=9)
+        ax.set_xlabel("noise std sigma", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=6)
+        if c == 0:
+            ax.set_ylabel("||G_LNS - G_tangent|| / ||G_tangent||", fontsize=8)
+    fig.suptitle("LNS Gram matrix -> tangent Gram matrix (dashed: sigma -> 0 at that N; mean of the first test "
+                 "images)", fontsize=9)
+    fig.tight_layout()
+    _save(fig, path, dpi=110)
+
+
 def write_all(workdir: str | Path, config: Mapping[str, Any]) -> list[Path]:
     """Writes every figure of the run into `workdir`; returns their paths."""
     workdir = Path(workdir)
@@ -165,10 +244,21 @@ def write_all(workdir: str | Path, config: Mapping[str, Any]) -> list[Path]:
     models = list(config["models"])
     if not datasets:
         return []
-    written = [workdir / "segmentations.png", workdir / "reconstructions.png", workdir / "sweep.png"]
-    segmentations(runs, datasets, models, written[0])
-    reconstructions(runs, datasets, models, written[1])
-    sweep(runs, datasets, models, config["noise_stds"], config["num_noise_samples"], written[2])
-    if config.get("umap_images") and umap_features(runs, datasets, models, workdir / "umap.png"):
-        written.append(workdir / "umap.png")
+    if config.get("features", "lns") == "tangent":
+        written = [workdir / "segmentations_tangent.png", workdir / "reconstructions.png",
+                   workdir / "jacobian_rows.png", workdir / "gram_bridge.png"]
+        segmentations(runs, datasets, models, written[0], title="Tangent-limit LNS segmentations of test images "
+                      "(no setting, seed 0)")
+        reconstructions(runs, datasets, models, written[1])
+        jacobian_rows(runs, datasets, models, written[2])
+        gram_bridge(runs, datasets, models, written[3])
+        umap_path = workdir / "umap_tangent.png"
+    else:
+        written = [workdir / "segmentations.png", workdir / "reconstructions.png", workdir / "sweep.png"]
+        segmentations(runs, datasets, models, written[0])
+        reconstructions(runs, datasets, models, written[1])
+        sweep(runs, datasets, models, config["noise_stds"], config["num_noise_samples"], written[2])
+        umap_path = workdir / "umap.png"
+    if config.get("umap_images") and umap_features(runs, datasets, models, umap_path):
+        written.append(umap_path)
     return written

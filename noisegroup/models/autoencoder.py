@@ -142,7 +142,7 @@ class AutoEncoderFamily(Family):
 
     Attributes:
         latent_dim: size of the code.
-        conv_impl: "auto", "fast" or "native" (`noisegroup.models.layers`).
+        conv_impl: "auto", "fast", "fast_jvp" or "native" (`noisegroup.models.layers`).
         output_bias_init: "reference" (PyTorch's default init of the decoder's output bias) or "data_mean" (the
             logit of the training images' mean colour: keeps fast learning rates from saturating the sigmoid).
     """

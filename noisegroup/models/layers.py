@@ -31,6 +31,15 @@ Each fast form computes exactly the function of the standard layer with the same
 forward passes and gradients with ``lax.conv_transpose`` / ``lax.conv_general_dilated``); `impl` picks one:
 "fast", "native", or "auto" (fast on CPU, native on GPU/TPU, where cuDNN/XLA handle dilation well).
 
+Forward mode (`jax.jvp`, `jax.linearize`, `jax.jacfwd`) cannot pass through a `jax.custom_vjp` function, and a
+`jax.custom_jvp` one would leave reverse mode to JAX's transposes of its rule (here the native transposed
+convolutions, the slow ones this module avoids; JAX has no public custom transpose). So the fast layers come twice:
+impl "fast" (custom VJPs: training) and "fast_jvp" (`strided_conv_jvp`, `strided_conv_transpose_jvp`,
+`same_conv_jvp`: the same fast forwards, as `jax.custom_jvp` functions whose rule is the bilinear one,
+``f(dx, w) + f(x, dw)`` through the same fast forward, a symbolically zero tangent skipped). Reverse mode still
+works through "fast_jvp" (JAX transposes the rule), but slowly on CPU: it is for forward-mode programs such as
+`noisegroup.lns.tangent`. `with_conv_impl(model, impl)` switches a merged model's layers.
+
 Parameters use HWIO kernels and the reference's initialisation: untruncated Kaiming-normal (fan-in) for
 convolutions and dense layers with zero bias; PyTorch's default uniform for transposed convolutions, whose fan-in
 PyTorch takes as ``out_channels * k * k``.
@@ -43,20 +52,43 @@ import math
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.custom_derivatives import SymbolicZero
 
 _DIMS = ("NHWC", "HWIO", "NHWC")
 kaiming_normal = nnx.initializers.variance_scaling(2.0, "fan_in", "normal")  # untruncated, as torch's kaiming_normal_
 
 
-IMPLS = ("auto", "fast", "native")
+IMPLS = ("auto", "fast", "fast_jvp", "native")
 
 
 def resolve_impl(impl: str) -> str:
+    """"auto" -> "fast" on CPU, "native" elsewhere; any other of `IMPLS` as it is (ValueError otherwise)."""
     if impl not in IMPLS:
         raise ValueError(f"conv impl must be one of {IMPLS}, got {impl!r}")
     if impl == "auto":
         return "fast" if jax.default_backend() == "cpu" else "native"
     return impl
+
+
+def with_conv_impl(model: nnx.Module, impl: str) -> nnx.Module:
+    """Sets `impl` on every `Conv` / `ConvTranspose` of `model` (in place; returns it).
+
+    Meant for a freshly merged model inside a traced function (`nnx.merge(graphdef, params)`), e.g. to take the
+    forward-mode capable "fast_jvp" layers for a Jacobian; the parameters are untouched.
+    """
+    if impl not in IMPLS:
+        raise ValueError(f"conv impl must be one of {IMPLS}, got {impl!r}")
+    for _, module in nnx.iter_modules(model):
+        if isinstance(module, (Conv, ConvTranspose)):
+            module.impl = impl
+    return model
+
+
+def _fast_forms(impl: str):
+    """(strided conv, strided transposed conv, same conv) of a resolved fast impl."""
+    if impl == "fast":
+        return strided_conv, strided_conv_transpose, same_conv
+    return strided_conv_jvp, strided_conv_transpose_jvp, same_conv_jvp
 
 
 class Linear(nnx.Module):
@@ -82,13 +114,16 @@ class Conv(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         w = self.kernel[...]
         k, s, p = w.shape[0], self.stride, self.padding
-        fast = resolve_impl(self.impl) == "fast"
+        impl = resolve_impl(self.impl)
+        fast = impl != "native"
+        if fast:
+            strided, _, same = _fast_forms(impl)
         if fast and (k, s, p) == (4, 2, 1) and x.shape[1] % 2 == 0 and x.shape[2] % 2 == 0:
-            y = strided_conv(x, w)
+            y = strided(x, w)
         elif fast and p == 0 and x.shape[1:3] == (k, k):  # k x k -> 1 x 1: a dense layer
             y = im2col_conv(x, w, s, p)
         elif fast and s == 1 and k % 2 == 1 and 2 * p + 1 == k:
-            y = same_conv(x, w)
+            y = same(x, w)
         else:
             y = native_conv(x, w, s, p)
         return y + self.bias[...]
@@ -110,12 +145,15 @@ class ConvTranspose(nnx.Module):
         """`[b, h, w, c_in]` -> `[b, h', w', c_out]`."""
         impl = resolve_impl(self.impl)
         k, s, p = self.kernel_size, self.stride, self.padding
-        if impl == "fast" and s == 1 and p == 0 and x.shape[1:3] == (1, 1):
+        fast = impl != "native"
+        if fast:
+            _, strided_transpose, same = _fast_forms(impl)
+        if fast and s == 1 and p == 0 and x.shape[1:3] == (1, 1):
             y = upsample_from_point(x, self.kernel[...])
-        elif impl == "fast" and (k, s, p) == (4, 2, 1):
-            y = strided_conv_transpose(x, self.kernel[...])
-        elif impl == "fast" and s == 1 and k % 2 == 1 and 2 * p + 1 == k:  # = a 'same' conv with W as it is
-            y = same_conv(x, self.kernel[...])
+        elif fast and (k, s, p) == (4, 2, 1):
+            y = strided_transpose(x, self.kernel[...])
+        elif fast and s == 1 and k % 2 == 1 and 2 * p + 1 == k:  # = a 'same' conv with W as it is
+            y = same(x, self.kernel[...])
         else:
             y = native_conv_transpose(x, self.kernel[...], s, p)
         return y + self.bias[...]
@@ -309,3 +347,36 @@ def _same_conv_bwd(residuals, cotangent):
 
 
 same_conv.defvjp(_same_conv_fwd, _same_conv_bwd)
+
+
+# --- forward mode ---------------------------------------------------------------------------------------------
+
+
+def bilinear_jvp(forward):
+    """`forward(x, w)`, bilinear in (x, w), as a `jax.custom_jvp` function whose rule runs `forward` itself:
+
+        d forward(x, w) = forward(dx, w) + forward(x, dw),
+
+    a symbolically zero tangent's term skipped (differentiating by the input only, as a Jacobian in the latents
+    does, costs one fast forward per tangent, not two).
+    """
+    fn = jax.custom_jvp(forward)
+
+    def rule(primals, tangents):
+        (x, w), (dx, dw) = primals, tangents
+        out = fn(x, w)
+        terms = [fn(t, w) for t in (dx,) if not isinstance(t, SymbolicZero)]
+        terms += [fn(x, t) for t in (dw,) if not isinstance(t, SymbolicZero)]
+        return out, sum(terms[1:], terms[0]) if terms else jnp.zeros_like(out)
+
+    fn.defjvp(rule, symbolic_zeros=True)
+    return fn
+
+
+strided_conv_jvp = bilinear_jvp(lambda x, w: native_conv(x, w, 2, 1))
+strided_conv_jvp.__doc__ = "`strided_conv`'s function with a forward-mode rule (native forward convolutions)."
+strided_conv_transpose_jvp = bilinear_jvp(subpixel_conv_transpose)
+strided_conv_transpose_jvp.__doc__ = ("`strided_conv_transpose`'s function with a forward-mode rule (sub-pixel "
+                                      "forwards).")
+same_conv_jvp = bilinear_jvp(_same_conv_forward)
+same_conv_jvp.__doc__ = "`same_conv`'s function with a forward-mode rule (im2col forward for a narrow input)."
