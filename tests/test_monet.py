@@ -369,3 +369,28 @@ def test_a_short_run_through_the_engine_and_restore(tmp_path):
     assert restored_config["model"] == "monet" and restored_config["encoder_channels"] == [4, 4, 8, 8]
     chex.assert_trees_all_equal(jax.device_get(restored.params), jax.device_get(state.params))
     assert FAMILIES["monet"].from_config(restored_config) == M.MonetFamily(**TINY, sample_latent=False)
+
+
+def test_one_by_one_convs_are_products_that_vmap_over_a_seed_mesh():
+    """The U-Net's 1-channel mask head, vmapped over seeds sharded on a device mesh: XLA's partitioner rejected the
+    grouped convolution vmap made of it ("feature_group_count"); as a product it compiles, and equals the conv."""
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    from noisegroup.models import blocks
+    from noisegroup.models.layers import native_conv
+
+    head = blocks.Conv(16, 1, 1)
+    graphdef, _ = nnx.split(head)
+    kernels = jnp.asarray(_rng(0).normal(size=(4, 1, 1, 16, 1)), jnp.float32)
+    biases = jnp.asarray(_rng(1).normal(size=(4, 1)), jnp.float32)
+    x = jnp.asarray(_rng(2).normal(size=(4, 2, 8, 8, 16)), jnp.float32)
+    mesh = Mesh(np.array(jax.devices()[:4]), ("seed",))
+    seed_sharded = NamedSharding(mesh, PartitionSpec("seed"))
+    kernels, biases, x = (jax.device_put(a, seed_sharded) for a in (kernels, biases, x))
+
+    def apply(kernel, bias, images):
+        return nnx.merge(graphdef, nnx.State({"kernel": nnx.Param(kernel), "bias": nnx.Param(bias)}))(images)
+
+    got = jax.jit(jax.vmap(apply))(kernels, biases, x)
+    want = jnp.stack([native_conv(x[s], kernels[s], 1, 0) + biases[s] for s in range(4)])
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)

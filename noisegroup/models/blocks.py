@@ -40,7 +40,13 @@ class Conv(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """`[b, h, w, c_in]` -> `[b, (h + 2 padding - k) // stride + 1, ..., c_out]`."""
-        y = native_conv(x, self.kernel[...], self.stride, self.padding)
+        if self.kernel.shape[:2] == (1, 1) and self.stride == 1 and self.padding == 0:
+            # A 1 x 1 convolution is a matrix product over channels. Written as one, it stays a product when seeds
+            # are vmapped over a device mesh, where XLA's partitioner rejects the grouped convolution that vmap
+            # makes of a 1-output-channel conv (the U-Net's mask head: "feature_group_count").
+            y = x @ self.kernel[0, 0]
+        else:
+            y = native_conv(x, self.kernel[...], self.stride, self.padding)
         return y if self.bias is None else y + self.bias[...]
 
 
