@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from toy_family import tiny_config, tiny_images
 
 from experiments.configs import train as train_configs
 from noisegroup.engine import checkpoint, loop, losses, parallel, runlog, sampler
@@ -107,7 +108,7 @@ def test_geco_against_a_hand_worked_sequence():
 # --- the step -------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("model, batching", [("ae", "vmap"), ("vae", "vmap"), ("vae", "unroll"), ("vae", "loop")])
+@pytest.mark.parametrize("model, batching", [("ae", "vmap"), ("vae", "unroll"), ("vae", "loop")])
 def test_multi_seed_step_equals_single_seed_steps(model, batching, tiny_data):
     # SGD: parameters move linearly in the gradients, so float reordering under vmap stays tiny (Adam's first step
     # is ~lr * sign(grad), which amplifies rounding in near-zero gradients).
@@ -192,22 +193,24 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path, tiny_da
     assert steps == [4, 8, 12]
 
 
-def test_extending_a_run_resumes_from_its_last_checkpoint(tmp_path, tiny_data):
-    loop.train(quick_config(num_steps=8), tmp_path, *tiny_data)
-    state = loop.train(quick_config(num_steps=12), tmp_path, *tiny_data)
-    chex.assert_trees_all_equal(state, loop.train(quick_config(), tmp_path / "whole", *tiny_data))
+def test_extending_a_run_resumes_from_its_last_checkpoint(tmp_path):
+    # The engine's resume is family-agnostic: the toy family (tests/toy_family.py) keeps this fast.
+    data = tiny_images()
+    loop.train(tiny_config(num_steps=3), tmp_path, *data)
+    state = loop.train(tiny_config(num_steps=6), tmp_path, *data)
+    chex.assert_trees_all_equal(state, loop.train(tiny_config(), tmp_path / "whole", *data))
 
 
-def test_a_damaged_latest_checkpoint_falls_back_to_the_previous(tmp_path, tiny_data):
-    config = quick_config()
-    loop.train(config, tmp_path, *tiny_data)
-    latest = tmp_path / "checkpoints" / "12"
+def test_a_damaged_latest_checkpoint_falls_back_to_the_previous(tmp_path):
+    data = tiny_images()
+    loop.train(tiny_config(), tmp_path, *data)  # checkpoints at 3 and 6
+    latest = tmp_path / "checkpoints" / "6"
     for f in latest.rglob("*"):
         if f.is_file() and f.stat().st_size > 0:
             f.write_bytes(b"\0" * 7)
-    with pytest.warns(UserWarning, match="step 12"):
-        state = loop.train(quick_config(num_steps=16), tmp_path, *tiny_data)
-    assert int(state.step[0]) == 16
+    with pytest.warns(UserWarning, match="step 6"):
+        state = loop.train(tiny_config(num_steps=9), tmp_path, *data)
+    assert int(state.step[0]) == 9
 
 
 def test_kill_9_mid_training_then_resume(tmp_path):
@@ -233,30 +236,29 @@ def test_kill_9_mid_training_then_resume(tmp_path):
     assert recorded == sorted(set(recorded)) and recorded[-1] == steps[-1] + 3
 
 
-def test_seeds_sharded_over_a_mesh_equal_the_unsharded_run(tmp_path, tiny_data, monkeypatch):
+def test_seeds_sharded_over_a_mesh_equal_the_unsharded_run(tmp_path, monkeypatch):
     assert jax.device_count() == 4  # tests/conftest.py
-    config = quick_config(seeds=(0, 1, 2, 3), num_steps=4, seed_batching="vmap")  # the same program, sharded or not
-    sharded = loop.train(config, tmp_path / "mesh", *tiny_data)
-    assert len(sharded.params["encoder"]["out"]["kernel"][...].sharding.device_set) == 4
+    # The toy family: sharding is the engine's, whatever the family (the AE on a mesh compiles for minutes here).
+    data = tiny_images()
+    config = tiny_config(seeds=(0, 1, 2, 3), num_steps=4, seed_batching="vmap")  # the same program, sharded or not
+    sharded = loop.train(config, tmp_path / "mesh", *data)
+    assert len(sharded.params["encode"]["kernel"][...].sharding.device_set) == 4
     monkeypatch.setattr(parallel, "make_mesh", lambda *args: None)
-    single_device = loop.train(config, tmp_path / "one", *tiny_data)
-    # Same seeds, batches and keys; only float reduction order differs between the two programs (and Adam's
-    # sign-like first steps amplify it in near-zero gradients), so the losses agree tightly, parameters loosely.
-    losses_of = lambda run: [r["train/loss"] for r in runlog.read_metrics(tmp_path / run / "metrics.jsonl")]  # noqa: E731
-    np.testing.assert_allclose(losses_of("mesh"), losses_of("one"), rtol=1e-4)
-    diffs = np.concatenate([np.abs(a - b).ravel() for a, b in zip(
-        jax.tree.leaves(jax.device_get(sharded.params)), jax.tree.leaves(jax.device_get(single_device.params)))])
-    assert np.mean(diffs > 1e-5) < 1e-4  # a handful of sign flips among ~8M values at most
-    assert diffs.max() <= 2 * config["learning_rate"] * config["num_steps"]  # bounded by Adam's step size
+    single_device = loop.train(config, tmp_path / "one", *data)
+    # Same seeds, batches and keys; only float reduction order differs between the two programs.
+    losses_of = lambda run: [r["train/loss"] for r in runlog.read_metrics(tmp_path / run / "metrics.jsonl")  # noqa: E731
+                             if "train/loss" in r]
+    np.testing.assert_allclose(losses_of("mesh"), losses_of("one"), rtol=1e-5)
+    chex.assert_trees_all_close(jax.device_get(sharded.params), jax.device_get(single_device.params), atol=1e-5)
 
 
 # --- bad input ------------------------------------------------------------------------------------------------
 
 
-def test_another_config_in_the_workdir_is_refused(tmp_path, tiny_data):
-    loop.train(quick_config(num_steps=4), tmp_path, *tiny_data)
-    with pytest.raises(ValueError, match="model: 'ae' there, 'vae' now"):
-        loop.train(quick_config(model="vae"), tmp_path, *tiny_data)
+def test_another_config_in_the_workdir_is_refused(tmp_path):
+    loop.train(tiny_config(num_steps=3), tmp_path, *tiny_images())
+    with pytest.raises(ValueError, match="hidden: 8 there, 16 now"):
+        loop.train(tiny_config(hidden=16), tmp_path, *tiny_images())
 
 
 @pytest.mark.parametrize(
@@ -283,9 +285,9 @@ def test_bad_images_are_named(tmp_path, tiny_data, images, match):
         loop.train(quick_config(), tmp_path, images, tiny_data[1])
 
 
-def test_nan_guard_stops_with_the_step(tmp_path, tiny_data):
+def test_nan_guard_stops_with_the_step(tmp_path):
     with pytest.raises(FloatingPointError, match="at step 2 "):
-        loop.train(quick_config(learning_rate=1e30), tmp_path, *tiny_data)
+        loop.train(tiny_config(learning_rate=1e30), tmp_path, *tiny_images())
 
 
 # --- the fast CPU recipe: data-mean output bias, learning-rate warm-up ------------------------------------------
