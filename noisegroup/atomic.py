@@ -5,6 +5,7 @@
     atomic.write_json(path, obj)               # NumPy and JAX arrays become lists / numbers
     atomic.save_npz(path, **arrays)            # np.savez_compressed
     atomic.read_npz_cache(path, fingerprint)   # a cache file's arrays if it holds this fingerprint
+    atomic.content_digest(header, arrays)      # SHA-256 of a text and named arrays: what a file seals itself with
     with atomic.open_for_write(path) as f:     # anything else that writes a binary file object
         ...
 
@@ -17,6 +18,7 @@ re-raised with the path named. NumPy only: `datasets/` uses it too.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import warnings
@@ -36,6 +38,17 @@ def jsonable(value: Any) -> Any:
         array = np.asarray(value)
         return array.tolist() if array.ndim else array.item()
     return value
+
+
+def content_digest(header: str, arrays: Mapping[str, np.ndarray]) -> str:
+    """SHA-256 of `header` (a file's JSON meta or identity) and of every array, sorted by name: its name, dtype,
+    shape and bytes. The seal of shipped weights and dataset caches: any changed byte, array or header changes it."""
+    sha = hashlib.sha256(header.encode())
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        sha.update(f";{name}:{a.dtype.str}:{a.shape};".encode())
+        sha.update(memoryview(a).cast("B"))
+    return sha.hexdigest()
 
 
 def _fsync_directory(directory: Path) -> None:

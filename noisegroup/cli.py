@@ -12,9 +12,10 @@ Anything else (a bug) keeps its traceback. Why `os._exit`: after a failed asynch
 background threads and coroutines print dozens of tracebacks while the interpreter shuts down ("Event loop is
 closed"), burying the one line that matters. (`Checkpointer.save` checks the free space first, so a full disk
 normally fails before orbax writes anything; a write that fails midway, e.g. when another process fills the disk,
-still shows tensorstore's own "Event loop is closed" reports, printed from its threads, above our line.) Every file this project writes is atomic (`noisegroup.atomic`, orbax's
-temporary directories, which `Checkpointer` removes on a failed write), so skipping the interpreter's shutdown leaves
-nothing half-written behind; the workdir lock is an flock, released by the kernel.
+still shows tensorstore's own "Event loop is closed" reports, printed from its threads, above our line.) Every file
+this project writes is atomic (`noisegroup.atomic`, orbax's temporary directories, which `Checkpointer` removes on a
+failed write), so skipping the interpreter's shutdown leaves nothing half-written behind; the workdir lock is an
+flock, released by the kernel.
 """
 
 from __future__ import annotations

@@ -83,7 +83,7 @@ def rewrite_weights(source: Path, target: Path, change) -> None:
         meta_json, arrays = str(f["__meta__"]), {k: f[k] for k in f.files if not k.startswith("__")}
     change(arrays)
     np.savez(target, __meta__=np.array(meta_json),
-             __digest__=np.array(pretrained.content_digest(meta_json, arrays)), **arrays)
+             __digest__=np.array(atomic.content_digest(meta_json, arrays)), **arrays)
 
 
 def test_a_flipped_byte_in_shipped_weights_is_named(tmp_path, weights_file):

@@ -13,7 +13,6 @@ Where: ``cache_dir`` if given, else ``$NOISEGROUP_DATA_DIR``, else ``$XDG_CACHE_
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import warnings
@@ -54,13 +53,6 @@ def identity(name: str, split: str, image_size: int) -> dict:
     return {"dataset": name, "split": split, "image_size": int(image_size), "format": FORMAT_VERSION}
 
 
-def _digest(header_json: str, arrays: dict[str, np.ndarray]) -> str:
-    sha = hashlib.sha256(header_json.encode())
-    for key in sorted(arrays):
-        a = np.ascontiguousarray(arrays[key])
-        sha.update(f"{key}:{a.dtype.str}:{a.shape};".encode())
-        sha.update(memoryview(a).cast("B"))
-    return sha.hexdigest()
 
 
 def save(encoded: EncodedSplit, path: str | os.PathLike, header: dict | None = None) -> Path:
@@ -75,7 +67,8 @@ def save(encoded: EncodedSplit, path: str | os.PathLike, header: dict | None = N
     header_json = json.dumps(header or {}, sort_keys=True)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic.save_npz(path, header=np.array(header_json), digest=np.array(_digest(header_json, arrays)), **arrays)
+        seal = atomic.content_digest(header_json, arrays)
+        atomic.save_npz(path, header=np.array(header_json), digest=np.array(seal), **arrays)
     except OSError as e:
         raise OSError(e.errno, f"cannot write to the Good Gestalt cache directory {str(path.parent)!r}: {e}") from e
     return path
@@ -98,7 +91,7 @@ def read(path: str | os.PathLike, expected: dict | None = None) -> EncodedSplit:
         raise CorruptCacheError(f"unreadable cache file {str(path)!r}: {e!r}") from e
     if header_json is None:
         raise CorruptCacheError(f"cache file {str(path)!r} has no header saying what it holds (an older format)")
-    if "index" not in arrays or "palette" not in arrays or _digest(header_json, arrays) != digest:
+    if "index" not in arrays or "palette" not in arrays or atomic.content_digest(header_json, arrays) != digest:
         raise CorruptCacheError(f"cache file {str(path)!r} fails its integrity check")
     header = json.loads(header_json)
     for field, want in (expected or {}).items():

@@ -70,14 +70,7 @@ def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def digest(header_json: str, arrays: dict[str, np.ndarray]) -> str:
-    """SHA-256 of the header text and of every array's name, dtype, shape and bytes."""
-    sha = hashlib.sha256(header_json.encode())
-    for key in sorted(arrays):
-        a = np.ascontiguousarray(arrays[key])
-        sha.update(f";{key}:{a.dtype.str}:{a.shape};".encode())
-        sha.update(memoryview(a).cast("B"))
-    return sha.hexdigest()
+digest = atomic.content_digest  # SHA-256 of the header text and of every array's name, dtype, shape and bytes
 
 
 def save(encoded: core.EncodedSplit, path: str | os.PathLike, file_header: dict) -> Path:

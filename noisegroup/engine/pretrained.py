@@ -15,7 +15,6 @@ segmented, so LNS differences stay exact for it. Writes are atomic (temporary fi
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any, Mapping
@@ -31,14 +30,6 @@ FLOAT16_MAX = float(np.finfo(np.float16).max)
 IDENTITY_FIELDS = ("model", "dataset", "latent_dim")  # what a file is; checked against the config asked for
 
 
-def content_digest(meta_json: str, arrays: Mapping[str, np.ndarray]) -> str:
-    """SHA-256 of a weights file's meta text and its arrays (sorted by name; dtype, shape and bytes of each)."""
-    sha = hashlib.sha256(meta_json.encode())
-    for name in sorted(arrays):
-        a = np.ascontiguousarray(arrays[name])
-        sha.update(f";{name}:{a.dtype.str}:{a.shape};".encode())
-        sha.update(memoryview(a).cast("B"))
-    return sha.hexdigest()
 
 
 def _path_name(path) -> str:
@@ -49,7 +40,8 @@ def save(path: str | Path, params: Any, meta: Mapping[str, Any]) -> Path:
     """Writes `params` (an nnx parameter state stacked over seeds) as float16 with `meta`; returns the path.
 
     Raises:
-        ValueError: `meta` without "model", "dataset" and "latent_dim", a non-finite parameter, or one beyond float16's range.
+        ValueError: `meta` without "model", "dataset" and "latent_dim", a non-finite parameter, or one beyond
+            float16's range.
     """
     for field in IDENTITY_FIELDS:
         if field not in meta:
@@ -63,8 +55,8 @@ def save(path: str | Path, params: Any, meta: Mapping[str, Any]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta_json = json.dumps(dict(meta), sort_keys=True, default=str)
-    atomic.save_npz(path, __meta__=np.array(meta_json), __digest__=np.array(content_digest(meta_json, arrays)),
-                    **arrays)
+    seal = atomic.content_digest(meta_json, arrays)
+    atomic.save_npz(path, __meta__=np.array(meta_json), __digest__=np.array(seal), **arrays)
     return path
 
 
@@ -88,7 +80,7 @@ def _read(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
     if stored_digest is None:
         raise ValueError(f"{path} has no content digest (__digest__), so its weights cannot be trusted; "
                          "re-export it with `python -m experiments.export_pretrained`")
-    if content_digest(meta_json, arrays) != stored_digest:
+    if atomic.content_digest(meta_json, arrays) != stored_digest:
         raise ValueError(f"{path} fails its SHA-256 content digest: the file was damaged after it was written")
     return meta, arrays
 
