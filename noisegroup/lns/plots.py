@@ -88,7 +88,10 @@ def segmentations(runs: dict, datasets, models, path: Path, num_images: int = 4,
     _save(fig, path, dpi=110)
 
 
-def reconstructions(runs: dict, datasets, models, path: Path, num_images: int = 4) -> None:
+def _input_and_model_grid(runs: dict, datasets, models, path: Path, num_images: int, panel, column_title,
+                          title: str) -> None:
+    """Rows: datasets; per image, the input then one panel per model. `panel(run, i)` is the model's image of test
+    image i (or None); `column_title(model)` heads the model's columns."""
     cols = num_images * (1 + len(models))
     fig, axes = _subplots(len(datasets), cols, figsize=(cols * 0.9, len(datasets) * 1.0), squeeze=False)
     for r, dataset in enumerate(datasets):
@@ -99,16 +102,22 @@ def reconstructions(runs: dict, datasets, models, path: Path, num_images: int = 
                 ax.set_xticks([]), ax.set_yticks([])
                 if first is None or i >= len(first["images"]):
                     continue
-                name = "input" if c == 0 else models[c - 1]
-                image = first["images"][i] if c == 0 else runs.get((dataset, name), {}).get("reconstructions")
+                run = runs.get((dataset, models[c - 1])) if c else None
+                image = first["images"][i] if c == 0 else (None if run is None else panel(run, i))
                 if image is not None:
-                    ax.imshow(image if c == 0 else image[i], interpolation="nearest")
+                    ax.imshow(image, interpolation="nearest")
                 if r == 0:
-                    ax.set_title(name, fontsize=7)
+                    ax.set_title("input" if c == 0 else column_title(models[c - 1]), fontsize=7)
         axes[r, 0].set_ylabel(dataset.replace("_", "\n"), fontsize=7)
-    fig.suptitle("Test images and reconstructions (seed 0)", fontsize=9)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     _save(fig, path, dpi=110)
+
+
+def reconstructions(runs: dict, datasets, models, path: Path, num_images: int = 4) -> None:
+    _input_and_model_grid(runs, datasets, models, path, num_images,
+                          panel=lambda run, i: run["reconstructions"][i] if "reconstructions" in run else None,
+                          column_title=str, title="Test images and reconstructions (seed 0)")
 
 
 def sweep(runs: dict, datasets, models, noise_stds, sample_counts, path: Path) -> None:
@@ -183,28 +192,17 @@ def principal_colours(features: np.ndarray, shape: tuple[int, int]) -> np.ndarra
 
 
 def jacobian_rows(runs: dict, datasets, models, path: Path) -> None:
-    first = next(iter(runs.values()))
-    num_images = len(first["tangent_features"])
-    cols = num_images * (1 + len(models))
-    fig, axes = _subplots(len(datasets), cols, figsize=(cols * 0.9, len(datasets) * 1.0), squeeze=False)
-    for r, dataset in enumerate(datasets):
-        run0 = next((runs[dataset, m] for m in models if (dataset, m) in runs), None)
-        for i in range(num_images):
-            for c in range(1 + len(models)):
-                ax = axes[r, i * (1 + len(models)) + c]
-                ax.set_xticks([]), ax.set_yticks([])
-                run = run0 if c == 0 else runs.get((dataset, models[c - 1]))
-                if run is None or i >= len(run["tangent_features"]):
-                    continue
-                h, w = run["images"].shape[1:3]
-                ax.imshow(run["images"][i] if c == 0 else principal_colours(run["tangent_features"][i], (h, w)),
-                          interpolation="nearest")
-                if r == 0:
-                    ax.set_title("input" if c == 0 else f"{models[c - 1]} J rows", fontsize=7)
-        axes[r, 0].set_ylabel(dataset.replace("_", "\n"), fontsize=7)
-    fig.suptitle("Decoder Jacobian rows at the latent mean: first 3 principal components as RGB (seed 0)", fontsize=9)
-    fig.tight_layout()
-    _save(fig, path, dpi=110)
+    num_images = len(next(iter(runs.values()))["tangent_features"])
+
+    def panel(run, i):
+        if i >= len(run["tangent_features"]):
+            return None
+        return principal_colours(run["tangent_features"][i], run["images"].shape[1:3])
+
+    _input_and_model_grid(runs, datasets, models, path, num_images, panel,
+                          column_title=lambda model: f"{model} J rows",
+                          title="Decoder Jacobian rows at the latent mean: first 3 principal components as RGB "
+                                "(seed 0)")
 
 
 def gram_bridge(runs: dict, datasets, models, path: Path) -> None:
