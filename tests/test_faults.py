@@ -12,9 +12,7 @@ import collections
 import json
 import os
 import re
-import resource
 import shutil
-import signal
 import subprocess
 import sys
 import warnings
@@ -30,7 +28,7 @@ from datasets import good_gestalt as gg
 from datasets.good_gestalt import cache as gg_cache
 from experiments.configs import lns as lns_configs
 from experiments.configs import train as train_configs
-from noisegroup import atomic, cli, metrics
+from noisegroup import atomic, metrics
 from noisegroup.engine import checkpoint, loop, pretrained, runlog, workdir_lock
 from noisegroup.lns import features as lns_features
 from noisegroup.lns import sweep
@@ -281,44 +279,68 @@ def test_host_ari_memory_follows_the_labels_present_not_the_largest():
 # --- 8. a full disk -------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def file_size_limit():
-    """Sets RLIMIT_FSIZE (writes past it fail with EFBIG, as a full disk fails with ENOSPC) for the block."""
-    old_limit, old_handler = resource.getrlimit(resource.RLIMIT_FSIZE), signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+def _run_under_a_file_size_limit(tmp_path, body):
+    """Runs `body` (Python source) in a child process that may lower RLIMIT_FSIZE for itself.
 
-    def set_limit(size):
-        resource.setrlimit(resource.RLIMIT_FSIZE, (size, old_limit[1]))
-
-    yield set_limit
-    resource.setrlimit(resource.RLIMIT_FSIZE, old_limit)
-    signal.signal(signal.SIGXFSZ, old_handler)
-
-
-def test_an_atomic_write_on_a_full_disk_names_the_file_and_leaves_nothing(tmp_path, file_size_limit):
-    atomic.save_npz(tmp_path / "kept.npz", x=np.zeros(10))
-    before = (tmp_path / "kept.npz").read_bytes()
-    file_size_limit(4096)
-    with pytest.raises(OSError, match="cannot write .*kept.npz") as error:
-        atomic.save_npz(tmp_path / "kept.npz", x=np.random.default_rng(0).random(100_000))
-    assert cli.is_disk_error(error.value)
-    assert [p.name for p in tmp_path.iterdir()] == ["kept.npz"] and (tmp_path / "kept.npz").read_bytes() == before
+    Writes past the limit fail with EFBIG, as writes to a full disk fail with ENOSPC. The limit is never set in the
+    pytest process: it would also apply to pytest's own output when that goes to a file (as it does in CI).
+    """
+    preamble = ("import resource, signal\n"
+                "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+                "def file_size_limit(size):\n"
+                "    resource.setrlimit(resource.RLIMIT_FSIZE, (size, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))\n")
+    result = subprocess.run([sys.executable, "-c", preamble + body, str(tmp_path)], cwd=ROOT, capture_output=True,
+                            text=True, timeout=600, env={**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}"})
+    assert result.returncode == 0, result.stderr[-3000:]
 
 
-def test_a_checkpoint_write_that_fails_midway_is_named_and_removed(tmp_path, file_size_limit):
-    ckpt = checkpoint.Checkpointer(tmp_path, keep=3)
-    ckpt.save(1, {"w": jnp.ones((10,))})
+def test_an_atomic_write_on_a_full_disk_names_the_file_and_leaves_nothing(tmp_path):
+    _run_under_a_file_size_limit(tmp_path, """
+import sys
+from pathlib import Path
+import numpy as np
+from noisegroup import atomic, cli
+tmp_path = Path(sys.argv[1])
+atomic.save_npz(tmp_path / "kept.npz", x=np.zeros(10))
+before = (tmp_path / "kept.npz").read_bytes()
+file_size_limit(4096)
+try:
+    atomic.save_npz(tmp_path / "kept.npz", x=np.random.default_rng(0).random(100_000))
+    raise AssertionError("the write past the limit did not fail")
+except OSError as error:
+    assert "cannot write" in str(error) and "kept.npz" in str(error), error
+    assert cli.is_disk_error(error), error
+assert [p.name for p in tmp_path.iterdir()] == ["kept.npz"], list(tmp_path.iterdir())
+assert (tmp_path / "kept.npz").read_bytes() == before
+""")
+
+
+def test_a_checkpoint_write_that_fails_midway_is_named_and_removed(tmp_path):
+    _run_under_a_file_size_limit(tmp_path, """
+import resource, sys
+from pathlib import Path
+import jax, jax.numpy as jnp, numpy as np
+from noisegroup import cli
+from noisegroup.engine import checkpoint
+tmp_path = Path(sys.argv[1])
+ckpt = checkpoint.Checkpointer(tmp_path, keep=3)
+ckpt.save(1, {"w": jnp.ones((10,))})
+ckpt.wait()
+file_size_limit(64 * 1024)
+ckpt.save(2, {"w": jnp.asarray(np.random.default_rng(0).random(1_000_000), jnp.float32)})  # 4 MB
+try:
     ckpt.wait()
-    file_size_limit(64 * 1024)
-    ckpt.save(2, {"w": jnp.asarray(np.random.default_rng(0).random(1_000_000), jnp.float32)})  # 4 MB
-    with pytest.raises(checkpoint.CheckpointWriteError, match=f"{tmp_path / '2'}: File too large") as error:
-        ckpt.wait()
-    assert cli.is_disk_error(error.value)
-    assert not [p for p in tmp_path.iterdir() if "tmp" in p.name]  # orbax's temporary directory removed
-    file_size_limit(resource.RLIM_INFINITY)
-    assert ckpt.steps() == [1]
-    step, state = ckpt.restore_latest({"w": jax.ShapeDtypeStruct((10,), jnp.float32)})
-    assert step == 1 and np.all(np.asarray(state["w"]) == 1.0)
-    ckpt.close()
+    raise AssertionError("the write past the limit did not fail")
+except checkpoint.CheckpointWriteError as error:
+    assert f"{tmp_path / '2'}: File too large" in str(error), error
+    assert cli.is_disk_error(error), error
+assert not [p for p in tmp_path.iterdir() if "tmp" in p.name], list(tmp_path.iterdir())  # orbax's temporary dir
+file_size_limit(resource.RLIM_INFINITY)
+assert ckpt.steps() == [1], ckpt.steps()
+step, state = ckpt.restore_latest({"w": jax.ShapeDtypeStruct((10,), jnp.float32)})
+assert step == 1 and np.all(np.asarray(state["w"]) == 1.0)
+ckpt.close()
+""")
 
 
 def test_a_full_disk_is_one_line_before_orbax_writes(tmp_path, monkeypatch):
