@@ -45,7 +45,7 @@ def main(argv):
             if steps != train_config["num_steps"]:
                 raise SystemExit(f"{model}_{dataset}: the run stands at step {steps} of {train_config['num_steps']}; "
                                  "finish it first (re-run the training command)")
-            seed0 = jax.tree.map(lambda x: x[:1], state.params)
+            seed0 = jax.tree.map(lambda x: x[:1], state.inference_params)
             meta = dict(model=model, dataset=dataset, latent_dim=train_config["latent_dim"], steps=steps,
                         seed=int(train_config["seeds"][0]), train=train_config)
             with cli.one_line_errors():

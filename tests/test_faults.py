@@ -123,6 +123,20 @@ def test_shipped_weights_of_another_dataset_type_or_seed_axis_are_refused(tmp_pa
         pretrained.load(unsealed, train_config)
 
 
+def test_shipped_weights_of_another_recipe_are_refused_by_field(tmp_path, weights_file):
+    train_config, path = weights_file
+    recipe = tmp_path / "ae_kanizsa.npz"
+    with np.load(path) as f:
+        params = {k: f[k] for k in f.files if not k.startswith("__")}
+    meta = {"model": "ae", "dataset": "kanizsa", "latent_dim": train_config["latent_dim"],
+            "train": {**train_config, "ema_decay": 0.999, "seeds": (5,), "progress": True}}  # how it ran: ignored
+    atomic.save_npz(recipe, __meta__=np.array(json.dumps(meta, sort_keys=True)),
+                    __digest__=np.array(atomic.content_digest(json.dumps(meta, sort_keys=True), params)), **params)
+    with pytest.raises(ValueError, match=r"trained with ema_decay=0.999, not the ema_decay=0.0 of the config"):
+        pretrained.verify(recipe, train_config)
+    pretrained.verify(recipe, {**train_config, "ema_decay": 0.999})  # the recipe it names: accepted
+
+
 def test_a_damaged_shipped_file_stops_lns_before_any_work(tmp_path):
     shutil.copytree(ROOT / "pretrained", tmp_path / "weights")
     flip_middle_byte(tmp_path / "weights" / "ae_proximity.npz")

@@ -129,6 +129,60 @@ def test_control_features():
     np.testing.assert_allclose(noise_free, 1 / np.sqrt(6), rtol=1e-4)
 
 
+def two_colour_reconstructions() -> np.ndarray:
+    """`[2, 8, 8, 3]`: left half one colour, right half another (the known answer: two regions)."""
+    recon = np.empty((2, 8, 8, 3), np.float32)
+    recon[:, :, :4], recon[:, :, 4:] = [0.2, 0.5, 0.7], [0.8, 0.4, 0.1]
+    return recon
+
+
+@pytest.mark.parametrize("space", ["pixel", "logit"])
+@pytest.mark.parametrize("normalisation", ["channel", "pixel", "none"])
+def test_control_readings_on_two_colours(space, normalisation):
+    """Shared noise keeps every pixel of one colour identical: stacked samples separate the two colours exactly,
+    differences of shared pixel-space noise are the same at every pixel; i.i.d. noise on the stack separates the
+    colours when small and unnormalised, and its differences do not see the colours at all."""
+    recon = jnp.asarray(two_colour_reconstructions())
+    keys = lns.image_keys(jax.random.key(9), jnp.arange(2))
+    truth = np.repeat(np.repeat([[0, 1]], 8, axis=0), 4, axis=1)[None].repeat(2, 0)  # [2, 8, 8]
+
+    def feats(noise, difference, std=0.3235):
+        reading = lns.ControlReading(space, noise, difference, normalisation)
+        f = np.asarray(lns.control_features(recon, keys, 6, std, "channel", reading))
+        chex.assert_shape(f, (2, 64, (5 if difference else 6) * 3))
+        return f.reshape(2, 8, 8, -1)
+
+    def ari(f):
+        labels = cluster.cluster(f.reshape(2, 64, -1), 2, "kmeans").reshape(2, 8, 8)
+        return metrics.batch_ari(labels, truth)
+
+    shared = feats("shared", False)
+    for f in (shared, feats("shared", True) if space == "logit" else None):
+        if f is None:
+            continue
+        np.testing.assert_allclose(f[:, :, :4], f[:, :1, :1].repeat(8, 1).repeat(4, 2), atol=1e-6)
+        assert np.abs(f[:, 0, 0] - f[:, 0, 7]).max() > 1e-3  # the two colours differ
+        np.testing.assert_allclose(ari(f), 1.0)
+    if space == "pixel":  # pixel-space differences of shared noise: the colour cancels, every pixel the same
+        diff = feats("shared", True)
+        np.testing.assert_allclose(diff, diff[:, :1, :1].repeat(8, 1).repeat(8, 2), atol=1e-6)
+        # i.i.d. pixel noise: the colour cancels from the differences (features independent of r)
+        np.testing.assert_allclose(ari(feats("iid", True)), 0.0, atol=0.2)
+    if normalisation == "none":
+        np.testing.assert_allclose(ari(feats("iid", False, std=0.05)), 1.0)
+        if space == "pixel":  # raw stacked samples are r + noise
+            np.testing.assert_allclose(shared[:, :, :, 0::3] - shared[:, :1, :1, 0::3], np.broadcast_to(
+                (recon[..., :1] - recon[:, :1, :1, :1]), shared[..., 0::3].shape), atol=1e-6)
+
+
+def test_a_bad_control_reading_is_named():
+    for kwargs, name in ((dict(space="rgb"), "control_space"), (dict(noise="pink"), "control_noise"),
+                         (dict(normalisation="l1"), "control_normalisation"), (dict(difference="yes"),
+                                                                                "control_difference")):
+        with pytest.raises(ValueError, match=name):
+            lns.ControlReading(**kwargs)
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(noise_std=0.0), "noise_std"), (dict(noise_std=-1.0), "noise_std"), (dict(noise_std=float("nan")), "noise_std"),
     (dict(num_noise_samples=1), "num_noise_samples"), (dict(num_noise_samples=2.5), "num_noise_samples"),
@@ -217,6 +271,28 @@ def test_jax_kmeans_finds_blobs_with_per_image_k():
     assert all(adjusted_rand_score(truth, l) == 1.0 for l in labels[:3])
     again = np.asarray(kmeans.batch_kmeans(jnp.asarray(x), jnp.array([4, 4, 4, 3]), jax.random.key(0)))
     np.testing.assert_array_equal(labels, again)
+
+
+def test_kmeans_restarts_keep_the_lowest_inertia():
+    """On overlapping blobs one k-means++ start often lands in a worse local optimum; ten starts (sklearn's default
+    when the paper was written) keep the best of them, never a worse inertia than the first start alone."""
+    from sklearn.cluster import KMeans
+
+    rng = np.random.default_rng(3)
+    x = (rng.normal(size=(6, 200, 2)) + rng.integers(0, 3, size=(6, 200, 1)) * 1.5).astype(np.float32)
+
+    def inertia(labels, xi):
+        return sum(((xi[labels == c] - xi[labels == c].mean(0)) ** 2).sum() for c in np.unique(labels))
+
+    one = cluster.cluster(x, 5, "kmeans", workers=1, seed=10)
+    ten = cluster.cluster(x, 5, "kmeans", workers=1, seed=10, restarts=10)
+    for i in range(6):
+        np.testing.assert_array_equal(ten[i], KMeans(5, n_init=10, random_state=10 + i).fit_predict(x[i]))
+        assert inertia(ten[i], x[i]) <= inertia(one[i], x[i]) * (1 + 1e-6)
+    with pytest.raises(ValueError, match="restarts must be >= 1, got 0"):
+        cluster.cluster(x, 5, "kmeans", restarts=0)
+    with pytest.raises(ValueError, match="kmeans_restarts.*kmeans_jax"):
+        sweep.SweepSettings(method="kmeans_jax", kmeans_restarts=10)
 
 
 def test_k_from_masks_counts_background():

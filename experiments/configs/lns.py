@@ -30,9 +30,14 @@ Fields:
         by name. Results and figures of both kinds can share a workdir, and the tangent table shows the LNS rows too
         when the workdir holds them.
     clustering: "ward" (reference), "complete", "kmeans" (scikit-learn), "kmeans_jax" (on the device).
+    kmeans_restarts: initialisations per image of scikit-learn's k-means, the best inertia kept (1: its default
+        since 1.4; 10: its default when the paper was written).
     num_clusters: <= 0 takes k from each ground-truth mask (the reference); > 0 a fixed k.
     fair_protocol: also choose the setting on `test_iid` and report it on `test`.
-    control, control_noise_std: the noisy-reconstruction control (pixel noise 0.3235, paper App. C.3) at the chosen N.
+    control, control_noise_std: the noisy-reconstruction control (noise std 0.3235, paper App. C.3) at the chosen N.
+    control_space ("pixel" | "logit"), control_noise ("iid" | "shared"), control_difference, control_normalisation
+        ("lns" | "channel" | "pixel" | "none"): the reading of the paper's one-sentence control
+        (`noisegroup.lns.features.ControlReading`; README "The control" says which reading matches the paper's row).
     test_limit: segment only the first images of each split (0: all 100).
     pretrained: a directory of shipped weights <model>_<dataset>.npz to segment with instead of training
         (`python -m experiments.export_pretrained` makes them); "" trains.
@@ -43,7 +48,7 @@ Fields:
 import ml_collections
 
 from experiments.configs import train as train_configs
-from noisegroup.lns.features import CONTROL_NOISE_STD
+from noisegroup.lns.features import CONTROL_NOISE_STD, ControlReading
 
 
 def get_config(mode: str = "default") -> ml_collections.ConfigDict:
@@ -59,10 +64,14 @@ def get_config(mode: str = "default") -> ml_collections.ConfigDict:
     c.normalisation = "channel"
     c.features = "lns"
     c.clustering = "kmeans"
+    c.kmeans_restarts = 1
     c.num_clusters = 0
     c.fair_protocol = True
     c.control = True
     c.control_noise_std = CONTROL_NOISE_STD
+    reading = ControlReading()
+    c.control_space, c.control_noise = reading.space, reading.noise
+    c.control_difference, c.control_normalisation = reading.difference, reading.normalisation
     c.test_limit = 0
     c.pretrained = ""
     c.lns_seed = 42

@@ -11,7 +11,11 @@ Modes:
 
 Fields:
     model ("ae" | "vae"), dataset (a Good Gestalt name), latent_dim, seeds (one vmapped program for all).
-    batch_size, learning_rate, lr_warmup_steps (linear warm-up from 0, then constant; 0: none, the reference), adam_*.
+    batch_size, learning_rate, lr_warmup_steps (linear warm-up from 0; 0: none, the reference), adam_*.
+    lr_schedule: after the warm-up, "constant" (the reference), "cosine" or "linear" decay to 0 over lr_decay_steps
+        (then 0). grad_clip_norm: clip each seed's gradient to this global norm first (0: off, the reference).
+    ema_decay: keep an exponential moving average of the weights with this decay and segment / export with it
+        (0: off, the reference; e.g. 0.999).
     geco (on/off for the VAE) and geco_* (goal per pixel value, step size at 64 px, alpha, speed-up),
         geco_tracks_validation (validation batches move GECO's average, as the reference).
     output_bias_init: "reference" (PyTorch's default init of the decoder's output bias) or "data_mean" (the logit
@@ -43,6 +47,10 @@ def get_config(mode: str = "default") -> ml_collections.ConfigDict:
     c.batch_size = 64
     c.learning_rate = 5e-5
     c.lr_warmup_steps = 0
+    c.lr_schedule = "constant"
+    c.lr_decay_steps = 0
+    c.grad_clip_norm = 0.0
+    c.ema_decay = 0.0
     c.adam_b1, c.adam_b2, c.adam_eps = 0.9, 0.999, 1e-8
     c.loss_weights = ml_collections.ConfigDict({"reconstruction": config_dict.placeholder(float),
                                                 "kl": config_dict.placeholder(float)})

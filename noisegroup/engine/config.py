@@ -21,6 +21,7 @@ from noisegroup.models.family import Family
 
 SEED_BATCHING = ("auto", "vmap", "unroll", "loop")
 OPTIMIZERS = ("adam", "rmsprop")
+LR_SCHEDULES = ("constant", "cosine", "linear")
 
 
 def _resumable(default, **kwargs):
@@ -37,6 +38,10 @@ class TrainConfig:
     batch_size: int = 64
     learning_rate: float = 5e-5
     lr_warmup_steps: int = 0
+    lr_schedule: str = "constant"
+    lr_decay_steps: int = 0
+    grad_clip_norm: float = 0.0
+    ema_decay: float = 0.0
     adam_b1: float = 0.9
     adam_b2: float = 0.999
     adam_eps: float = 1e-8
@@ -73,7 +78,7 @@ class TrainConfig:
         for key in ("num_steps", "batch_size", "checkpoint_every", "log_every", "keep_checkpoints", "data_parallel"):
             if int(getattr(self, key)) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)!r}")
-        for key in ("lr_warmup_steps", "eval_every", "train_limit", "valid_limit"):
+        for key in ("lr_warmup_steps", "lr_decay_steps", "eval_every", "train_limit", "valid_limit"):
             if int(getattr(self, key)) < 0:
                 raise ValueError(f"{key} must be >= 0, got {getattr(self, key)!r}")
         for key in ("learning_rate", "adam_eps", "rmsprop_eps", "geco_goal", "geco_step_size", "geco_speedup"):
@@ -83,6 +88,17 @@ class TrainConfig:
         for key in ("adam_b1", "adam_b2", "geco_alpha", "rmsprop_decay", "early_stop_min_improvement"):
             if not 0 <= getattr(self, key) < 1:
                 raise ValueError(f"{key} must lie in [0, 1), got {getattr(self, key)!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if self.lr_schedule != "constant" and int(self.lr_decay_steps) < 1:
+            raise ValueError(f"lr_schedule={self.lr_schedule!r} decays over lr_decay_steps, which must be >= 1 "
+                             f"(steps after the warm-up), got {self.lr_decay_steps!r}")
+        if not (isinstance(self.grad_clip_norm, (int, float)) and math.isfinite(self.grad_clip_norm)
+                and self.grad_clip_norm >= 0):
+            raise ValueError(f"grad_clip_norm must be a finite number >= 0 (0: no clipping), got "
+                             f"{self.grad_clip_norm!r}")
+        if not (isinstance(self.ema_decay, (int, float)) and 0 <= self.ema_decay < 1):
+            raise ValueError(f"ema_decay must lie in [0, 1) (0: no moving average), got {self.ema_decay!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.early_stop_metric and not self.early_stop_metric.startswith("valid/"):

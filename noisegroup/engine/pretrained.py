@@ -28,6 +28,10 @@ from noisegroup import atomic
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 IDENTITY_FIELDS = ("model", "dataset", "latent_dim")  # what a file is; checked against the config asked for
+# Training-config keys that do not change the function trained (how it was run, not the recipe): the rest of a
+# file's training config must equal the config asked for.
+NOT_RECIPE = ("seeds", "progress", "log_every", "checkpoint_every", "keep_checkpoints", "seed_batching",
+              "data_parallel", "micro_batch_size", "conv_impl")
 
 
 
@@ -111,6 +115,7 @@ def _check_identity(path: Path, meta: Mapping, arrays: Mapping[str, np.ndarray],
             raise ValueError(f"{path} does not say which {field} it holds (its meta has {sorted(meta)})")
         if field in train_config and meta[field] != train_config[field]:
             raise ValueError(f"{path} holds {field}={meta[field]!r}, not the {field}={train_config[field]!r} asked for")
+    _check_recipe(path, meta, train_config)
     first_of_size: dict[int | None, str] = {}  # leading (seed) size -> the first parameter that has it
     for name, value in arrays.items():
         if value.dtype != np.float16:
@@ -119,6 +124,29 @@ def _check_identity(path: Path, meta: Mapping, arrays: Mapping[str, np.ndarray],
     if len(first_of_size) > 1:
         sizes = ", ".join(f"{name} has {size}" for size, name in first_of_size.items())
         raise ValueError(f"{path}: parameters disagree on the number of seeds (leading axis: {sizes})")
+
+
+def _check_recipe(path: Path, meta: Mapping, train_config: Mapping) -> None:
+    """The file's training recipe (its meta's "train", defaults filled in) must be the one `train_config` names."""
+    from noisegroup.engine import config as engine_config
+    from noisegroup.engine.losses import resolve_weights
+
+    if "train" not in meta:
+        return  # a file saved without its recipe (tests' toy files): nothing to compare
+    def recipe(config):
+        engine, family = engine_config.parse({k: v for k, v in config.items() if k not in NOT_RECIPE})
+        weights = resolve_weights(family.loss_terms, family.default_weights, engine.loss_weights)
+        return {**engine_config.as_dict(engine, family), "loss_weights": weights}  # None: the family's weight
+
+    try:
+        stored = recipe(meta["train"])
+    except ValueError as error:
+        raise ValueError(f"{path} was trained with a recipe this version cannot read ({error})") from None
+    asked = recipe(train_config)
+    for key in sorted(set(stored) | set(asked)):
+        if key not in NOT_RECIPE and stored.get(key) != asked.get(key):
+            raise ValueError(f"{path} was trained with {key}={stored.get(key)!r}, not the {key}={asked.get(key)!r} "
+                             f"of the config (shipped weights must come from the recipe the config names)")
 
 
 def load(path: str | Path, train_config: Mapping[str, Any], image_shape=(64, 64, 3)) -> Any:

@@ -41,6 +41,8 @@ class TrainState:
         geco: GECO's state (`GecoState`) when GECO weights a term, else None.
         early_stop: with an early-termination rule, `{"stopped": bool, "last": float32}` (this seed has stopped;
             the watched metric at the previous check), else None. A stopped seed's parameters no longer change.
+        ema_params: with `ema_decay` d > 0, the exponential moving average of the parameters, e_t = d e_{t-1} +
+            (1 - d) p_t from e_0 = p_0 (what `inference_params` gives for segmentation); else None.
     """
 
     step: jax.Array
@@ -48,6 +50,36 @@ class TrainState:
     opt_state: Any
     geco: Any = None
     early_stop: Any = None
+    ema_params: Any = None
+
+    @property
+    def inference_params(self):
+        """The parameters to segment / evaluate with: the moving average when the run keeps one."""
+        return self.params if self.ema_params is None else self.ema_params
+
+
+def learning_rate(config: TrainConfig) -> float | optax.Schedule:
+    """The config's learning rate at every step: a linear warm-up from 0 over `lr_warmup_steps`, then "constant" (the
+    reference; the schedule never depends on num_steps, so extending a run stays exact), or a "cosine" or "linear"
+    decay from the peak to 0 over the next `lr_decay_steps`, and 0 after."""
+    peak, warmup, decay = config.learning_rate, int(config.lr_warmup_steps), int(config.lr_decay_steps)
+    if config.lr_schedule == "constant":
+        return optax.linear_schedule(0.0, peak, warmup) if warmup else peak
+    if config.lr_schedule == "cosine":
+        return optax.warmup_cosine_decay_schedule(0.0, peak, warmup, warmup + decay, end_value=0.0)
+    return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), optax.linear_schedule(peak, 0.0, decay)],
+                                [warmup])
+
+
+def optimizer(config: TrainConfig) -> optax.GradientTransformation:
+    """The config's optimizer: Adam or RMSProp at `learning_rate(config)`, after clipping the gradients' global norm
+    to `grad_clip_norm` when it is > 0."""
+    rate = learning_rate(config)
+    if config.optimizer == "rmsprop":  # PyTorch's flavour (MONet reimplementations): eps outside the sqrt
+        opt = optax.rmsprop(rate, decay=config.rmsprop_decay, eps=config.rmsprop_eps, eps_in_sqrt=False)
+    else:
+        opt = optax.adam(rate, b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps)
+    return optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), opt) if config.grad_clip_norm else opt
 
 
 def resolve_micro_batch(micro_batch_size: int | str, batch_size: int) -> int | None:
@@ -71,6 +103,9 @@ class Trainer:
         geco_tracks_validation: validation batches move GECO's moving average (the LNS reference's behaviour).
         micro_batch_size: images per forward/backward pass (None: one pass); the passes run as an unrolled loop and
             their gradients are averaged (the same function up to float rounding).
+        data_shards: the mesh's data-axis size (a micro-batch pass takes the same slice of every shard).
+        early_stop: the state carries the early-termination rule's flags.
+        ema_decay: d > 0 keeps a moving average of the parameters (`TrainState.ema_params`); 0: none.
     """
 
     family: Family
@@ -82,6 +117,7 @@ class Trainer:
     micro_batch_size: int | None = None
     data_shards: int = 1
     early_stop: bool = False
+    ema_decay: float = 0.0
 
     @classmethod
     def from_config(cls, config: TrainConfig, family: Family, image_shape) -> "Trainer":
@@ -91,15 +127,9 @@ class Trainer:
             geco = Geco.for_images(tuple(image_shape), goal_per_value=config.geco_goal,
                                    step_size_64=config.geco_step_size, alpha=config.geco_alpha,
                                    speedup=config.geco_speedup)
-        warmup = int(config.lr_warmup_steps)
-        # A linear warm-up, then constant: the schedule never depends on num_steps, so extending a run stays exact.
-        rate = optax.linear_schedule(0.0, config.learning_rate, warmup) if warmup else config.learning_rate
-        if config.optimizer == "rmsprop":  # PyTorch's flavour (MONet reimplementations): eps outside the sqrt
-            optimizer = optax.rmsprop(rate, decay=config.rmsprop_decay, eps=config.rmsprop_eps, eps_in_sqrt=False)
-        else:
-            optimizer = optax.adam(rate, b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps)
         weights = losses.resolve_weights(family.loss_terms, family.default_weights, config.loss_weights)
-        return cls(family=family, image_shape=tuple(image_shape), optimizer=optimizer, weights=weights, geco=geco,
+        return cls(family=family, image_shape=tuple(image_shape), optimizer=optimizer(config), weights=weights,
+                   geco=geco, ema_decay=float(config.ema_decay),
                    geco_tracks_validation=config.geco_tracks_validation,
                    micro_batch_size=resolve_micro_batch(config.micro_batch_size, config.batch_size // config.data_parallel),
                    data_shards=config.data_parallel, early_stop=bool(config.early_stop_metric))
@@ -121,7 +151,8 @@ class Trainer:
         params = nnx.state(model, nnx.Param)
         geco = self.geco.init() if self.geco is not None else None
         early_stop = {"stopped": jnp.bool_(False), "last": jnp.float32(jnp.inf)} if self.early_stop else None
-        return TrainState(jnp.int32(0), params, self.optimizer.init(params), geco, early_stop)
+        ema = jax.tree.map(jnp.copy, params) if self.ema_decay else None
+        return TrainState(jnp.int32(0), params, self.optimizer.init(params), geco, early_stop, ema)
 
     def _weights(self, geco_state) -> dict:
         """The loss weights, GECO's beta multiplying the weight of the term it controls (the pre-update beta, as the
@@ -175,11 +206,16 @@ class Trainer:
         updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         geco = self._update_geco(state.geco, metrics)
-        new = state.replace(step=state.step + 1, params=params, opt_state=opt_state, geco=geco)
+        ema = state.ema_params
+        if self.ema_decay:
+            d = self.ema_decay
+            ema = jax.tree.map(lambda e, p: d * e + (1 - d) * p, ema, params)
+        new = state.replace(step=state.step + 1, params=params, opt_state=opt_state, geco=geco, ema_params=ema)
         if self.early_stop:  # a seed that met the termination rule keeps its state (the step still counts)
             kept = jax.tree.map(lambda n, o: jnp.where(state.early_stop["stopped"], o, n),
-                                (new.params, new.opt_state, new.geco), (state.params, state.opt_state, state.geco))
-            new = new.replace(params=kept[0], opt_state=kept[1], geco=kept[2])
+                                (new.params, new.opt_state, new.geco, new.ema_params),
+                                (state.params, state.opt_state, state.geco, state.ema_params))
+            new = new.replace(params=kept[0], opt_state=kept[1], geco=kept[2], ema_params=kept[3])
         return new, metrics
 
     def eval_step(self, state: TrainState, batch: Batch, run_key: jax.Array, index: jax.Array):

@@ -291,7 +291,7 @@ def train_and_evaluate(config: AblationConfig, workdir: Path, run: str, group: t
     if result is None:
         test = splits("test")
         _, trainer, _ = loop.build(train_config, test["images"].shape[1:])
-        result = evaluate(trainer, state.params, test["images"], test["masks"], engine.batch_size,
+        result = evaluate(trainer, state.inference_params, test["images"], test["masks"], engine.batch_size,
                           config.slot_images)
         stopped = stop_steps(run_dir, group)
         result.update(seeds=np.asarray(group), steps=np.asarray(steps),

@@ -25,6 +25,7 @@ with sigma <= 1e-3 the differences are tiny, and TF32 matmuls on GPUs would drow
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
@@ -112,6 +113,12 @@ def noisy_decodes(graphdef: nnx.GraphDef, params, images: jax.Array, keys: jax.A
         return perturbed_decodes(graphdef, params, images, keys, noise_stds, int(num_noise_samples), int(chunk_size))
 
 
+def _flatten(stack: jax.Array) -> jax.Array:
+    """`[..., t, h, w, c]` -> `[..., h, w, t, c]` -> `[..., h*w, t*c]`: feature index = step * c + channel."""
+    t, h, w, c = stack.shape[-4:]
+    return jnp.moveaxis(stack, -4, -2).reshape(*stack.shape[:-4], h * w, t * c)
+
+
 def normalise(stack: jax.Array, normalisation: str = "channel") -> jax.Array:
     """Normalises per-pixel time series `[..., t, h, w, c]` and flattens them to features `[..., h*w, t*c]`.
 
@@ -121,10 +128,7 @@ def normalise(stack: jax.Array, normalisation: str = "channel") -> jax.Array:
     check_settings(normalisation=normalisation)
     axes = (-4,) if normalisation == "channel" else (-4, -1)
     norms = jnp.sqrt(jnp.sum(stack * stack, axis=axes, keepdims=True))
-    stack = stack / jnp.maximum(norms, 1e-12)
-    t, h, w, c = stack.shape[-4:]
-    # [..., t, h, w, c] -> [..., h, w, t, c] -> [..., h*w, t*c]: feature index = step * c + channel.
-    return jnp.moveaxis(stack, -4, -2).reshape(*stack.shape[:-4], h * w, t * c)
+    return _flatten(stack / jnp.maximum(norms, 1e-12))
 
 
 def difference_features(outputs: jax.Array, normalisation: str = "channel") -> jax.Array:
@@ -137,28 +141,76 @@ def difference_features(outputs: jax.Array, normalisation: str = "channel") -> j
     return normalise(outputs[..., :-1, :, :, :] - outputs[..., 1:, :, :, :], normalisation)
 
 
-def control_features(reconstructions: jax.Array, keys: jax.Array, num_noise_samples: int,
-                     noise_std: float = CONTROL_NOISE_STD, normalisation: str = "channel") -> jax.Array:
-    """Features of the noisy-reconstruction control (paper Table 1, "AE Rec." / "VAE Rec.").
+CONTROL_SPACES = ("pixel", "logit")
+CONTROL_NOISES = ("iid", "shared")
+CONTROL_NORMALISATIONS = ("lns", "channel", "pixel", "none")
 
-    The paper adds noise of std 0.3235 to the reconstruction instead of the latent, "everything else the same".
-    Differencing cannot be kept (with i.i.d. pixel noise the reconstruction would cancel and ARI would be ~0
-    everywhere, yet the paper reports 0.98 on Gradient Occlusion), so this is the plausible reading the spec gives:
-    stack N noisy reconstructions r + eps_n, eps_n ~ N(0, std^2) i.i.d. per pixel and channel, without
-    differencing, then the same normalisation.
+
+@dataclasses.dataclass(frozen=True)
+class ControlReading:
+    """One reading of the paper's control sentence: noise "added to the reconstruction instead of the latent layer,
+    keeping the rest ... the same" (Sec. 2.4, App. C.3: std 0.3235, no more detail, no code). With r the sigmoid
+    reconstruction and eps_n ~ N(0, 1), sample n of N is
+
+        space "pixel": y_n = r + std * eps_n;    space "logit": y_n = sigmoid(logit(r) + std * eps_n)
+
+    noise "iid": eps_n drawn per pixel and channel; "shared": one draw per sample and channel, the same at every
+    pixel (as latent noise is shared by every pixel it reaches). difference: cluster the consecutive differences
+    y_n - y_{n+1} (as LNS does) or the samples y_n themselves. normalisation: "lns" (the run's LNS normalisation),
+    "channel", "pixel" or "none" (raw values).
+
+    The default is the reading whose pattern over the six datasets matches the paper's control row (README: "The
+    control"; `python -m experiments.lns_controls` measures every reading on the shipped weights).
+    """
+
+    space: str = "pixel"
+    noise: str = "iid"
+    difference: bool = False
+    normalisation: str = "lns"
+
+    def __post_init__(self):
+        for name, value, allowed in (("control_space", self.space, CONTROL_SPACES),
+                                     ("control_noise", self.noise, CONTROL_NOISES),
+                                     ("control_normalisation", self.normalisation, CONTROL_NORMALISATIONS)):
+            if value not in allowed:
+                raise ValueError(f"unknown {name} {value!r}; expected one of {allowed}")
+        if not isinstance(self.difference, bool):
+            raise ValueError(f"control_difference must be True or False, got {self.difference!r}")
+
+    @property
+    def name(self) -> str:
+        return f"{self.space}/{self.noise}/{'diff' if self.difference else 'stack'}/{self.normalisation}"
+
+
+def control_features(reconstructions: jax.Array, keys: jax.Array, num_noise_samples: int,
+                     noise_std: float = CONTROL_NOISE_STD, normalisation: str = "channel",
+                     reading: ControlReading = ControlReading()) -> jax.Array:
+    """Features of the noisy-reconstruction control (paper Table 1, "AE Rec." / "VAE Rec."), in one `reading`.
 
     Args:
         reconstructions: `[b, h, w, c]` unperturbed sigmoid reconstructions.
         keys: `[b]` one key per image.
         num_noise_samples: N >= 2.
+        noise_std: the noise's std (pixel or logit units, by `reading.space`).
+        normalisation: the run's LNS normalisation (used when `reading.normalisation` is "lns").
+        reading: which reading of the paper's sentence (`ControlReading`).
 
     Returns:
-        `[b, h*w, n*c]` features.
+        `[b, h*w, n*c]` features ((n-1)*c with `reading.difference`).
     """
     check_settings(noise_std=noise_std, num_noise_samples=num_noise_samples, normalisation=normalisation)
+    norm = normalisation if reading.normalisation == "lns" else reading.normalisation
 
     def one(r, key):
-        eps = jax.random.normal(key, (num_noise_samples, *r.shape))
-        return r[None] + noise_std * eps
+        shape = (num_noise_samples, *r.shape) if reading.noise == "iid" else (num_noise_samples, 1, 1, r.shape[-1])
+        eps = noise_std * jax.random.normal(key, shape)
+        if reading.space == "pixel":
+            return r[None] + eps
+        # Logits of the reconstruction, clipped where float32's sigmoid saturated (logit +-16).
+        r = jnp.clip(r, 1e-7, 1 - 1e-7)
+        return jax.nn.sigmoid((jnp.log(r) - jnp.log1p(-r))[None] + eps)
 
-    return normalise(jax.vmap(one)(reconstructions, keys), normalisation)
+    samples = jax.vmap(one)(reconstructions, keys)  # [b, n, h, w, c]
+    if reading.difference:
+        samples = samples[:, :-1] - samples[:, 1:]
+    return _flatten(samples) if norm == "none" else normalise(samples, norm)

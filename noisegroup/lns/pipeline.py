@@ -80,10 +80,15 @@ class LNSConfig:
     num_noise_samples: tuple[int, ...] = _segmentation((5, 20))
     normalisation: str = _segmentation("channel")
     clustering: str = _segmentation("kmeans")
+    kmeans_restarts: int = _segmentation(1)
     num_clusters: int = _segmentation(0)
     fair_protocol: bool = _segmentation(True)
     control: bool = _segmentation(True)
     control_noise_std: float = _segmentation(features.CONTROL_NOISE_STD)
+    control_space: str = _segmentation(features.ControlReading.space)
+    control_noise: str = _segmentation(features.ControlReading.noise)
+    control_difference: bool = _segmentation(features.ControlReading.difference)
+    control_normalisation: str = _segmentation(features.ControlReading.normalisation)
     test_limit: int = _segmentation(0)
     lns_seed: int = _segmentation(42)
     features: str = _segmentation("lns")
@@ -150,10 +155,17 @@ class LNSConfig:
         """The sweep every (model, dataset) runs on `test` (overrides: e.g. the control's)."""
         settings = dict(noise_stds=self.noise_stds, num_noise_samples=self.num_noise_samples,
                         normalisation=self.normalisation, method=self.clustering,
+                        kmeans_restarts=self.kmeans_restarts,
                         num_clusters=None if int(self.num_clusters) <= 0 else int(self.num_clusters),
-                        control_noise_std=self.control_noise_std, workers=self.cluster_workers or None,
+                        control_noise_std=self.control_noise_std, control_reading=self.control_reading,
+                        workers=self.cluster_workers or None,
                         progress=self.progress)
         return sweep.SweepSettings(**{**settings, **overrides})
+
+    @property
+    def control_reading(self) -> features.ControlReading:
+        return features.ControlReading(self.control_space, self.control_noise, self.control_difference,
+                                       self.control_normalisation)
 
     def fingerprint(self, model_identity: Mapping[str, Any]) -> str:
         """Digest of everything a segmentation result depends on (cached results with another digest are redone)."""
@@ -230,7 +242,8 @@ def segment_model_tangent(config: LNSConfig, graphdef, params, images, masks, ke
     result = tangent.evaluate(graphdef, params, images, masks, jax.random.fold_in(key, 0),
                               normalisation=config.normalisation, method=config.clustering,
                               num_clusters=None if int(config.num_clusters) <= 0 else int(config.num_clusters),
-                              workers=config.cluster_workers or None, keep_labels=True)
+                              workers=config.cluster_workers or None, keep_labels=True,
+                              kmeans_restarts=int(config.kmeans_restarts))
     params0 = jax.tree.map(lambda x: x[0], params)
     shown = images[: max(JACOBIAN_IMAGES, int(config.umap_images))]
     feats = np.asarray(tangent.tangent_features(graphdef, params0, shown, config.normalisation))
@@ -317,7 +330,7 @@ def model_params(config: LNSConfig, workdir: Path, model: str, dataset: str):
     train_images, valid_images = load_training_data(train_config)
     state = loop.train(train_config, workdir / "models" / f"{model}_{dataset}", train_images, valid_images)
     # The identity of a trained model, as the fingerprint has always taken it: the config given and the steps.
-    return trainer.graphdef, state.params, {"train": train_config, "steps": int(np.asarray(state.step).max())}
+    return trainer.graphdef, state.inference_params, {"train": train_config, "steps": int(np.asarray(state.step).max())}
 
 
 def run(config: Mapping[str, Any], workdir: str | Path) -> list[dict]:

@@ -35,17 +35,22 @@ def check_method(method: str) -> None:
         raise ValueError(f"unknown clustering method {method!r}; expected one of {CLUSTER_METHODS}")
 
 
-def segment(features, num_clusters, method: str, key: jax.Array, *, workers: int | None = None,
+def segment(features, num_clusters, method: str, key: jax.Array, *, workers: int | None = None, restarts: int = 1,
             progress: bool = False) -> np.ndarray:
-    """Labels `[b, p]` of features `[b, p, f]` with k `[b]` clusters by `method` (see module docstring)."""
+    """Labels `[b, p]` of features `[b, p, f]` with k `[b]` clusters by `method` (see module docstring); `restarts`
+    k-means initialisations per image (scikit-learn's k-means only)."""
     check_method(method)
     if method == "kmeans_jax":
+        if restarts != 1:
+            raise ValueError(f"kmeans_restarts={restarts} needs clustering='kmeans' (kmeans_jax runs one "
+                             f"initialisation per image)")
         features = jnp.asarray(features)
         if not bool(jnp.isfinite(features).all()):
             cluster.check_features(np.asarray(features))  # raises, naming the image
         return np.asarray(kmeans.batch_kmeans(features, num_clusters, key))
     seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
-    return cluster.cluster(features, num_clusters, method, seed=seed, workers=workers, progress=progress)
+    return cluster.cluster(features, num_clusters, method, seed=seed, workers=workers, progress=progress,
+                           restarts=restarts)
 
 
 @dataclasses.dataclass
@@ -80,9 +85,12 @@ class SweepSettings:
         num_noise_samples: the Ns (each >= 2).
         normalisation: "channel" (reference) or "pixel" (paper).
         method: clustering method (`CLUSTER_METHODS`).
+        kmeans_restarts: initialisations per image of scikit-learn's k-means (1: its default since 1.4; 10: when
+            the paper was written).
         num_clusters: k for every image, or None: each mask's number of labels (the reference).
         control: run the noisy-reconstruction control instead (`lns.control_features`).
-        control_noise_std: the control's pixel noise.
+        control_noise_std: the control's noise std.
+        control_reading: which reading of the paper's control sentence (`lns.ControlReading`).
         image_chunk: images per decoding program (bounds memory: S x sigma x chunk x max N decodes at once).
         keep_labels: keep every prediction (memory: S x sigma x N x b x h x w int32).
         seed_batching: "auto", "vmap" or "unroll" (`engine.parallel`).
@@ -94,9 +102,11 @@ class SweepSettings:
     num_noise_samples: tuple[int, ...] = (5, 20)
     normalisation: str = "channel"
     method: str = "ward"
+    kmeans_restarts: int = 1
     num_clusters: int | None = None
     control: bool = False
     control_noise_std: float = lns.CONTROL_NOISE_STD
+    control_reading: lns.ControlReading = lns.ControlReading()
     image_chunk: int = 25
     keep_labels: bool = False
     seed_batching: str = "auto"
@@ -114,6 +124,9 @@ class SweepSettings:
                              f"{self.num_noise_samples!r}")
         lns.check_settings(noise_std=self.control_noise_std)
         check_method(self.method)
+        if int(self.kmeans_restarts) < 1 or (self.method == "kmeans_jax" and int(self.kmeans_restarts) != 1):
+            raise ValueError(f"kmeans_restarts must be >= 1 (and 1 with clustering='kmeans_jax'), got "
+                             f"{self.kmeans_restarts!r}")
         if self.num_clusters is not None and int(self.num_clusters) < 1:
             raise ValueError(f"num_clusters must be >= 1 or None (k from each mask), got {self.num_clusters!r}")
         if int(self.image_chunk) < 1:
@@ -194,14 +207,16 @@ def evaluate(graphdef, params, images, masks, key: jax.Array, settings: SweepSet
             control_keys = jax.vmap(lambda k: lns.image_keys(jax.random.fold_in(k, 2**30), idx))(seed_keys)
         for j, n in enumerate(sample_counts):
             if control:
-                feats = jax.vmap(lambda r, k: lns.control_features(r, k, int(n), control_noise_std, normalisation))(
+                feats = jax.vmap(lambda r, k: lns.control_features(
+                    r, k, int(n), control_noise_std, normalisation, settings.control_reading))(
                     recon, control_keys)[:, None]  # [S, 1, chunk, p, f]
             else:
                 feats = lns.difference_features(outputs[:, :, :, :n], normalisation)  # [S, sigma, chunk, p, f]
             flat = feats.reshape(-1, *feats.shape[-2:])
             zero[:, :, j, sl] = np.asarray(jnp.all(feats == 0, axis=-1).mean(-1))
             chunk_ks = np.tile(ks[sl], num_seeds * len(noise_stds))
-            pred = segment(flat, chunk_ks, method, jax.random.fold_in(key, 7919 * start + j), workers=settings.workers)
+            pred = segment(flat, chunk_ks, method, jax.random.fold_in(key, 7919 * start + j), workers=settings.workers,
+                           restarts=int(settings.kmeans_restarts))
             pred = pred.reshape(num_seeds, len(noise_stds), sl.stop - sl.start, h, w)
             true = np.broadcast_to(masks[sl], pred.shape)
             ari[:, :, j, sl] = metrics.batch_ari(pred.reshape(-1, h, w), true.reshape(-1, h, w)).reshape(pred.shape[:3])

@@ -255,14 +255,15 @@ class TangentResult:
 
 def evaluate(graphdef, params, images, masks, key: jax.Array, *, normalisation: str = "channel",
              method: str = "kmeans", num_clusters: int | None = None, workers: int | None = None,
-             image_chunk: int = 25, keep_labels: bool = False, conv_impl: str = "auto") -> TangentResult:
+             image_chunk: int = 25, keep_labels: bool = False, conv_impl: str = "auto",
+             kmeans_restarts: int = 1) -> TangentResult:
     """Tangent-limit LNS for S seeds: features, clustering (`sweep.segment`), ARI. No (sigma, N): nothing to select.
 
     Args:
         params: parameters stacked over seeds (leading axis S).
         images: `[b, h, w, c]` float32 in [0, 1]; masks: `[b, h, w]`.
         key: clustering key (the features are deterministic).
-        normalisation, method, num_clusters, workers: as `sweep.SweepSettings`.
+        normalisation, method, num_clusters, workers, kmeans_restarts: as `sweep.SweepSettings`.
         image_chunk: images per Jacobian program.
     """
     from noisegroup.lns import sweep
@@ -289,7 +290,7 @@ def evaluate(graphdef, params, images, masks, key: jax.Array, *, normalisation: 
             reconstructions[s, sl] = np.asarray(recon)
             zero[s, sl] = np.asarray(jnp.all(feats == 0, axis=-1).mean(-1))
             pred = sweep.segment(feats, ks[sl], method, jax.random.fold_in(jax.random.fold_in(key, s), start),
-                                 workers=workers).reshape(-1, h, w)
+                                 workers=workers, restarts=kmeans_restarts).reshape(-1, h, w)
             ari[s, sl] = metrics.batch_ari(pred, masks[sl])
             ari_fg[s, sl] = metrics.batch_ari(pred, masks[sl], foreground=True)
             if keep_labels:
