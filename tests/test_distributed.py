@@ -31,8 +31,9 @@ def env() -> dict:
 
 
 def train_command(workdir: Path, num_steps: int, data_parallel: int = 1, *multi_process) -> list[str]:
-    return [sys.executable, str(ROOT / "tests" / "toy_train.py"), str(workdir), str(num_steps), str(data_parallel),
-            *map(str, multi_process)]
+    multi = [f"{k}={v}" for k, v in zip(("coordinator", "num_processes", "process_id"), multi_process)]
+    return [sys.executable, str(ROOT / "tests" / "toy_train.py"), str(workdir), f"num_steps={num_steps}",
+            f"data_parallel={data_parallel}", *multi]
 
 
 def run_processes(workdir: Path, count: int, num_steps: int, data_parallel: int) -> None:

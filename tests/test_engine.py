@@ -20,7 +20,6 @@ from experiments.configs import train as train_configs
 from noisegroup.engine import checkpoint, loop, losses, parallel, runlog, sampler
 from noisegroup.engine.geco import Geco
 from noisegroup.engine.trainer import CPU_MICRO_BATCH, Trainer, resolve_micro_batch
-from noisegroup.lns.pipeline import load_training_data
 from noisegroup.models import FAMILIES
 from noisegroup.models.autoencoder import data_mean_logits
 
@@ -108,7 +107,7 @@ def test_geco_against_a_hand_worked_sequence():
 # --- the step -------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("model, batching", [("ae", "vmap"), ("vae", "unroll"), ("vae", "loop")])
+@pytest.mark.parametrize("model, batching", [("ae", "vmap"), ("vae", "unroll")])
 def test_multi_seed_step_equals_single_seed_steps(model, batching, tiny_data):
     # SGD: parameters move linearly in the gradients, so float reordering under vmap stays tiny (Adam's first step
     # is ~lr * sign(grad), which amplifies rounding in near-zero gradients).
@@ -126,6 +125,21 @@ def test_multi_seed_step_equals_single_seed_steps(model, batching, tiny_data):
         assert np.all(np.asarray(states.geco.beta) < 1.0)
     else:
         assert "kl" not in metrics
+
+
+def test_a_seed_loop_equals_single_seed_steps():
+    """seed_batching="loop" (one seed at a time, a Python loop over one compiled step): the toy family with noise,
+    each seed drawing its own."""
+    _, trainer, _ = loop.build(tiny_config(noise_std=0.5), (16, 16, 1))
+    keys = jnp.stack([jax.random.key(1), jax.random.key(2)])
+    images = jnp.asarray(tiny_images()[0][:16].reshape(2, 8, 16, 16, 1))
+    init, step, _ = trainer.multi_seed("loop")
+    states, metrics = step(init(keys), {"images": images}, keys)
+    for s in range(2):
+        single, single_metrics = jax.jit(trainer.train_step)(trainer.init(keys[s]), {"images": images[s]}, keys[s])
+        chex.assert_trees_all_close(jax.tree.map(lambda x: x[s], states), single, atol=1e-6, rtol=1e-5)
+        chex.assert_trees_all_close(jax.tree.map(lambda x: x[s], metrics), single_metrics, rtol=1e-5)
+    assert not np.allclose(metrics["loss"][0], metrics["loss"][1])
 
 
 @pytest.mark.parametrize("model", ["ae", "vae"])
@@ -160,13 +174,16 @@ def test_epoch_sampler_shuffles_each_epoch_and_drops_the_last_batch():
 # --- runs -----------------------------------------------------------------------------------------------------
 
 
-def test_quick_run_end_to_end(tmp_path, tiny_data):
-    state = loop.train(quick_config(model="vae", seeds=(0, 1)), tmp_path, *tiny_data)
+def test_a_run_end_to_end(tmp_path):
+    # The loop is the same for every family: the toy family (with noise, two seeds) keeps this fast; the VAE runs
+    # end to end in the resume test below and in tests/test_lns.py.
+    state = loop.train(tiny_config(noise_std=0.1, num_steps=12, eval_every=4, log_every=4, checkpoint_every=4),
+                       tmp_path, *tiny_images())
     assert np.all(np.asarray(state.step) == 12)
     records = runlog.read_metrics(tmp_path / "metrics.jsonl")
     assert [r["step"] for r in records] == [4, 8, 12]
     assert "valid/loss" in records[1] and len(records[-1]["train/loss"]) == 2
-    assert records[-1]["train/reconstruction"][0] < records[0]["train/reconstruction"][0]
+    assert records[-1]["train/mse"][0] < records[0]["train/mse"][0]
     assert checkpoint.Checkpointer(tmp_path / "checkpoints").steps() == [4, 8, 12]
     assert (tmp_path / "config.json").exists()
 
@@ -214,23 +231,25 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_previous(tmp_path):
 
 
 def test_kill_9_mid_training_then_resume(tmp_path):
-    """A run killed with SIGKILL while checkpointing every step resumes and finishes."""
+    """A run killed with SIGKILL while checkpointing every step resumes and finishes (the toy family in a
+    subprocess: tests/toy_train.py)."""
     workdir = tmp_path / "run"
-    command = [sys.executable, "-m", "experiments.train", "--config=experiments/configs/train.py:quick",
-               "--config.num_steps=400", "--config.checkpoint_every=1", "--config.log_every=1",
-               f"--workdir={workdir}"]
+    command = [sys.executable, str(ROOT / "tests" / "toy_train.py"), str(workdir), "num_steps=100000",
+               "checkpoint_every=1", "log_every=1", "eval_every=0"]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and process.poll() is None:
         if (workdir / "checkpoints").exists() and len(list((workdir / "checkpoints").iterdir())) >= 3:
             break
         time.sleep(0.05)
+    assert process.poll() is None, "the run ended before it could be killed"
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     steps = checkpoint.Checkpointer(workdir / "checkpoints").steps()
     assert steps, "no checkpoint was written before the kill"
-    config = quick_config(num_steps=steps[-1] + 3)
-    state = loop.train(config, workdir, *load_training_data(config))
+    config = tiny_config(num_steps=steps[-1] + 3, checkpoint_every=1, log_every=1, eval_every=0,
+                         seed_batching="vmap")
+    state = loop.train(config, workdir, *tiny_images())
     assert int(state.step[0]) == steps[-1] + 3
     recorded = [r["step"] for r in runlog.read_metrics(workdir / "metrics.jsonl")]
     assert recorded == sorted(set(recorded)) and recorded[-1] == steps[-1] + 3
@@ -313,11 +332,15 @@ def test_data_mean_output_bias_starts_the_decoder_at_the_mean_colour(tiny_data):
     chex.assert_trees_all_equal(state.params, ref_state.params)
 
 
-def test_a_data_mean_run_starts_from_that_bias(tmp_path, tiny_data):
-    config = quick_config(output_bias_init="data_mean", num_steps=1, lr_warmup_steps=5)  # rate 0: params stay
-    state = loop.train(config, tmp_path, *tiny_data)
-    np.testing.assert_allclose(state.params["decoder"]["out"]["bias"][...][0], data_mean_logits(tiny_data[0]),
-                               rtol=1e-6)
+def test_a_run_starts_from_its_familys_init_data(tmp_path):
+    """The loop hands `family.init_data(train)` to the initialisation (as the AE's data-mean bias needs; the test
+    above checks the AE's hook): the toy family's bias starts at the mean training image."""
+    data = tiny_images()
+    config = tiny_config(bias_from_data=True, num_steps=1, lr_warmup_steps=5)  # rate 0 at step 0: params stay
+    state = loop.train(config, tmp_path, *data)
+    np.testing.assert_allclose(state.params["decode"]["bias"][...][0], data[0].mean(0).reshape(-1), rtol=1e-6)
+    plain = loop.train(tiny_config(num_steps=1, lr_warmup_steps=5), tmp_path / "plain", *data)
+    assert not np.allclose(plain.params["decode"]["bias"][...][0], data[0].mean(0).reshape(-1))
 
 
 def test_warm_up_starts_from_a_zero_learning_rate():

@@ -34,6 +34,7 @@ class TinyFamily(Family):
 
     hidden: int = 8
     noise_std: float = 0.0
+    bias_from_data: bool = False  # start the decoder's bias at the training images' mean (an `init_data` hook)
 
     loss_terms = {"mse": lambda o: jnp.mean((o["reconstruction"] - o["images"]) ** 2, axis=(1, 2, 3)),
                   "l1_code": lambda o: jnp.zeros(len(o["images"]))}
@@ -41,6 +42,13 @@ class TinyFamily(Family):
 
     def build(self, image_shape, rngs):
         return TinyMLP(image_shape, self.hidden, rngs=rngs)
+
+    def init_data(self, train):
+        return np.mean(train["images"], axis=0).reshape(-1) if self.bias_from_data else None
+
+    def initialise(self, model, init_data):
+        if init_data is not None:
+            model.decode.bias[...] = jnp.asarray(init_data)
 
     def sample_noise(self, key, batch):
         if not self.noise_std:

@@ -1,7 +1,11 @@
 """Trains the toy family ("tiny", tests/toy_family.py) from the command line, optionally as one process of several:
-the distributed tests run it in subprocesses, where the 64 x 64 autoencoder would spend a minute compiling.
+the distributed and kill -9 tests run it in subprocesses, where the 64 x 64 autoencoder would spend a minute
+compiling.
 
-    python tests/toy_train.py WORKDIR NUM_STEPS [DATA_PARALLEL [COORDINATOR NUM_PROCESSES PROCESS_ID]]
+    python tests/toy_train.py WORKDIR [KEY=VALUE ...]
+
+Keys: any `tiny_config` key with an integer value (num_steps, data_parallel, checkpoint_every, ...), and
+coordinator, num_processes, process_id to join a multi-process run.
 """
 
 import sys
@@ -12,13 +16,16 @@ sys.path.insert(0, str(Path(__file__).parents[1]))  # the repository root, when 
 from noisegroup.engine import loop, parallel  # noqa: E402
 from toy_family import tiny_config, tiny_images  # noqa: E402
 
+MULTI_PROCESS = ("coordinator", "num_processes", "process_id")
 
-def main(workdir: str, num_steps: str, data_parallel: str = "1", *multi_process: str) -> None:
-    if multi_process:
-        coordinator, num_processes, process_id = multi_process
-        parallel.initialize(coordinator, int(num_processes), int(process_id))
-    config = tiny_config(num_steps=int(num_steps), data_parallel=int(data_parallel), seed_batching="vmap",
-                         eval_every=2, log_every=2, checkpoint_every=2)
+
+def main(workdir: str, *settings: str) -> None:
+    pairs = dict(s.split("=", 1) for s in settings)
+    multi = {k: pairs.pop(k) for k in MULTI_PROCESS if k in pairs}
+    if multi:
+        parallel.initialize(multi["coordinator"], int(multi["num_processes"]), int(multi["process_id"]))
+    config = tiny_config(**{"seed_batching": "vmap", "eval_every": 2, "log_every": 2, "checkpoint_every": 2,
+                            **{k: int(v) for k, v in pairs.items()}})
     loop.train(config, workdir, *tiny_images())
 
 
