@@ -16,6 +16,7 @@ from sklearn.cluster import AgglomerativeClustering
 from sklearn.metrics import adjusted_rand_score
 
 from noisegroup import metrics, stats
+from noisegroup.engine import pretrained
 from noisegroup.lns import cluster, kmeans, sweep
 from noisegroup.lns import features as lns
 from noisegroup.models import AutoEncoder
@@ -410,3 +411,19 @@ def test_quick_lns_experiment_end_to_end(tmp_path):
     second = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
     assert list(csv.DictReader(open(tmp_path / "results.csv"))) == rows
+    # Export the trained models as shipped weights, then segment with them: nothing is trained.
+    quick = [command[3]]  # the quick config
+    export = subprocess.run([sys.executable, "-m", "experiments.export_pretrained", *quick, f"--workdir={tmp_path}",
+                             f"--out={tmp_path / 'weights'}"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert export.returncode == 0, export.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "weights").iterdir()) == ["ae_gradient_occlusion.npz",
+                                                                         "ae_proximity.npz"]
+    assert pretrained.read_meta(tmp_path / "weights" / "ae_proximity.npz")["steps"] == 12
+    shipped = subprocess.run([sys.executable, "-m", "experiments.lns", *quick, "--config.figures=False",
+                              "--config.datasets=('proximity',)", f"--config.pretrained={tmp_path / 'weights'}",
+                              f"--workdir={tmp_path / 'shipped'}"], cwd=ROOT, capture_output=True, text=True,
+                             timeout=600)
+    assert shipped.returncode == 0, shipped.stderr[-3000:]
+    assert not (tmp_path / "shipped" / "models").exists()  # nothing was trained
+    shipped_rows = list(csv.DictReader(open(tmp_path / "shipped" / "results.csv")))
+    assert len(shipped_rows) == 3 and all(-1.0 <= float(r["ari"]) <= 1.0 for r in shipped_rows)  # paper, fair, control
