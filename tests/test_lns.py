@@ -122,11 +122,15 @@ def test_features_are_deterministic_and_independent_of_batching(model, test_data
 def test_control_features():
     recon = jax.random.uniform(jax.random.key(8), (2, 8, 8, 3))
     keys = lns.image_keys(jax.random.key(9), jnp.arange(2))
-    feats = lns.control_features(recon, keys, 6)
+    feats = lns.control_features(recon, keys, 6)  # the default reading: r + eps_n stacked, raw
     chex.assert_shape(feats, (2, 64, 18))  # N noisy reconstructions stacked, no differencing
-    np.testing.assert_allclose(np.linalg.norm(feats, axis=-1), np.sqrt(3.0), rtol=1e-5)
-    noise_free = lns.control_features(recon, keys, 6, noise_std=1e-9)
-    # Without noise every sample equals r, so a channel's block is r * ones / (|r| sqrt(N)) = 1 / sqrt(N).
+    noise = feats - np.tile(np.asarray(recon).reshape(2, 64, 3), 6)  # feature index = step * 3 + channel
+    assert abs(noise.std() - lns.CONTROL_NOISE_STD) < 0.03 and abs(noise.mean()) < 0.03
+    normalised = lns.control_features(recon, keys, 6, reading=lns.ControlReading(normalisation="lns"))
+    np.testing.assert_allclose(np.linalg.norm(normalised, axis=-1), np.sqrt(3.0), rtol=1e-5)
+    noise_free = lns.control_features(recon, keys, 6, noise_std=1e-9, reading=lns.ControlReading(normalisation="lns"))
+    # Without noise every sample equals r, so a channel's block is r * ones / (|r| sqrt(N)) = 1 / sqrt(N): the colour
+    # is gone, which is why the default reading does not normalise.
     np.testing.assert_allclose(noise_free, 1 / np.sqrt(6), rtol=1e-4)
 
 
