@@ -431,3 +431,14 @@ def test_quick_lns_experiment_end_to_end(tmp_path):
     assert not (tmp_path / "shipped" / "models").exists()  # nothing was trained
     shipped_rows = list(csv.DictReader(open(tmp_path / "shipped" / "results.csv")))
     assert len(shipped_rows) == 3 and all(-1.0 <= float(r["ari"]) <= 1.0 for r in shipped_rows)  # paper, fair, control
+
+
+def test_a_finished_dataset_is_summarised_in_one_line():
+    from noisegroup.lns.pipeline import summary_line
+
+    rows = [dict(protocol="paper", model="ae", ari=0.6871, paper_ari=0.854, noise_std=0.5, num_noise_samples=40),
+            dict(protocol="fair", model="ae", ari=0.6, paper_ari=0.8, noise_std=0.1, num_noise_samples=5),
+            dict(protocol="paper", model="ae_control", ari=0.2, paper_ari=0.246, noise_std=0.3235,
+                 num_noise_samples=40)]
+    assert summary_line("kanizsa", "ae", rows, 190.0) == (
+        "kanizsa / ae: ARI 0.687 (paper 0.854) at sigma 0.5, N 40; control 0.200 (paper 0.246); 3.2 min")

@@ -191,8 +191,9 @@ def load_training_data(train_config: Mapping[str, Any]) -> tuple[np.ndarray, np.
     return split("train", train_config.get("train_limit")), split("valid", train_config.get("valid_limit"))
 
 
-def segment_model(config: LNSConfig, graphdef, params, dataset: str, key: jax.Array) -> dict:
-    """Sweeps, protocols and control for one trained (dataset, model): a dict of arrays (see module docstring)."""
+def segment_model(config: LNSConfig, graphdef, params, dataset: str, key: jax.Array, model: str = "") -> dict:
+    """Sweeps, protocols and control for one trained (dataset, model): a dict of arrays (see module docstring);
+    `model` names the progress bars."""
     from datasets import good_gestalt as gg
 
     def load(split):
@@ -203,8 +204,9 @@ def segment_model(config: LNSConfig, graphdef, params, dataset: str, key: jax.Ar
     images, masks = load("test")
     if config.features == "tangent":
         return segment_model_tangent(config, graphdef, params, images, masks, key)
+    label = f"{dataset} / {model}:" if model else f"{dataset}:"
     test = sweep.evaluate(graphdef, params, images, masks, jax.random.fold_in(key, 0),
-                          config.sweep_settings(keep_labels=True))
+                          config.sweep_settings(keep_labels=True, label=f"{label} test"))
     out = {"test_ari": test.ari, "test_ari_fg": test.ari_fg, "zero_feature_fraction": test.zero_feature_fraction,
            "reconstructions": test.reconstructions[0], "images": images, "masks": masks}
     paper = stats.select_setting(test.ari)
@@ -221,13 +223,14 @@ def segment_model(config: LNSConfig, graphdef, params, dataset: str, key: jax.Ar
     if config.fair_protocol:
         iid_images, iid_masks = load("test_iid")
         iid = sweep.evaluate(graphdef, params, iid_images, iid_masks, jax.random.fold_in(key, 1),
-                             config.sweep_settings())
+                             config.sweep_settings(label=f"{label} test_iid"))
         out["test_iid_ari"] = iid.ari
         out["fair_setting"] = np.array(stats.select_setting(iid.ari))
     if config.control:
         n = int(np.asarray(config.num_noise_samples)[paper[1]])
         control = sweep.evaluate(graphdef, params, images, masks, jax.random.fold_in(key, 2),
-                                 config.sweep_settings(control=True, num_noise_samples=(n,)))
+                                 config.sweep_settings(control=True, num_noise_samples=(n,),
+                                                       label=f"{label} test"))
         out["control_ari"] = control.ari[:, 0, 0]
         out["control_labels"] = control.labels[0, 0, 0] if control.labels is not None else None
     return {k: v for k, v in out.items() if v is not None}
@@ -290,6 +293,21 @@ def _summary_rows(config: LNSConfig, dataset: str, model: str, seg: Mapping[str,
                          per_seed=s["per_seed"], clustering=config.clustering,
                          paper_ari=paper_value(f"{model}_control", dataset)))
     return rows
+
+
+def summary_line(dataset: str, model: str, rows: list[dict], seconds: float) -> str:
+    """One line for a finished (dataset, model): its paper-protocol ARI and setting, the control, the paper's."""
+    def paper(r):
+        return "" if r.get("paper_ari") is None else f" (paper {r['paper_ari']:.3f})"
+
+    parts = []
+    for r in rows:
+        if r["protocol"] == "paper" and not r["model"].endswith("_control"):
+            setting = "" if r.get("selection") == "none" else f" at sigma {r['noise_std']:g}, N {r['num_noise_samples']}"
+            parts.append(f"ARI {r['ari']:.3f}{paper(r)}{setting}")
+        elif r["model"].endswith("_control"):
+            parts.append(f"control {r['ari']:.3f}{paper(r)}")
+    return f"{dataset} / {model}: " + "; ".join(parts) + f"; {seconds / 60:.1f} min"
 
 
 def format_table(rows: list[dict], protocol: str = "paper") -> str:
@@ -364,10 +382,15 @@ def _run(config: LNSConfig, workdir: Path) -> list[dict]:
             seg = atomic.read_npz_cache(path, fingerprint)
             if seg is None:
                 model_key = jax.random.fold_in(key, zlib.crc32(f"{model}_{dataset}".encode()) & 0x7FFFFFFF)
-                seg = segment_model(config, graphdef, params, dataset, model_key)
+                seg = segment_model(config, graphdef, params, dataset, model_key, model)
                 atomic.save_npz(path, fingerprint=np.array(fingerprint), **seg)
-            rows.extend(_summary_rows(config, dataset, model, seg))
+            new_rows = _summary_rows(config, dataset, model, seg)
+            rows.extend(new_rows)
             timings[f"{model}_{dataset}"] = time.perf_counter() - tic
+            if config.progress:
+                from tqdm.auto import tqdm
+
+                tqdm.write(summary_line(dataset, model, new_rows, timings[f"{model}_{dataset}"]))
     _write_results(workdir, config, rows, timings)
     if config.figures:
         from noisegroup.lns import plots

@@ -96,6 +96,7 @@ class SweepSettings:
         seed_batching: "auto", "vmap" or "unroll" (`engine.parallel`).
         workers: clustering processes (None: all cores).
         progress: a progress bar.
+        label: what the progress bar is of (e.g. "kanizsa / ae: test").
     """
 
     noise_stds: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 0.5)
@@ -112,6 +113,7 @@ class SweepSettings:
     seed_batching: str = "auto"
     workers: int | None = None
     progress: bool = False
+    label: str = ""
 
     def __post_init__(self):
         stds = tuple(float(v) for v in np.atleast_1d(np.asarray(self.noise_stds, np.float64)))
@@ -194,7 +196,8 @@ def evaluate(graphdef, params, images, masks, key: jax.Array, settings: SweepSet
     reconstructions = np.zeros((num_seeds, *images.shape), np.float32)
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=b, desc="LNS control" if control else "LNS", unit="img", disable=not settings.progress,
+    desc = f"{settings.label} {'LNS control' if control else 'LNS'}".strip()
+    bar = tqdm(total=b, desc=desc, unit="img", disable=not settings.progress,
                leave=False)
     for start in range(0, b, image_chunk):
         sl = slice(start, min(start + image_chunk, b))
