@@ -208,6 +208,18 @@ def test_two_runs_in_one_workdir_are_refused_naming_the_holder(tmp_path, tiny_da
     assert np.all(np.asarray(loop.train(tiny_config(num_steps=3), tmp_path, *tiny_data).step) == 3)  # released
 
 
+def test_a_reader_beside_a_live_run_leaves_its_unfinished_checkpoint_alone(tmp_path, tiny_data):
+    """`loop.restore` (export, lns_curve) may run while the workdir's training writes its next checkpoint: it must
+    not remove the run's temporary directory, as a writing Checkpointer does when it opens the directory."""
+    loop.train(tiny_config(), tmp_path, *tiny_data)  # checkpoints 3 and 6
+    in_progress = tmp_path / "checkpoints" / "9.orbax-checkpoint-tmp-1234"
+    in_progress.mkdir()
+    _, state = loop.restore(tmp_path)
+    assert int(state.step[0]) == 6 and in_progress.exists()
+    checkpoint.Checkpointer(tmp_path / "checkpoints").close()  # the writer's clean-up: what the reader must not do
+    assert not in_progress.exists()
+
+
 # --- 4. torn logs ---------------------------------------------------------------------------------------------------
 
 

@@ -71,10 +71,17 @@ def file_digests(step_dir: Path) -> dict[str, str]:
 
 
 class Checkpointer:
-    """Saves and restores a pytree under ``directory/<step>``, keeping the newest `keep`."""
+    """Saves and restores a pytree under ``directory/<step>``, keeping the newest `keep`.
 
-    def __init__(self, directory: str | Path, keep: int = 3):
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True)
+    `read_only=True` (a reader beside a live run, e.g. `loop.restore`): never writes, so it neither removes the
+    run's in-progress temporary directories nor moves a damaged checkpoint aside (it warns and skips it; the run
+    itself moves it aside when it next resumes).
+    """
+
+    def __init__(self, directory: str | Path, keep: int = 3, read_only: bool = False):
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only,
+                                               cleanup_tmp_directories=not read_only, read_only=read_only)
+        self.read_only = read_only
         self.directory = Path(directory).absolute()
         self.manager = ocp.CheckpointManager(self.directory, options=options)
         self.seals = self.directory.with_name(self.directory.name + ".digests")
@@ -171,12 +178,16 @@ class Checkpointer:
         """Keeps damaged steps for inspection under a name orbax ignores, with a warning saying why."""
         directory = Path(self.manager.directory)
         for damaged, error in failures:
+            if self.read_only:
+                warnings.warn(f"checkpoint at step {damaged} cannot be restored ({error}); skipped (read-only: left "
+                              f"in place)", stacklevel=3)
+                continue
             aside = directory / f"damaged-{damaged}-{int(time.time())}"
             (directory / str(damaged)).rename(aside)
             (self.seals / f"{damaged}.json").unlink(missing_ok=True)
             why = str(error) if isinstance(error, DamagedCheckpointError) else f"{error!r}, while an older one restores"
             warnings.warn(f"checkpoint at step {damaged} cannot be restored ({why}): moved to {aside}", stacklevel=3)
-        if failures:
+        if failures and not self.read_only:
             self.manager.reload()
 
     def wait(self) -> None:

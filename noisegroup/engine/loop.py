@@ -184,7 +184,8 @@ def restore(workdir: str | Path, step: int | None = None) -> tuple[dict, TrainSt
     run = json.loads((workdir / "run.json").read_text())
     engine, trainer, (init, _, _) = build(config, tuple(run["image_shape"]), "unroll")
     _, init_keys = _keys(engine.seeds)
-    ckpt = checkpoint.Checkpointer(workdir / "checkpoints", keep=engine.keep_checkpoints)
+    # Read-only: this may run beside the live training run of the workdir (e.g. experiments.lns_curve).
+    ckpt = checkpoint.Checkpointer(workdir / "checkpoints", keep=engine.keep_checkpoints, read_only=True)
     try:
         restored = ckpt.restore_latest(parallel.abstract_on_mesh(jax.eval_shape(init, init_keys), None), step=step)
     finally:
