@@ -101,6 +101,7 @@ def get_config(mode: str = "default") -> ml_collections.ConfigDict:
         c.noise_stds = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0)
         c.num_noise_samples = (2, 5, 10, 20, 40, 80)
         c.clustering = "ward"
+        c.kmeans_restarts = 10  # scikit-learn's default when the paper was written (for --config.clustering=kmeans)
     elif mode == "quick":
         c.datasets = ("proximity", "gradient_occlusion")
         c.models = ("ae",)
