@@ -210,14 +210,19 @@ def test_two_runs_in_one_workdir_are_refused_naming_the_holder(tmp_path, tiny_da
 
 def test_a_reader_beside_a_live_run_leaves_its_unfinished_checkpoint_alone(tmp_path, tiny_data):
     """`loop.restore` (export, lns_curve) may run while the workdir's training writes its next checkpoint: it must
-    not remove the run's temporary directory, as a writing Checkpointer does when it opens the directory."""
+    not remove the run's temporary directory (a writing Checkpointer cleans such directories up when it opens), nor
+    move a checkpoint it cannot read aside (the run does that itself when it resumes)."""
     loop.train(tiny_config(), tmp_path, *tiny_data)  # checkpoints 3 and 6
     in_progress = tmp_path / "checkpoints" / "9.orbax-checkpoint-tmp-1234"
     in_progress.mkdir()
     _, state = loop.restore(tmp_path)
     assert int(state.step[0]) == 6 and in_progress.exists()
-    checkpoint.Checkpointer(tmp_path / "checkpoints").close()  # the writer's clean-up: what the reader must not do
-    assert not in_progress.exists()
+    for f in (tmp_path / "checkpoints" / "6").rglob("*"):  # unreadable to the reader
+        if f.is_file() and f.stat().st_size > 0:
+            f.write_bytes(b"\0" * 7)
+    with pytest.warns(UserWarning, match=r"step 6 cannot be restored .*skipped \(read-only: left in place\)"):
+        _, state = loop.restore(tmp_path)
+    assert int(state.step[0]) == 3 and (tmp_path / "checkpoints" / "6").is_dir() and in_progress.exists()
 
 
 # --- 4. torn logs ---------------------------------------------------------------------------------------------------
