@@ -280,6 +280,21 @@ def test_another_config_in_the_workdir_is_refused(tmp_path):
         loop.train(tiny_config(hidden=16), tmp_path, *tiny_images())
 
 
+def test_a_run_written_before_a_key_existed_resumes_at_its_default(tmp_path):
+    """A workdir from an older version lacks config keys added since (e.g. ema_decay): it ran as their defaults, so
+    it resumes; a key that was written keeps guarding the workdir."""
+    import json
+
+    loop.train(tiny_config(num_steps=3), tmp_path, *tiny_images())
+    stored = json.loads((tmp_path / "config.json").read_text())
+    for key in ("ema_decay", "lr_schedule", "lr_decay_steps", "grad_clip_norm"):
+        del stored[key]
+    (tmp_path / "config.json").write_text(json.dumps(stored))
+    assert int(loop.train(tiny_config(), tmp_path, *tiny_images()).step[0]) == 6
+    with pytest.raises(ValueError, match="ema_decay: 0.0 there, 0.5 now"):
+        loop.train(tiny_config(num_steps=9, ema_decay=0.5), tmp_path, *tiny_images())
+
+
 @pytest.mark.parametrize(
     "overrides, match",
     [(dict(seeds=()), r"seeds.*\(\)"), (dict(seeds=(1, 1)), r"\(1, 1\)"), (dict(num_steps=0), "num_steps"),

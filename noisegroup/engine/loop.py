@@ -101,7 +101,9 @@ def _train(engine, family, workdir: Path, train_data: dict, valid_data: dict, le
     image_shape = train_data["images"].shape[1:]
     flat = engine_config.as_dict(engine, family)
     if lead:
-        runlog.check_or_write_config(workdir, flat, may_differ=engine.resumable_keys())
+        # Keys added since an older run was written are compared at their defaults (what that run ran with).
+        defaults = engine_config.as_dict(engine_config.TrainConfig(), type(family)())
+        runlog.check_or_write_config(workdir, flat, may_differ=engine.resumable_keys(), defaults=defaults)
         _note_processes(workdir, image_shape)
 
     seeds = list(engine.seeds)

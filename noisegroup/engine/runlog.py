@@ -26,8 +26,11 @@ def read_config(workdir: str | Path) -> dict:
         raise ValueError(f"{path} is damaged ({e}); restore it from the run's records or start a new workdir") from e
 
 
-def check_or_write_config(workdir: Path, config: Mapping[str, Any], may_differ: tuple[str, ...] = ()) -> None:
+def check_or_write_config(workdir: Path, config: Mapping[str, Any], may_differ: tuple[str, ...] = (),
+                          defaults: Mapping[str, Any] | None = None) -> None:
     """Writes ``config.json``, or, if the workdir already has one, checks that the run is the same.
+
+    `defaults` gives the value of a key that a run written before the key existed lacks (it ran as the default).
 
     Raises:
         ValueError: naming every key whose value differs (keys in `may_differ`, e.g. the number of steps, may).
@@ -36,6 +39,7 @@ def check_or_write_config(workdir: Path, config: Mapping[str, Any], may_differ: 
     config = atomic.jsonable(dict(config))
     if path.exists():
         old = read_config(workdir)
+        old = {**{k: v for k, v in atomic.jsonable(dict(defaults or {})).items() if k not in old}, **old}
         differ = sorted(k for k in set(old) | set(config) if k not in may_differ and old.get(k) != config.get(k))
         if differ:
             details = ", ".join(f"{k}: {old.get(k)!r} there, {config.get(k)!r} now" for k in differ)
