@@ -198,6 +198,35 @@ def test_metrics_past_the_restored_checkpoint_are_dropped_never_the_covered_ones
     assert steps == sorted(set(steps)) and steps[-1] == 6 and 3 in steps
 
 
+def test_a_checkpoint_from_before_a_state_field_existed_restores(tmp_path):
+    """A field added to the state (e.g. `ema_params`, None when off) must not strand checkpoints written before it."""
+    from flax import struct
+
+    @struct.dataclass
+    class Before:
+        step: jax.Array
+        params: dict
+        geco: object = None
+
+    @struct.dataclass
+    class After:
+        step: jax.Array
+        params: dict
+        geco: object = None
+        ema_params: object = None
+
+    ckpt = checkpoint.Checkpointer(tmp_path, keep=2)
+    ckpt.save(5, Before(jnp.int32(5), {"w": jnp.arange(4.0)}))
+    ckpt.close()
+    abstract = After(jax.ShapeDtypeStruct((), jnp.int32), {"w": jax.ShapeDtypeStruct((4,), jnp.float32)})
+    step, state = checkpoint.Checkpointer(tmp_path, read_only=True).restore_latest(abstract)
+    assert step == 5 and isinstance(state, After) and state.ema_params is None
+    np.testing.assert_array_equal(state.params["w"], np.arange(4.0))
+    with_ema = abstract.replace(ema_params={"w": jax.ShapeDtypeStruct((4,), jnp.float32)})  # the feature on: absent
+    with pytest.raises(ValueError, match="no checkpoint .* restores into this run's state"):
+        checkpoint.Checkpointer(tmp_path, read_only=True).restore_latest(with_ema)
+
+
 # --- 3. two runs in one workdir -------------------------------------------------------------------------------------
 
 

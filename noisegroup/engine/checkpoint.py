@@ -15,6 +15,7 @@ another shape, another family, a missing sharding) touches nothing and raises th
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import hashlib
 import json
@@ -79,8 +80,10 @@ class Checkpointer:
     """
 
     def __init__(self, directory: str | Path, keep: int = 3, read_only: bool = False):
+        # (Not orbax's own read_only option: it logs two warnings at every open; a reader never saves, so nothing
+        # is deleted, and without create / cleanup_tmp_directories opening writes nothing.)
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only,
-                                               cleanup_tmp_directories=not read_only, read_only=read_only)
+                                               cleanup_tmp_directories=not read_only)
         self.read_only = read_only
         self.directory = Path(directory).absolute()
         self.manager = ocp.CheckpointManager(self.directory, options=options)
@@ -162,7 +165,7 @@ class Checkpointer:
                 self._move_aside([(candidate, e)])
                 continue
             try:
-                state = self.manager.restore(candidate, args=ocp.args.StandardRestore(abstract_state))
+                state = self._restore(candidate, abstract_state)
             except Exception as e:  # noqa: BLE001 - damage and mismatch both land here; told apart below
                 failures.append((candidate, e))
                 continue
@@ -173,6 +176,29 @@ class Checkpointer:
             raise ValueError(f"no checkpoint in {self.manager.directory} restores into this run's state (step {newest}: "
                              f"{error}); nothing was moved or deleted") from error
         return None
+
+    def _restore(self, step: int, abstract_state: Any) -> Any:
+        """Restores `step` into `abstract_state`. A dataclass state (e.g. `TrainState`) whose None fields (features
+        off) are absent on disk, because the checkpoint predates them, restores without them and gets them back as
+        None: a field added to the state must not strand older runs."""
+        if not dataclasses.is_dataclass(abstract_state):
+            return self.manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+        fields = {f.name: getattr(abstract_state, f.name) for f in dataclasses.fields(abstract_state)}
+        on_disk = self._top_level_keys(step)
+        absent = [k for k, v in fields.items() if v is None and on_disk is not None and k not in on_disk]
+        if not absent:
+            return self.manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+        present = {k: v for k, v in fields.items() if k not in absent}
+        restored = self.manager.restore(step, args=ocp.args.StandardRestore(present))
+        return type(abstract_state)(**restored, **{k: None for k in absent})
+
+    def _top_level_keys(self, step: int) -> set[str] | None:
+        """The top-level keys of a checkpoint's saved tree (from orbax's metadata file), or None if unreadable."""
+        try:
+            tree = json.loads((self.directory / str(step) / "default" / "_METADATA").read_text())["tree_metadata"]
+        except (OSError, ValueError, KeyError):
+            return None
+        return {re.match(r"\('([^']*)'", key).group(1) for key in tree if re.match(r"\('([^']*)'", key)}
 
     def _move_aside(self, failures: list[tuple[int, Exception]]) -> None:
         """Keeps damaged steps for inspection under a name orbax ignores, with a warning saying why."""
