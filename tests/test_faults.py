@@ -286,6 +286,9 @@ def test_a_truncated_config_json_is_named(tmp_path, tiny_data):
     ({"test_limit": -1}, "test_limit must be >= 0"),
     ({"datasets": ("kanisza",)}, r"unknown dataset 'kanisza' \(did you mean 'kanizsa'\?\)"),
     ({"clustering": "kmeans++"}, "'kmeans\\+\\+'"),
+    ({"control_clustering": "dbscan"}, "unknown clustering method 'dbscan'"),
+    ({"control_space": "rgb"}, "unknown control_space 'rgb'"),
+    ({"kmeans_restarts": 0}, "kmeans_restarts must be >= 1"),
     ({"train": {**train_configs.get_config("quick").to_dict(), "learnig_rate": 1.0}}, "'learnig_rate'"),
 ])
 def test_every_lns_setting_is_checked_before_any_work(override, message):

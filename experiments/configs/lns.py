@@ -38,6 +38,8 @@ Fields:
     control_space ("pixel" | "logit"), control_noise ("iid" | "shared"), control_difference, control_normalisation
         ("lns" | "channel" | "pixel" | "none"): the reading of the paper's one-sentence control
         (`noisegroup.lns.features.ControlReading`; README "The control" says which reading matches the paper's row).
+    control_clustering: the control's clustering: "ward" (default: the paper's App. C.3 names Ward for the control)
+        or "" (the run's `clustering`).
     test_limit: segment only the first images of each split (0: all 100).
     pretrained: a directory of shipped weights <model>_<dataset>.npz to segment with instead of training
         (`python -m experiments.export_pretrained` makes them); "" trains.
@@ -72,6 +74,7 @@ def get_config(mode: str = "default") -> ml_collections.ConfigDict:
     reading = ControlReading()
     c.control_space, c.control_noise = reading.space, reading.noise
     c.control_difference, c.control_normalisation = reading.difference, reading.normalisation
+    c.control_clustering = "ward"
     c.test_limit = 0
     c.pretrained = ""
     c.lns_seed = 42

@@ -89,6 +89,7 @@ class LNSConfig:
     control_noise: str = _segmentation(features.ControlReading.noise)
     control_difference: bool = _segmentation(features.ControlReading.difference)
     control_normalisation: str = _segmentation(features.ControlReading.normalisation)
+    control_clustering: str = _segmentation("ward")
     test_limit: int = _segmentation(0)
     lns_seed: int = _segmentation(42)
     features: str = _segmentation("lns")
@@ -130,6 +131,8 @@ class LNSConfig:
             if int(getattr(c, key)) < 0:
                 raise ValueError(f"{key} must be >= 0, got {getattr(c, key)!r}")
         c.sweep_settings()  # checks the grid, normalisation, clustering method and k
+        if c.control_clustering:
+            sweep.check_method(c.control_clustering)
         for dataset in c.datasets:
             for model in c.models:
                 engine_config.parse(c.model_train_config(model, dataset))
@@ -161,6 +164,11 @@ class LNSConfig:
                         workers=self.cluster_workers or None,
                         progress=self.progress)
         return sweep.SweepSettings(**{**settings, **overrides})
+
+    @property
+    def control_method(self) -> str:
+        """The control's clustering: `control_clustering`, or the run's when that is ""."""
+        return self.control_clustering or self.clustering
 
     @property
     def control_reading(self) -> features.ControlReading:
@@ -230,7 +238,7 @@ def segment_model(config: LNSConfig, graphdef, params, dataset: str, key: jax.Ar
         n = int(np.asarray(config.num_noise_samples)[paper[1]])
         control = sweep.evaluate(graphdef, params, images, masks, jax.random.fold_in(key, 2),
                                  config.sweep_settings(control=True, num_noise_samples=(n,),
-                                                       label=f"{label} test"))
+                                                       method=config.control_method, label=f"{label} test"))
         out["control_ari"] = control.ari[:, 0, 0]
         out["control_labels"] = control.labels[0, 0, 0] if control.labels is not None else None
     return {k: v for k, v in out.items() if v is not None}
@@ -290,7 +298,7 @@ def _summary_rows(config: LNSConfig, dataset: str, model: str, seg: Mapping[str,
         rows.append(dict(dataset=dataset, model=f"{model}_control", protocol="paper",
                          noise_std=config.control_noise_std, num_noise_samples=int(counts[protocols[0][1][1]]),
                          ari=s["mean"], ari_sem=s["sem"], sem_over=s["sem_over"], ari_fg=None,
-                         per_seed=s["per_seed"], clustering=config.clustering,
+                         per_seed=s["per_seed"], clustering=config.control_method,
                          paper_ari=paper_value(f"{model}_control", dataset)))
     return rows
 
