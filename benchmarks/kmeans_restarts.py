@@ -20,7 +20,6 @@ import numpy as np
 from datasets import good_gestalt as gg
 from experiments.configs import lns as lns_configs
 from noisegroup import metrics
-from noisegroup.engine import loop, pretrained
 from noisegroup.lns import cluster, pipeline, sweep
 
 
@@ -41,13 +40,11 @@ def main() -> None:
     print(f"{'dataset':<20}{'setting':>14}{'1 init':>16}{f'{args.restarts} inits':>16}{'difference':>18}"
           f"{'time 1 / n':>16}")
     for dataset in gg.NAMES:
-        train_config = config.model_train_config("ae", dataset)
-        _, trainer, _ = loop.build(train_config, pipeline.GESTALT_IMAGE_SHAPE)
-        params = pretrained.load(config.weights_path("ae", dataset), train_config, pipeline.GESTALT_IMAGE_SHAPE)
+        graphdef, params, _ = pipeline.model_params(config, None, "ae", dataset)  # the shipped weights: no workdir
         data = gg.load(dataset, "test")
         sigma, n = setting_of(args.lns_workdir, dataset, config)
         params0 = jax.tree.map(lambda x: x[0], params)
-        features = np.asarray(sweep.setting_features(trainer.graphdef, params0, data.images, jax.random.key(42),
+        features = np.asarray(sweep.setting_features(graphdef, params0, data.images, jax.random.key(42),
                                                      sigma, n, config.normalisation))
         ks = cluster.num_clusters_from_masks(data.masks)
         aris, seconds = [], []

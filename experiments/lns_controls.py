@@ -23,7 +23,6 @@ from absl import app, flags, logging
 from datasets import good_gestalt as gg
 from experiments.configs import lns as lns_configs
 from noisegroup import atomic, cli
-from noisegroup.engine import loop, pretrained
 from noisegroup.lns import features, pipeline, sweep
 
 _PRETRAINED = flags.DEFINE_string("pretrained", "pretrained", "directory of shipped weights <model>_<dataset>.npz")
@@ -68,17 +67,14 @@ def main(argv):
 
     bar = tqdm(total=len(readings) * len(gg.NAMES), desc="control readings", unit="run")
     for dataset in gg.NAMES:
-        train_config = config.model_train_config(_MODEL.value, dataset)
-        _, trainer, _ = loop.build(train_config, pipeline.GESTALT_IMAGE_SHAPE)
-        params = pretrained.load(config.weights_path(_MODEL.value, dataset), train_config,
-                                 pipeline.GESTALT_IMAGE_SHAPE)
+        graphdef, params, _ = pipeline.model_params(config, Path(_OUT.value), _MODEL.value, dataset)  # shipped
         data = gg.load(dataset, "test")
         limit = _TEST_LIMIT.value or len(data.images)
         for reading in readings:
             bar.set_postfix_str(f"{dataset} {reading.name}")
             settings = config.sweep_settings(control=True, num_noise_samples=(_N.value,), method=_CLUSTERING.value,
                                              control_reading=reading, progress=False)
-            result = sweep.evaluate(trainer.graphdef, params, data.images[:limit], data.masks[:limit],
+            result = sweep.evaluate(graphdef, params, data.images[:limit], data.masks[:limit],
                                     jax.random.key(config.lns_seed), settings)
             results[reading.name][dataset] = float(result.ari.mean())
             bar.update()

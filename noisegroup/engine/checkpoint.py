@@ -71,6 +71,9 @@ def file_digests(step_dir: Path) -> dict[str, str]:
     return digests
 
 
+_FIRST_KEY = re.compile(r"\('([^']*)'")  # orbax's tree_metadata keys look like "('params', 'w', ...)"
+
+
 class Checkpointer:
     """Saves and restores a pytree under ``directory/<step>``, keeping the newest `keep`.
 
@@ -198,7 +201,7 @@ class Checkpointer:
             tree = json.loads((self.directory / str(step) / "default" / "_METADATA").read_text())["tree_metadata"]
         except (OSError, ValueError, KeyError):
             return None
-        return {re.match(r"\('([^']*)'", key).group(1) for key in tree if re.match(r"\('([^']*)'", key)}
+        return {match.group(1) for match in map(_FIRST_KEY.match, tree) if match}
 
     def _move_aside(self, failures: list[tuple[int, Exception]]) -> None:
         """Keeps damaged steps for inspection under a name orbax ignores, with a warning saying why."""
