@@ -81,20 +81,22 @@ def peak_rss_gb() -> float:
 # --- JAX --------------------------------------------------------------------------------------------------------
 
 
-def step_config(batch: int, seeds: int = 1, micro: int | str = "auto") -> dict:
+def step_config(batch: int, seeds: int = 1, micro: int | str = "auto", conv_impl: str = "auto") -> dict:
     """Condition 11 on Multi-dSprites (K = 5) with MONet's optimiser: RMSProp 1e-4, decay 0.99, eps 1e-8 outside
-    the square root (PyTorch's defaults), the family's default widths (the light U-Net, c = 32)."""
+    the square root (PyTorch's defaults), the family's default widths (the light U-Net, c = 32). `conv_impl`
+    "native" runs the broadcast decoder's unpadded convs as XLA's plain convolutions (the earlier formulation)."""
     return {**monet_ablation.condition_config(CONDITION), "dataset": "multi_dsprites", "optimizer": "rmsprop",
             "learning_rate": LEARNING_RATE, "rmsprop_decay": 0.99, "rmsprop_eps": 1e-8, "batch_size": batch,
-            "seeds": tuple(range(seeds)), "micro_batch_size": micro, "progress": False}
+            "seeds": tuple(range(seeds)), "micro_batch_size": micro, "conv_impl": conv_impl, "progress": False}
 
 
-def jax_step_time(batch: int, seeds: int, repeats: int, batching: str = "vmap", micro: int | str = "auto"):
+def jax_step_time(batch: int, seeds: int, repeats: int, batching: str = "vmap", micro: int | str = "auto",
+                  conv_impl: str = "auto"):
     """(compile s or None, first call s, median step s, XLA's FLOP count of the step or None) of the engine's step.
 
     Compile time is measured apart where the step is one jitted program (`lower(...).compile()`, which the calls
     then reuse); the engine's seed loop ("loop") compiles inside its first call."""
-    _, _, (init, step, _) = loop.build(step_config(batch, seeds, micro), (SIZE, SIZE, 3), batching)
+    _, _, (init, step, _) = loop.build(step_config(batch, seeds, micro, conv_impl), (SIZE, SIZE, 3), batching)
     keys = jnp.stack([jax.random.key(s) for s in range(seeds)])
     images = {"images": jax.random.uniform(jax.random.key(1), (seeds, batch, SIZE, SIZE, 3))}
     holder = {"state": jax.block_until_ready(init(keys))}
@@ -426,24 +428,27 @@ def main() -> None:
           f"{LEARNING_RATE:g}; batch {batch}; median of {args.repeats} after a warm-up, seconds. jax columns: the "
           "engine's step in micro-batches (mbN: N images a gradient pass) and in one pass; torch: in this process "
           "(same malloc settings) and in a fresh process with glibc's defaults; ratios: torch / best jax")
-    columns = ([("mb" + str(micro), micro)] if micro else []) + [("one pass", batch)]
-    print(f"{'workload':30s} " + " ".join(f"{'jax ' + n + ' s':>13s}" for n, _ in columns)
+    columns = ([("mb" + str(micro), micro, "auto")] if micro else []) + [("one pass", batch, "auto")]
+    if jax.default_backend() == "cpu":  # the decoder's unpadded convs as XLA's plain ones: what the fast forms save
+        columns.append(("native conv", batch, "native"))
+    print(f"{'workload':30s} " + " ".join(f"{'jax ' + n + ' s':>13s}" for n, _, _ in columns)
           + f" {'torch s':>9s} {'torch glibc s':>14s} {'torch/jax':>10s} {'glibc/jax':>10s}")
-    steps = [jax_step_time(batch, 1, args.repeats, micro=m) for _, m in columns]
+    steps = [jax_step_time(batch, 1, args.repeats, micro=m, conv_impl=impl) for _, m, impl in columns]
     report(f"train step, batch {batch}", [s[2] for s in steps], torch_same.get("train"), torch_glibc.get("train"))
     forward_compile, forward_s = jax_forward_time(batch, args.repeats)
     report(f"forward (loss), batch {batch}", [None] * (len(columns) - 1) + [forward_s], torch_same.get("forward"),
            torch_glibc.get("forward"))
-    print("compile s: " + ", ".join(f"step {n} {s[0]:.1f}" for (n, _), s in zip(columns, steps))
+    print("compile s: " + ", ".join(f"step {n} {s[0]:.1f}" for (n, _, _), s in zip(columns, steps))
           + f", forward {forward_compile:.1f}; first step (after compiling) "
-          + ", ".join(f"{n} {s[1]:.1f}" for (n, _), s in zip(columns, steps))
+          + ", ".join(f"{n} {s[1]:.1f}" for (n, _, _), s in zip(columns, steps))
           + f"; peak RSS so far {peak_rss_gb():.2f} GB")
 
-    timings = {f"jax {n}": s[2] for (n, _), s in zip(columns, steps)}
+    timings = {f"jax {n}": s[2] for (n, _, _), s in zip(columns, steps)}
     timings.update({"torch": torch_same.get("train"), "torch glibc": torch_glibc.get("train")})
     forwards = {"jax one pass": forward_s, "torch": torch_same.get("forward"),
                 "torch glibc": torch_glibc.get("forward")}
-    flops_report(forward_flops(), batch, matmul_rate(args.repeats), timings, forwards, steps[-1][3])
+    flops_report(forward_flops(), batch, matmul_rate(args.repeats), timings, forwards,
+                 steps[[n for n, _, _ in columns].index("one pass")][3])
 
     seed_times(args.seeds, args.seed_batch, max(1, args.repeats // 2))
     load = os.getloadavg()

@@ -125,11 +125,24 @@ def test_same_conv_equals_lax_conv(c_in, c_out, kernel):
     _assert_same_function(lambda x, w: L.native_conv_transpose(x, w, 1, padding), L.same_conv, x, w)
 
 
+@pytest.mark.parametrize("c_in, c_out, kernel, size", [(5, 7, 3, 9), (18, 4, 3, 6), (3, 2, 2, 5), (4, 3, 5, 7)])
+def test_valid_conv_equals_lax_conv(c_in, c_out, kernel, size):
+    """The unpadded stride-1 conv (MONet's broadcast decoder): full-and-cropped forward, full-conv input gradient,
+    padding-1 weight gradient; the forward-mode twin too."""
+    x, w = _normal(0, 2, size, size + 1, c_in), _normal(1, kernel, kernel, c_in, c_out)
+    native = lambda x, w: L.native_conv(x, w, 1, 0)  # noqa: E731
+    _assert_same_function(native, L.valid_conv, x, w)
+    _assert_same_function(native, L.valid_conv_jvp, x, w)
+    np.testing.assert_allclose(jax.jvp(L.valid_conv_jvp, (x, w), (x, w))[1], jax.jvp(native, (x, w), (x, w))[1],
+                               rtol=1e-5, atol=1e-4)
+
+
 def test_strided_layers_under_vmap_over_seeds():
     """The custom gradients batch (seeds vmapped on one device) to the per-seed results."""
     x, w = _normal(0, 3, 2, 8, 8, 4), _normal(1, 3, 4, 4, 4, 6)
     w3 = _normal(2, 3, 3, 3, 3, 6)  # narrow input: same_conv's im2col branches
-    cases = ((L.strided_conv, x, w), (L.strided_conv_transpose, x[:, :, :4, :4], w), (L.same_conv, x[..., :3], w3))
+    cases = ((L.strided_conv, x, w), (L.strided_conv_transpose, x[:, :, :4, :4], w), (L.same_conv, x[..., :3], w3),
+             (L.valid_conv, x, w))
     for fn, xs, ws in cases:
         grad = jax.grad(lambda x, w: jnp.sum(fn(x, w) ** 2), argnums=(0, 1))
         batched = jax.vmap(grad)(xs, ws)

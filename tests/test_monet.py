@@ -394,3 +394,36 @@ def test_one_by_one_convs_are_products_that_vmap_over_a_seed_mesh():
     got = jax.jit(jax.vmap(apply))(kernels, biases, x)
     want = jnp.stack([native_conv(x[s], kernels[s], 1, 0) + biases[s] for s in range(4)])
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("impl", ["fast", "native"])
+def test_broadcast_decoder_is_the_textbook_statement(impl):
+    """The decoder never tiles z; the textbook statement (z tiled over an (s + 8)^2 grid with the coordinate
+    channels, then valid 3x3 convs, a 1x1 conv) is the same function, values and gradients, with either conv form."""
+    from noisegroup.models import blocks
+    from noisegroup.models.layers import native_conv
+
+    decoder = M.BroadcastDecoder(8, 5, (6, 7), 4, init_scheme="pytorch", conv_impl=impl, rngs=nnx.Rngs(params=0))
+    graphdef, params = nnx.split(decoder)
+    z = jnp.asarray(_rng(0).normal(size=(3, 5)), jnp.float32)
+
+    def textbook(params, z):
+        model = nnx.merge(graphdef, params)
+        x = model.tiled_input(z)
+        for conv in model.convs:
+            x = jax.nn.relu(native_conv(x, conv.kernel[...], 1, 0) + conv.bias[...])
+        return model.out(x)
+
+    def ours(params, z):
+        return nnx.merge(graphdef, params)(z)
+
+    tiled = decoder.tiled_input(z)
+    assert tiled.shape == (3, 12, 12, 7) and np.allclose(tiled[1, 4, 7, :5], z[1])
+    np.testing.assert_allclose(ours(params, z), textbook(params, z), rtol=1e-5, atol=1e-5)
+    assert ours(params, z).shape == (3, 8, 8, 4)
+    grad = lambda fn: jax.grad(lambda p, z: jnp.sum(jnp.sin(fn(p, z))), argnums=(0, 1))(params, z)  # noqa: E731
+    chex.assert_trees_all_close(grad(ours), grad(textbook), rtol=1e-4, atol=1e-5)
+    rows, cols = decoder.coordinates()[0, :, :, 0], decoder.coordinates()[0, :, :, 1]
+    assert rows[0, 5] == -1 and rows[-1, 5] == 1 and cols[5, 0] == -1 and cols[5, -1] == 1
+    assert isinstance(decoder.convs[1], blocks.Conv) and decoder.convs[1].impl == impl
+

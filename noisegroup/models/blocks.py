@@ -24,17 +24,19 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from noisegroup.models.layers import native_conv
+from noisegroup.models.layers import native_conv, resolve_impl, valid_conv, valid_conv_jvp
 
 INIT_SCHEMES = ("pytorch", "normal")
 
 
 class Conv(nnx.Module):
     """k x k convolution (cross-correlation), symmetric zero padding (PyTorch's), HWIO kernel, optional bias.
-    Created at zero: the network that owns it draws its values (`init_layers`)."""
+    Created at zero: the network that owns it draws its values (`init_layers`). `impl` ("auto", "fast", "fast_jvp",
+    "native": `noisegroup.models.layers`) picks how an unpadded stride-1 convolution runs; the function is the same."""
 
-    def __init__(self, c_in: int, c_out: int, kernel: int, *, stride: int = 1, padding: int = 0, bias: bool = True):
-        self.stride, self.padding = stride, padding
+    def __init__(self, c_in: int, c_out: int, kernel: int, *, stride: int = 1, padding: int = 0, bias: bool = True,
+                 impl: str = "auto"):
+        self.stride, self.padding, self.impl = stride, padding, impl
         self.kernel = nnx.Param(jnp.zeros((kernel, kernel, c_in, c_out), jnp.float32))
         self.bias = nnx.Param(jnp.zeros((c_out,), jnp.float32)) if bias else None
 
@@ -45,6 +47,10 @@ class Conv(nnx.Module):
             # are vmapped over a device mesh, where XLA's partitioner rejects the grouped convolution that vmap
             # makes of a 1-output-channel conv (the U-Net's mask head: "feature_group_count").
             y = x @ self.kernel[0, 0]
+        elif self.stride == 1 and self.padding == 0 and resolve_impl(self.impl) != "native":
+            # XLA:CPU's unpadded convolution and its weight gradient are its slow ones (`layers.valid_conv`).
+            conv = valid_conv if resolve_impl(self.impl) == "fast" else valid_conv_jvp
+            y = conv(x, self.kernel[...])
         else:
             y = native_conv(x, self.kernel[...], self.stride, self.padding)
         return y if self.bias is None else y + self.bias[...]

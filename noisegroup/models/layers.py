@@ -349,6 +349,49 @@ def _same_conv_bwd(residuals, cotangent):
 same_conv.defvjp(_same_conv_fwd, _same_conv_bwd)
 
 
+def _valid_conv_forward(x: jax.Array, w: jax.Array) -> jax.Array:
+    """Stride-1 convolution without padding as XLA:CPU runs it fastest: the 'full' convolution (padding k - 1),
+    cropped to the valid part. Eigen's unpadded path is the slow one (the MONet broadcast decoder's 70 x 70 x 32 ->
+    68 x 68 x 32 layer, batch 64: 297 ms unpadded, 67 ms full and cropped, for 12% more products)."""
+    k = w.shape[0]
+    y = native_conv(x, w, 1, k - 1)
+    return y[:, k - 1 : y.shape[1] - (k - 1), k - 1 : y.shape[2] - (k - 1)]
+
+
+@jax.custom_vjp
+def valid_conv(x: jax.Array, w: jax.Array) -> jax.Array:
+    """Stride-1 convolution without padding (`native_conv(x, w, 1, 0)`), fast on CPU in all three computations.
+
+    Forward: the full convolution, cropped (`_valid_conv_forward`). Input gradient: the full convolution of the
+    cotangent with the flipped, swapped kernel (XLA's own form, already fast). Weight gradient: that of the same
+    convolution written with padding 1 and cropped by 1, i.e. XLA's native weight gradient against the cotangent
+    padded by one zero (234 ms against 386 ms unpadded for the layer above).
+
+    Args:
+        x: `[b, h, w, i]`.
+        w: `[k, k, i, o]` HWIO kernel, k >= 2.
+
+    Returns:
+        `[b, h - k + 1, w - k + 1, o]`.
+    """
+    return _valid_conv_forward(x, w)
+
+
+def _valid_conv_fwd(x, w):
+    return _valid_conv_forward(x, w), (x, w)
+
+
+def _valid_conv_bwd(residuals, cotangent):
+    x, w = residuals
+    k = w.shape[0]
+    grad_x = native_conv(cotangent, flip_swap(w), 1, k - 1)
+    padded = jnp.pad(cotangent, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    return grad_x, native_weight_grad(x, padded, w.shape, 1, 1)
+
+
+valid_conv.defvjp(_valid_conv_fwd, _valid_conv_bwd)
+
+
 # --- forward mode ---------------------------------------------------------------------------------------------
 
 
@@ -380,3 +423,5 @@ strided_conv_transpose_jvp.__doc__ = ("`strided_conv_transpose`'s function with 
                                       "forwards).")
 same_conv_jvp = bilinear_jvp(_same_conv_forward)
 same_conv_jvp.__doc__ = "`same_conv`'s function with a forward-mode rule (im2col forward for a narrow input)."
+valid_conv_jvp = bilinear_jvp(_valid_conv_forward)
+valid_conv_jvp.__doc__ = "`valid_conv`'s function with a forward-mode rule (full convolutions, cropped)."

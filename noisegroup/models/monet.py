@@ -43,6 +43,7 @@ from flax import nnx
 
 from noisegroup.metrics import ari_jax
 from noisegroup.models.blocks import INIT_SCHEMES, Conv, Dense, init_layers
+from noisegroup.models.layers import IMPLS, native_conv
 from noisegroup.models.family import Batch, Family
 from noisegroup.models.monet_losses import LOSS_TERMS, reconstruction_mse
 from noisegroup.models.unet import UNet, num_blocks_for
@@ -74,27 +75,47 @@ class ComponentEncoder(nnx.Module):
 
 
 class BroadcastDecoder(nnx.Module):
-    """Spatial broadcast decoder: `[n, latent_dim]` -> `[n, s, s, out_channels]` (no output activation)."""
+    """Spatial broadcast decoder: `[n, latent_dim]` -> `[n, s, s, out_channels]` (no output activation).
+
+    The first conv is computed without tiling z: an unpadded 3x3 window sees z at all of its taps, so that conv
+    is z times the kernel's z part summed over the taps (one matrix product), plus the convolution of the two
+    coordinate channels (the same for every z, computed once), plus the bias: the same function, without the
+    `[n, s + 8, s + 8, latent_dim + 2]` input and its convolution.
+    """
 
     def __init__(self, image_size: int, latent_dim: int, channels: tuple[int, ...], out_channels: int = 4, *,
-                 init_scheme: str, rngs: nnx.Rngs):
+                 init_scheme: str, conv_impl: str = "auto", rngs: nnx.Rngs):
         self.image_size = image_size
         ins = (latent_dim + 2, *channels[:-1])
-        self.convs = nnx.List([Conv(i, o, 3) for i, o in zip(ins, channels)])
+        self.convs = nnx.List([Conv(i, o, 3, impl=conv_impl) for i, o in zip(ins, channels)])
         self.out = Conv(channels[-1], out_channels, 1)
         init_layers(self, rngs.params(), init_scheme)
 
-    def __call__(self, z: jax.Array) -> jax.Array:
-        n, d = z.shape
+    def coordinates(self) -> jax.Array:
+        """`[1, s + 8, s + 8, 2]`: linspace(-1, 1) down the rows, then along the columns (the tiled input's last
+        two channels)."""
         side = self.image_size + 2 * len(self.convs)  # each valid 3x3 conv takes 2 pixels: 72 -> 64 at s = 64
         grid = jnp.linspace(-1.0, 1.0, side)
-        rows = jnp.broadcast_to(grid[:, None, None], (side, side, 1))  # varies down the rows
-        cols = jnp.broadcast_to(grid[None, :, None], (side, side, 1))  # varies along the columns
-        coords = jnp.broadcast_to(jnp.concatenate([rows, cols], -1), (n, side, side, 2))
-        x = jnp.concatenate([jnp.broadcast_to(z[:, None, None, :], (n, side, side, d)), coords], axis=-1)
-        for conv in self.convs:
+        return jnp.stack(jnp.meshgrid(grid, grid, indexing="ij"), axis=-1)[None]
+
+    def __call__(self, z: jax.Array) -> jax.Array:
+        d = z.shape[1]
+        first = self.convs[0]
+        kernel = first.kernel[...]  # [3, 3, d + 2, c]: the z channels first, then rows and columns
+        coordinates = native_conv(self.coordinates(), kernel[:, :, d:], 1, 0)  # [1, s + 6, s + 6, c]: tiny
+        x = (z @ kernel[:, :, :d].sum(axis=(0, 1)))[:, None, None, :] + coordinates
+        x = jax.nn.relu(x if first.bias is None else x + first.bias[...])
+        for conv in self.convs[1:]:
             x = jax.nn.relu(conv(x))
         return self.out(x)
+
+    def tiled_input(self, z: jax.Array) -> jax.Array:
+        """The tiled input `[n, s + 8, s + 8, d + 2]` of the textbook statement (z at every pixel, then the
+        coordinates) that `__call__` never builds: for tests and readers."""
+        coords = self.coordinates()
+        n, d = z.shape
+        return jnp.concatenate([jnp.broadcast_to(z[:, None, None, :], (n, *coords.shape[1:3], d)),
+                                jnp.broadcast_to(coords, (n, *coords.shape[1:]))], axis=-1)
 
 
 class MONet(nnx.Module):
@@ -108,12 +129,14 @@ class MONet(nnx.Module):
         encoder_channels, encoder_hidden: the component encoder's conv widths and hidden dense width.
         decoder_channels: widths of the broadcast decoder's valid 3x3 convs.
         posterior_scale, rgb_activation, init_scheme: see the module docstring.
+        conv_impl: how the decoder's unpadded convs run (`noisegroup.models.layers.IMPLS`; "auto": fast on CPU).
     """
 
     def __init__(self, image_size: int, num_slots: int = 5, latent_dim: int = 16, *, channels: int = 3,
                  unet_channels: int = 32, unet_mlp_hidden: int = 128, encoder_channels=(32, 32, 64, 64),
                  encoder_hidden: int = 256, decoder_channels=(32, 32, 32, 32), posterior_scale: str = "log_sigma",
-                 rgb_activation: str = "linear", init_scheme: str = "pytorch", rngs: nnx.Rngs):
+                 rgb_activation: str = "linear", init_scheme: str = "pytorch", conv_impl: str = "auto",
+                 rngs: nnx.Rngs):
         self.num_slots, self.latent_dim, self.channels = num_slots, latent_dim, channels
         self.posterior_scale, self.rgb_activation = posterior_scale, rgb_activation
         self.attention = UNet(image_size, channels + 1, unet_channels, unet_mlp_hidden, init_scheme=init_scheme,
@@ -121,7 +144,7 @@ class MONet(nnx.Module):
         self.encoder = ComponentEncoder(image_size, channels + 1, tuple(encoder_channels), encoder_hidden, latent_dim,
                                         init_scheme=init_scheme, rngs=rngs)
         self.decoder = BroadcastDecoder(image_size, latent_dim, tuple(decoder_channels), channels + 1,
-                                        init_scheme=init_scheme, rngs=rngs)
+                                        init_scheme=init_scheme, conv_impl=conv_impl, rngs=rngs)
 
     def attend(self, x: jax.Array) -> jax.Array:
         """Log attention masks `[b, k, h, w]` of images `[b, h, w, c]` (K-1 U-Net calls, log-space stick-breaking)."""
@@ -264,6 +287,8 @@ class MonetFamily(Family):
         rgb_activation: "linear", "sigmoid" or "tanh" on the decoded RGB means.
         posterior_scale: "log_sigma", "log_var" or "softplus" (module docstring).
         init_scheme: "pytorch" or "normal" (`noisegroup.models.blocks`).
+        conv_impl: "auto" (fast forms on CPU, native elsewhere), "fast", "fast_jvp" or "native"
+            (`noisegroup.models.layers`): how the decoder's unpadded convs run; the function is the same.
         max_mask_labels: bound on ground-truth labels for the validation ARI (the contingency table is
             max(K, this) square; Multi-dSprites needs 5, Objects Room 7, CLEVR 11).
     """
@@ -284,6 +309,7 @@ class MonetFamily(Family):
     posterior_scale: str = "log_sigma"
     init_scheme: str = "pytorch"
     max_mask_labels: int = 16
+    conv_impl: str = "auto"
 
     loss_terms = LOSS_TERMS
     default_weights = {"nll": 1.0, "kl": 0.5, "mask_kl": 0.25}  # the original MONet (Komatsu's condition 11)
@@ -307,7 +333,7 @@ class MonetFamily(Family):
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
         choices = {"input_range": INPUT_RANGES, "rgb_activation": tuple(RGB_ACTIVATIONS),
-                   "posterior_scale": POSTERIOR_SCALES, "init_scheme": INIT_SCHEMES}
+                   "posterior_scale": POSTERIOR_SCALES, "init_scheme": INIT_SCHEMES, "conv_impl": IMPLS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -323,7 +349,7 @@ class MonetFamily(Family):
                      unet_mlp_hidden=int(self.unet_mlp_hidden), encoder_channels=self.encoder_channels,
                      encoder_hidden=int(self.encoder_hidden), decoder_channels=self.decoder_channels,
                      posterior_scale=self.posterior_scale, rgb_activation=self.rgb_activation,
-                     init_scheme=self.init_scheme, rngs=rngs)
+                     init_scheme=self.init_scheme, conv_impl=self.conv_impl, rngs=rngs)
 
     def sample_noise(self, key: jax.Array, batch: Batch) -> jax.Array | None:
         """eps `[b, k, d]` ~ N(0, I), or None when `sample_latent` is False (z = mu)."""
