@@ -47,10 +47,9 @@ class Conv(nnx.Module):
             # are vmapped over a device mesh, where XLA's partitioner rejects the grouped convolution that vmap
             # makes of a 1-output-channel conv (the U-Net's mask head: "feature_group_count").
             y = x @ self.kernel[0, 0]
-        elif self.stride == 1 and self.padding == 0 and resolve_impl(self.impl) != "native":
+        elif self.stride == 1 and self.padding == 0 and (impl := resolve_impl(self.impl)) != "native":
             # XLA:CPU's unpadded convolution and its weight gradient are its slow ones (`layers.valid_conv`).
-            conv = valid_conv if resolve_impl(self.impl) == "fast" else valid_conv_jvp
-            y = conv(x, self.kernel[...])
+            y = (valid_conv if impl == "fast" else valid_conv_jvp)(x, self.kernel[...])
         else:
             y = native_conv(x, self.kernel[...], self.stride, self.padding)
         return y if self.bias is None else y + self.bias[...]

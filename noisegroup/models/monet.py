@@ -43,8 +43,8 @@ from flax import nnx
 
 from noisegroup.metrics import ari_jax
 from noisegroup.models.blocks import INIT_SCHEMES, Conv, Dense, init_layers
-from noisegroup.models.layers import IMPLS, native_conv
 from noisegroup.models.family import Batch, Family
+from noisegroup.models.layers import IMPLS, native_conv
 from noisegroup.models.monet_losses import LOSS_TERMS, reconstruction_mse
 from noisegroup.models.unet import UNet, num_blocks_for
 
