@@ -1,4 +1,4 @@
-"""Exports the models an LNS run trained as small float16 weights to ship (`noisegroup.engine.pretrained`).
+"""Exports the models an LNS run trained as small weights to ship (`noisegroup.engine.pretrained`: int8 kernels).
 
 The weights in pretrained/ (what the `default` config segments with) were made by these commands, on 2 CPU cores
 (~8.5 steps/s at batch 32, so ~16 min a dataset and ~95 min for step 1; any extra flag of step 1 that changes
@@ -11,14 +11,20 @@ training must be given to step 2 as well):
     python -m experiments.export_pretrained --workdir=workdirs/lns_pretrain --out=pretrained
     # 3. segment with them, no training (the default does exactly this)
     python -m experiments.lns --config.pretrained=pretrained
+    # the VAEs: step 1 with --config.models="('vae',)" (and its own workdir), then step 2 on that workdir
+
+Files already exported can be re-stored at another precision without their run (`--convert`; int8 from float16
+quantises the float16 values: this is how the AE files, exported as float16 before int8 existed, became int8):
+
+    python -m experiments.export_pretrained --convert=pretrained --precision=int8 --out=pretrained
 
 (The shipped files were trained to 5,000 steps first, then resumed to 8,000 by re-running step 1 with
 `--config.train.num_steps=8000`: the learning-rate schedule is constant after its warm-up, so extending a run
 is exact, and the resumed part took 36.4 min.)
 
 Step 2 reads the checkpoints only (`noisegroup.engine.restore`: no data, no training) and refuses a run that has not
-reached the config's `num_steps`. Each file is <out>/<model>_<dataset>.npz, ~3.9 MB a model (the repository's
-budget is ~30 MB in all).
+reached the config's `num_steps`. Each file is <out>/<model>_<dataset>.npz, ~1.8 MB a model at int8 (3.9 MB at
+float16; the repository's budget is ~30 MB in all, and int8 leaves the default's ARI unchanged: README).
 """
 
 import jax
@@ -32,6 +38,9 @@ from noisegroup.lns.pipeline import LNSConfig
 _CONFIG = config_flags.DEFINE_config_file("config", "experiments/configs/lns.py:default", "the LNS config trained")
 _WORKDIR = flags.DEFINE_string("workdir", "workdirs/lns", "the LNS run directory holding models/")
 _OUT = flags.DEFINE_string("out", "pretrained", "where the .npz files go")
+_PRECISION = flags.DEFINE_enum("precision", "int8", list(pretrained.PRECISIONS), "how the weights are stored")
+_CONVERT = flags.DEFINE_string("convert", "", "a directory of exported files to re-store at --precision instead of "
+                               "exporting a run (the config's models and datasets)")
 
 
 def main(argv):
@@ -40,6 +49,12 @@ def main(argv):
         config = LNSConfig.from_mapping({**_CONFIG.value.to_dict(), "pretrained": ""})
     for dataset in config.datasets:
         for model in config.models:
+            if _CONVERT.value:
+                with cli.one_line_errors((ValueError, FileNotFoundError)):
+                    path = pretrained.convert(f"{_CONVERT.value}/{model}_{dataset}.npz",
+                                              f"{_OUT.value}/{model}_{dataset}.npz", _PRECISION.value)
+                print(f"{path}: {path.stat().st_size / 1e6:.1f} MB, {_PRECISION.value}")
+                continue
             train_config, state = loop.restore(f"{_WORKDIR.value}/models/{model}_{dataset}")
             steps = int(state.step[0])
             if steps != train_config["num_steps"]:
@@ -49,7 +64,7 @@ def main(argv):
             meta = dict(model=model, dataset=dataset, latent_dim=train_config["latent_dim"], steps=steps,
                         seed=int(train_config["seeds"][0]), train=train_config)
             with cli.one_line_errors():
-                path = pretrained.save(f"{_OUT.value}/{model}_{dataset}.npz", seed0, meta)
+                path = pretrained.save(f"{_OUT.value}/{model}_{dataset}.npz", seed0, meta, _PRECISION.value)
             print(f"{path}: {path.stat().st_size / 1e6:.1f} MB, step {meta['steps']}")
 
 

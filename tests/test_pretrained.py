@@ -1,4 +1,4 @@
-"""Shipped float16 weights: round trip, refusals, the shipped files themselves (exporting and segmenting with
+"""Shipped float16 / int8 weights: round trip, refusals, the shipped files themselves (exporting and segmenting with
 them end to end: tests/test_lns.py)."""
 
 from pathlib import Path
@@ -34,6 +34,53 @@ def test_round_trip_is_float16_rounding(tmp_path, ae_params):
         np.testing.assert_allclose(got, want, rtol=2**-11, atol=1e-7)
         np.testing.assert_array_equal(got, np.asarray(want).astype(np.float16).astype(np.float32))
     assert path.stat().st_size < 2 * 2.2e6 * 2  # two seeds of 2.1 M float16 parameters, compressed
+
+
+def test_int8_round_trip_is_within_half_a_step_per_output_channel(tmp_path, ae_params):
+    train_config, params = ae_params
+    meta = {"model": "ae", "latent_dim": 15, "dataset": "x"}
+    path = pretrained.save(tmp_path / "ae_x.npz", params, meta, precision="int8")
+    loaded = pretrained.load(path, train_config)
+    kernels = 0
+    for got, want in zip(jax.tree.leaves(loaded), jax.tree.leaves(params), strict=True):
+        got, want = np.asarray(got), np.asarray(want)
+        if want.ndim >= 3:  # [seed, ..., out]: the step is max |w| / 127 of each seed's output channel
+            kernels += 1
+            step = np.abs(want).max(axis=tuple(range(1, want.ndim - 1)), keepdims=True) / 127
+            assert np.all(np.abs(got - want) <= step * (0.5 + 1e-4))  # + float32 rounding of q * scale
+            assert np.abs(got - want).max() > 0  # it did quantise
+        else:
+            np.testing.assert_array_equal(got, want.astype(np.float16).astype(np.float32))
+    assert kernels >= 10
+    float16 = pretrained.save(tmp_path / "ae_16.npz", params, meta)
+    assert path.stat().st_size < 0.6 * float16.stat().st_size
+    # convert: float16 file -> int8 file, the same meta; its kernels quantise the float16 values
+    converted = pretrained.convert(float16, tmp_path / "ae_c.npz", "int8")
+    assert pretrained.read_meta(converted) == pretrained.read_meta(float16)
+    halves = jax.tree.map(lambda w: np.asarray(w).astype(np.float16).astype(np.float32), params)
+    want = pretrained.load(pretrained.save(tmp_path / "ae_h.npz", halves, meta, precision="int8"), train_config)
+    for a, b in zip(jax.tree.leaves(pretrained.load(converted, train_config)), jax.tree.leaves(want), strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="precision='int4'"):
+        pretrained.save(tmp_path / "bad.npz", params, meta, precision="int4")
+
+
+def test_int8_kernel_without_its_scale_is_refused(tmp_path, ae_params):
+    from noisegroup import atomic
+
+    train_config, params = ae_params
+    path = pretrained.save(tmp_path / "ae_x.npz", params, {"model": "ae", "latent_dim": 15, "dataset": "x"},
+                           precision="int8")
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files if k not in ("__meta__", "__digest__")}
+        meta_json = str(f["__meta__"])
+    name = next(k for k in arrays if k.startswith(pretrained.SCALE_PREFIX))
+    del arrays[name]  # resealed, so only the structure check can catch it
+    atomic.save_npz(path, __meta__=np.array(meta_json), __digest__=np.array(atomic.content_digest(meta_json, arrays)),
+                    **arrays)
+    kernel = name[len(pretrained.SCALE_PREFIX):]
+    with pytest.raises(ValueError, match=f"int8 parameter {kernel} needs a scale"):
+        pretrained.verify(path, train_config)
 
 
 def test_weights_of_another_model_are_refused(tmp_path, ae_params):

@@ -1,16 +1,25 @@
-"""Small trained weights to ship with the repository: float16 `.npz` files, one per (model, dataset).
+"""Small trained weights to ship with the repository: float16 or int8 `.npz` files, one per (model, dataset).
 
     pretrained.save("pretrained/ae_kanizsa.npz", state.params, meta)   # params stacked over seeds [S, ...]
+    pretrained.save(path, params, meta, precision="int8")               # half the size again
     params = pretrained.load("pretrained/ae_kanizsa.npz", train_config)   # float32, stacked over seeds
 
-A file holds every parameter as float16 under its path in the parameter tree ("encoder/convs/0/kernel"), a
-JSON `meta` (model, dataset, latent size, training config, steps) and `__digest__`, the SHA-256 of the meta and of
-every array (name, dtype, shape, bytes). `load` (and the cheap `verify`, which LNS runs before any work) recomputes
-the digest, so a flipped byte is an error naming the file, and checks what the file is: its model, dataset and
-latent size against the config asked for, one seed axis shared by every parameter, float16 values, and the shapes
-of the model the config builds. float16 halves float32's size (the AE is 2.1 M
-parameters: 4.2 MB a seed) and keeps ~3 significant digits; the loaded float32 weights define the model that is
-segmented, so LNS differences stay exact for it. Writes are atomic (temporary file, fsync, rename).
+A file holds every parameter under its path in the parameter tree ("encoder/convs/0/kernel"), a JSON `meta`
+(model, dataset, latent size, training config, steps) and `__digest__`, the SHA-256 of the meta and of every array
+(name, dtype, shape, bytes). `load` (and the cheap `verify`, which LNS runs before any work) recomputes the digest,
+so a flipped byte is an error naming the file, and checks what the file is: its model, dataset and latent size
+against the config asked for, one seed axis shared by every parameter, the storage dtypes, and the shapes of the
+model the config builds. The loaded float32 weights define the model that is segmented, so LNS differences stay
+exact for it. Writes are atomic (temporary file, fsync, rename).
+
+Precisions:
+    float16  every parameter: halves float32's size (the AE is 2.1 M parameters: 4.2 MB a seed), ~3 significant
+             digits.
+    int8     kernels (>= 2 axes besides the seed) as symmetric int8 with one float32 scale per seed and output
+             channel (the last axis), stored as `__scale__/<name>`: w = q * scale, |q| <= 127, so each weight is
+             within scale / 2 of the trained one (~0.4 % of its channel's largest); biases and norms stay float16.
+             ~1 byte a parameter: the budget for shipping AE and VAE weights of all six datasets (README: the ARI
+             is the same as with float16).
 """
 
 from __future__ import annotations
@@ -27,6 +36,8 @@ from flax import nnx
 from noisegroup import atomic
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)
+PRECISIONS = ("float16", "int8")
+SCALE_PREFIX = "__scale__/"  # int8 kernels' per-output-channel scales: SCALE_PREFIX + the kernel's name
 IDENTITY_FIELDS = ("model", "dataset", "latent_dim")  # what a file is; checked against the config asked for
 # Training-config keys that do not change the function trained (how it was run, not the recipe): the rest of a
 # file's training config must equal the config asked for.
@@ -40,28 +51,61 @@ def _path_name(path) -> str:
     return "/".join(str(getattr(p, "key", getattr(p, "idx", p))) for p in path)
 
 
-def save(path: str | Path, params: Any, meta: Mapping[str, Any]) -> Path:
-    """Writes `params` (an nnx parameter state stacked over seeds) as float16 with `meta`; returns the path.
+def quantise_int8(value: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(q, scale) with value ~= q * scale: q int8 of value's shape [S, ..., C], scale float32 [S, 1, ..., 1, C]
+    (one per seed and output channel, max |w| / 127; an all-zero channel gets scale 1 and q 0)."""
+    value = np.asarray(value, np.float32)
+    axes = tuple(range(1, value.ndim - 1))
+    peak = np.abs(value).max(axis=axes, keepdims=True)
+    scale = np.where(peak > 0, peak / 127, 1).astype(np.float32)
+    return np.clip(np.rint(value / scale), -127, 127).astype(np.int8), scale
+
+
+def save(path: str | Path, params: Any, meta: Mapping[str, Any], precision: str = "float16") -> Path:
+    """Writes `params` (an nnx parameter state stacked over seeds) at `precision` (module doc) with `meta`; returns
+    the path.
 
     Raises:
-        ValueError: `meta` without "model", "dataset" and "latent_dim", a non-finite parameter, or one beyond
-            float16's range.
+        ValueError: `meta` without "model", "dataset" and "latent_dim", an unknown precision, a non-finite
+            parameter, or one beyond float16's range.
     """
+    leaves = jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(params))[0]
+    return _write(Path(path), {_path_name(p): np.asarray(leaf, np.float32) for p, leaf in leaves}, meta, precision)
+
+
+def convert(source: str | Path, target: str | Path, precision: str) -> Path:
+    """Re-stores the weights file `source` at `precision` as `target` (same meta; int8 from float16 quantises the
+    float16 values); returns the target path. Raises as `save`, and as `read_meta` for a damaged source."""
+    meta, arrays = _read(Path(source))
+    return _write(Path(target), _dequantised(arrays), meta, precision)
+
+
+def _write(path: Path, values: Mapping[str, np.ndarray], meta: Mapping[str, Any], precision: str) -> Path:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}: expected one of {PRECISIONS}")
     for field in IDENTITY_FIELDS:
         if field not in meta:
             raise ValueError(f"meta needs {field!r} (to refuse loading into another model); got {sorted(meta)}")
     arrays = {}
-    for leaf_path, leaf in jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(params))[0]:
-        name, value = _path_name(leaf_path), np.asarray(leaf, np.float32)
+    for name, value in values.items():
         if not np.all(np.isfinite(value)) or np.abs(value).max() > FLOAT16_MAX:
             raise ValueError(f"parameter {name} has values float16 cannot hold (max |w| = {np.abs(value).max()})")
-        arrays[name] = value.astype(np.float16)
-    path = Path(path)
+        if precision == "int8" and value.ndim >= 3:  # a kernel: seed axis, >= 1 input axis, output channels
+            arrays[name], arrays[SCALE_PREFIX + name] = quantise_int8(value)
+        else:
+            arrays[name] = value.astype(np.float16)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta_json = json.dumps(dict(meta), sort_keys=True, default=str)
     seal = atomic.content_digest(meta_json, arrays)
     atomic.save_npz(path, __meta__=np.array(meta_json), __digest__=np.array(seal), **arrays)
     return path
+
+
+def _dequantised(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A file's parameters as float32, by name (int8 kernels times their scales; the scales themselves dropped)."""
+    return {name: (value.astype(np.float32) * arrays[SCALE_PREFIX + name] if value.dtype == np.int8
+                   else value.astype(np.float32))
+            for name, value in arrays.items() if not name.startswith(SCALE_PREFIX)}
 
 
 def _read(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
@@ -101,7 +145,7 @@ def verify(path: str | Path, train_config: Mapping[str, Any]) -> dict:
     Raises:
         FileNotFoundError: no such file.
         ValueError: naming the file and the field: damaged, another model / dataset / latent size, a dtype other
-            than float16, or parameters that disagree on the number of seeds.
+            than float16 or int8 (with its scale), or parameters that disagree on the number of seeds.
     """
     path = Path(path)
     meta, arrays = _read(path)
@@ -118,8 +162,19 @@ def _check_identity(path: Path, meta: Mapping, arrays: Mapping[str, np.ndarray],
     _check_recipe(path, meta, train_config)
     first_of_size: dict[int | None, str] = {}  # leading (seed) size -> the first parameter that has it
     for name, value in arrays.items():
-        if value.dtype != np.float16:
-            raise ValueError(f"{path}: parameter {name} is {value.dtype}, shipped weights are float16")
+        if name.startswith(SCALE_PREFIX):
+            kernel = arrays.get(name[len(SCALE_PREFIX):])
+            if kernel is None or kernel.dtype != np.int8 or value.dtype != np.float32 or value.ndim != kernel.ndim:
+                raise ValueError(f"{path}: {name} is not the float32 scale of an int8 kernel")
+            continue
+        if value.dtype == np.int8:
+            scale = arrays.get(SCALE_PREFIX + name)
+            want = value.shape[:1] + (1,) * (value.ndim - 2) + value.shape[-1:]
+            if scale is None or scale.shape != want:
+                raise ValueError(f"{path}: int8 parameter {name} needs a scale of shape {want} "
+                                 f"({SCALE_PREFIX}{name}), found {None if scale is None else scale.shape}")
+        elif value.dtype != np.float16:
+            raise ValueError(f"{path}: parameter {name} is {value.dtype}, shipped weights are float16 or int8")
         first_of_size.setdefault(value.shape[0] if value.ndim else None, name)
     if len(first_of_size) > 1:
         sizes = ", ".join(f"{name} has {size}" for size, name in first_of_size.items())
@@ -160,8 +215,9 @@ def load(path: str | Path, train_config: Mapping[str, Any], image_shape=(64, 64,
     from noisegroup.engine import config as engine_config
 
     path = Path(path)
-    meta, stored = _read(path)
-    _check_identity(path, meta, stored, train_config)
+    meta, arrays = _read(path)
+    _check_identity(path, meta, arrays, train_config)
+    stored = _dequantised(arrays)
     _, family = engine_config.parse(train_config)
     abstract = nnx.eval_shape(lambda: family.build(tuple(image_shape), nnx.Rngs(params=jax.random.key(0))))
     params = nnx.state(abstract, nnx.Param)  # shapes only
@@ -174,6 +230,6 @@ def load(path: str | Path, train_config: Mapping[str, Any], image_shape=(64, 64,
         name, value = _path_name(leaf_path), stored[_path_name(leaf_path)]
         if value.shape[1:] != leaf.shape:
             raise ValueError(f"{path}: parameter {name} has shape {value.shape[1:]}, the model wants {leaf.shape}")
-        values.append(jnp.asarray(value, jnp.float32))
+        values.append(jnp.asarray(value))
     nnx.replace_by_pure_dict(params, jax.tree_util.tree_unflatten(treedef, values))
     return params
