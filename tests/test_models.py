@@ -128,13 +128,21 @@ def test_same_conv_equals_lax_conv(c_in, c_out, kernel):
 @pytest.mark.parametrize("c_in, c_out, kernel, size", [(5, 7, 3, 9), (18, 4, 3, 6), (3, 2, 2, 5), (4, 3, 5, 7)])
 def test_valid_conv_equals_lax_conv(c_in, c_out, kernel, size):
     """The unpadded stride-1 conv (MONet's broadcast decoder): full-and-cropped forward, full-conv input gradient,
-    padding-1 weight gradient; the forward-mode twin too."""
+    chunked patch-product weight gradient; the forward-mode twin too."""
     x, w = _normal(0, 2, size, size + 1, c_in), _normal(1, kernel, kernel, c_in, c_out)
     native = lambda x, w: L.native_conv(x, w, 1, 0)  # noqa: E731
     _assert_same_function(native, L.valid_conv, x, w)
     _assert_same_function(native, L.valid_conv_jvp, x, w)
     np.testing.assert_allclose(jax.jvp(L.valid_conv_jvp, (x, w), (x, w))[1], jax.jvp(native, (x, w), (x, w))[1],
                                rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("batch, chunk", [(6, 4), (5, 2), (8, 8), (3, 16)])
+def test_chunked_patch_weight_grad_equals_xla(batch, chunk):
+    """Whatever the chunking (6 images by 3, 5 one at a time (5 is prime), 8 at once, fewer images than a chunk)."""
+    x, g = _normal(0, batch, 9, 7, 5), _normal(1, batch, 7, 5, 6)
+    want = L.native_weight_grad(x, g, (3, 3, 5, 6), 1, 0)
+    np.testing.assert_allclose(L.chunked_patch_weight_grad(x, g, 3, chunk), want, rtol=1e-5, atol=1e-4)
 
 
 def test_strided_layers_under_vmap_over_seeds():
