@@ -6,9 +6,10 @@
 The workload is Komatsu et al.'s condition 11 (the original MONet): K = 5 slots, 64 x 64 x 3 images, the light
 widths (U-Net base c = 32), loss = NLL + 0.5 KL + 0.25 mask KL, RMSProp lr 1e-4 (PyTorch's flavour), batch 64.
 Measures:
-  - one optimizer step as the engine runs it (`loop.build(config, (64, 64, 3))` with `model="monet"`): in the
-    engine's default micro-batches on CPU (`trainer.CPU_MICRO_BATCH` images a gradient pass, gradients averaged) and
-    in one pass; the forward pass alone (the loss, no gradients) as a row of its own. Median of `--repeats` runs
+  - one optimizer step as the engine runs it (`loop.build(config, (64, 64, 3))` with `model="monet"`): in one pass
+    (MONet's default, `MonetFamily.cpu_micro_batch`), in the AE's CPU micro-batches (`trainer.CPU_MICRO_BATCH`
+    images a gradient pass, gradients averaged) and, on CPU, with the decoder's unpadded convs as XLA's plain ones;
+    the forward pass alone (the loss, no gradients) as a row of its own. Median of `--repeats` runs
     after a warm-up; compile time apart (`jit(...).lower(...).compile()`).
   - the same network and loss restated in plain PyTorch (below; PyTorch is not a noisegroup requirement) with
     `torch.optim.RMSprop(lr=1e-4)` and PyTorch's defaults, timed the same way twice: in this process, under the malloc
@@ -46,6 +47,7 @@ import jax.numpy as jnp  # noqa: E402
 
 from noisegroup.engine import loop, trainer  # noqa: E402
 from noisegroup.models import monet_ablation  # noqa: E402
+from noisegroup.models.monet import MonetFamily  # noqa: E402
 
 SIZE, CONDITION, LEARNING_RATE, MATMUL_SIDE = 64, "11", 1e-4, 2048
 
@@ -359,7 +361,7 @@ def seed_cell(seeds: int, batching: str, batch: int, repeats: int) -> dict:
 
 def seed_times(seed_counts: list[int], batch: int, repeats: int) -> None:
     """The step with S seeds, mapped by vmap and by the engine's loop, each cell in a fresh process."""
-    micro = trainer.resolve_micro_batch("auto", batch)
+    micro = trainer.resolve_micro_batch("auto", batch, MonetFamily.cpu_micro_batch)
     print(f"\nMONet train step with S seeds, batch {batch} per seed"
           + (f" (micro-batch {micro})" if micro else " (one pass)")
           + "; seconds per step and per seed, first call (compile included), and the peak RSS of the fresh process "
@@ -414,7 +416,6 @@ def main() -> None:
           + f", noisegroup malloc settings {'on' if MALLOC_TUNED else 'off'}, load average "
           f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     batch = args.batch
-    micro = trainer.resolve_micro_batch("auto", batch)  # CPU_MICRO_BATCH on CPU, one pass elsewhere
     torch_same = torch_times(batch, args.repeats) if have_torch else {}
     torch_glibc = torch_times_glibc_defaults(batch, args.repeats) if have_torch else {}
     jax_params = jax_parameter_count()
@@ -428,15 +429,15 @@ def main() -> None:
           f"{LEARNING_RATE:g}; batch {batch}; median of {args.repeats} after a warm-up, seconds. jax columns: the "
           "engine's step in micro-batches (mbN: N images a gradient pass) and in one pass; torch: in this process "
           "(same malloc settings) and in a fresh process with glibc's defaults; ratios: torch / best jax")
-    columns = ([("mb" + str(micro), micro, "auto")] if micro else []) + [("one pass", batch, "auto")]
-    if jax.default_backend() == "cpu":  # the decoder's unpadded convs as XLA's plain ones: what the fast forms save
-        columns.append(("native conv", batch, "native"))
+    columns = [("one pass", batch, "auto")]
+    if jax.default_backend() == "cpu":  # the AE's micro-batches; the decoder's unpadded convs as XLA's plain ones
+        columns += [(f"mb{trainer.CPU_MICRO_BATCH}", trainer.CPU_MICRO_BATCH, "auto"), ("native conv", batch, "native")]
     print(f"{'workload':30s} " + " ".join(f"{'jax ' + n + ' s':>13s}" for n, _, _ in columns)
           + f" {'torch s':>9s} {'torch glibc s':>14s} {'torch/jax':>10s} {'glibc/jax':>10s}")
     steps = [jax_step_time(batch, 1, args.repeats, micro=m, conv_impl=impl) for _, m, impl in columns]
     report(f"train step, batch {batch}", [s[2] for s in steps], torch_same.get("train"), torch_glibc.get("train"))
     forward_compile, forward_s = jax_forward_time(batch, args.repeats)
-    report(f"forward (loss), batch {batch}", [None] * (len(columns) - 1) + [forward_s], torch_same.get("forward"),
+    report(f"forward (loss), batch {batch}", [forward_s] + [None] * (len(columns) - 1), torch_same.get("forward"),
            torch_glibc.get("forward"))
     print("compile s: " + ", ".join(f"step {n} {s[0]:.1f}" for (n, _, _), s in zip(columns, steps))
           + f", forward {forward_compile:.1f}; first step (after compiling) "

@@ -159,6 +159,7 @@ def test_micro_batched_step_equals_one_pass(model, tiny_data):
             loop.build(quick_config(micro_batch_size=bad), (64, 64, 3))
     assert resolve_micro_batch("auto", 64) == CPU_MICRO_BATCH and resolve_micro_batch(5, 64) is None  # CPU
     assert resolve_micro_batch(16, 64) == 16 and resolve_micro_batch(64, 64) is None  # one pass
+    assert resolve_micro_batch("auto", 64, cpu_default=None) is None  # a family whose CPU default is one pass
 
 
 def test_epoch_sampler_shuffles_each_epoch_and_drops_the_last_batch():

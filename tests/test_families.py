@@ -90,6 +90,18 @@ def test_early_termination_freezes_each_seed_that_meets_the_rule(tmp_path, tiny_
         loop.train({**config, "early_stop_metric": "valid/psnr"}, tmp_path / "other", *tiny_data)
 
 
+def test_auto_micro_batches_are_the_familys_cpu_default():
+    """"auto" on CPU: the family's `cpu_micro_batch` (the AE: passes of 8; MONet: one pass); a number is taken."""
+    from noisegroup.engine.trainer import Trainer
+
+    for model, want in (("ae", 8), ("monet", None)):
+        engine, family = engine_config.parse({"model": model, "batch_size": 64, "micro_batch_size": "auto"})
+        assert family.cpu_micro_batch == want
+        assert Trainer.from_config(engine, family, (64, 64, 3)).micro_batch_size == want
+        engine, family = engine_config.parse({"model": model, "batch_size": 64, "micro_batch_size": 16})
+        assert Trainer.from_config(engine, family, (64, 64, 3)).micro_batch_size == 16
+
+
 def test_rmsprop_is_pytorchs_flavour():
     engine, family = engine_config.parse(tiny_config(optimizer="rmsprop", learning_rate=1e-3))
     from noisegroup.engine.trainer import Trainer

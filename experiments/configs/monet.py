@@ -108,8 +108,6 @@ def get_config(mode: str = "default") -> ml_collections.ConfigDict:
         return c
     c.conditions = ("nll_m", "ir_m", "mse_m", "mw_m")
     c.seeds_per_run = 0
-    # One pass per step (a micro-batch size >= batch_size): small MONet steps compile and run faster so on CPU.
-    c.train = ml_collections.ConfigDict({**c.train.to_dict(), "micro_batch_size": 1 << 20})
     t = c.train
     t.early_stop_metric = ""  # far from the MSE threshold in a CPU run
     t.seed_batching = "loop"

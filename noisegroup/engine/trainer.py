@@ -25,9 +25,8 @@ from noisegroup.engine.config import TrainConfig
 from noisegroup.engine.geco import Geco
 from noisegroup.models.family import Batch, Family
 
-# Images per forward/backward pass on XLA:CPU at batch 64 ("auto"): passes of 8 keep the activations in cache
-# (`python -m benchmarks.train_step` measures each size); accelerators take the batch in one pass.
-CPU_MICRO_BATCH = 8
+# Images per forward/backward pass on XLA:CPU ("auto") unless the family says otherwise (`Family.cpu_micro_batch`).
+CPU_MICRO_BATCH = Family.cpu_micro_batch
 
 
 @struct.dataclass
@@ -82,10 +81,12 @@ def optimizer(config: TrainConfig) -> optax.GradientTransformation:
     return optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), opt) if config.grad_clip_norm else opt
 
 
-def resolve_micro_batch(micro_batch_size: int | str, batch_size: int) -> int | None:
-    """Images per pass for a config's `micro_batch_size`: "auto" is `CPU_MICRO_BATCH` on CPU and one pass (None)
-    on accelerators; a size that does not split the batch into several equal passes is one pass."""
-    size = (CPU_MICRO_BATCH if jax.default_backend() == "cpu" else None) if micro_batch_size == "auto" \
+def resolve_micro_batch(micro_batch_size: int | str, batch_size: int,
+                        cpu_default: int | None = CPU_MICRO_BATCH) -> int | None:
+    """Images per pass for a config's `micro_batch_size`: "auto" is `cpu_default` (the family's
+    `cpu_micro_batch`) on CPU and one pass (None) on accelerators; a size that does not split the batch into
+    several equal passes is one pass."""
+    size = (cpu_default if jax.default_backend() == "cpu" else None) if micro_batch_size == "auto" \
         else int(micro_batch_size)
     return size if size and size < batch_size and batch_size % size == 0 else None
 
@@ -131,7 +132,9 @@ class Trainer:
         return cls(family=family, image_shape=tuple(image_shape), optimizer=optimizer(config), weights=weights,
                    geco=geco, ema_decay=float(config.ema_decay),
                    geco_tracks_validation=config.geco_tracks_validation,
-                   micro_batch_size=resolve_micro_batch(config.micro_batch_size, config.batch_size // config.data_parallel),
+                   micro_batch_size=resolve_micro_batch(config.micro_batch_size,
+                                                        config.batch_size // config.data_parallel,
+                                                        family.cpu_micro_batch),
                    data_shards=config.data_parallel, early_stop=bool(config.early_stop_metric))
 
     def build(self, key: jax.Array) -> nnx.Module:

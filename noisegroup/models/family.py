@@ -38,12 +38,16 @@ class Family(abc.ABC):
         default_weights: {term name: weight} used when the config gives none.
         geco_term: the term whose weight GECO controls when the config turns GECO on (None: GECO does not apply).
         geco_constraint: the term whose moving average GECO drives towards its goal.
+        cpu_micro_batch: images per forward/backward pass on XLA:CPU when the config's `micro_batch_size` is
+            "auto" (None: the whole batch in one pass). Accelerators always take one pass.
     """
 
     loss_terms: ClassVar[Mapping[str, LossTerm]] = {}
     default_weights: ClassVar[Mapping[str, float]] = {}
     geco_term: ClassVar[str | None] = None
     geco_constraint: ClassVar[str] = "reconstruction"
+    # The AE / VAE at batch 64: passes of 8 keep the activations in cache (`python -m benchmarks.train_step`).
+    cpu_micro_batch: ClassVar[int | None] = 8
 
     @classmethod
     def config_keys(cls) -> tuple[str, ...]:
