@@ -290,10 +290,22 @@ def test_a_truncated_config_json_is_named(tmp_path, tiny_data):
     ({"control_space": "rgb"}, "unknown control_space 'rgb'"),
     ({"kmeans_restarts": 0}, "kmeans_restarts must be >= 1"),
     ({"train": {**train_configs.get_config("quick").to_dict(), "learnig_rate": 1.0}}, "'learnig_rate'"),
+    ({"model_train": {"vea": {"num_steps": 3}}}, r"model_train names model 'vea' \(did you mean 'vae'\?\)"),
+    ({"model_train": {"ae": {"num_step": 3}}}, r"'num_step' \(did you mean 'num_steps'\?\)"),
+    ({"model_train": {"ae": 3}}, "model_train.ae must map training keys to values, got 3"),
 ])
 def test_every_lns_setting_is_checked_before_any_work(override, message):
     with pytest.raises(ValueError, match=message):
         LNSConfig.from_mapping({**lns_configs.get_config("quick").to_dict(), **override})
+
+
+def test_model_train_overrides_one_models_recipe():
+    config = LNSConfig.from_mapping({**lns_configs.get_config("quick").to_dict(), "models": ("ae", "vae"),
+                                     "model_train": {"vae": {"num_steps": 7, "learning_rate": 0.5}}})
+    vae, ae = config.model_train_config("vae", "proximity"), config.model_train_config("ae", "proximity")
+    assert (vae["num_steps"], vae["learning_rate"], vae["model"]) == (7, 0.5, "vae")
+    assert ae == {**vae, "model": "ae", "num_steps": config.train["num_steps"],
+                  "learning_rate": config.train["learning_rate"]}
 
 
 def test_a_config_typo_on_the_command_line_is_one_line(tmp_path):

@@ -21,6 +21,8 @@ Fields:
     datasets, models ("ae", "vae"), seeds: what to train and segment (seeds are one vmapped program).
     train: the training config (`experiments/configs/train.py` fields; model, dataset, seeds, progress are set
         per run from the fields above).
+    model_train: per-model overrides of `train`, e.g. {"vae": {"num_steps": 6000}} (the default's: its shipped
+        VAEs had a smaller budget than its AEs); `--config.model_train.vae.num_steps=8000` changes one.
     noise_stds, num_noise_samples: the (sigma, N) grid; every point is evaluated on `test` (and `test_iid`).
     normalisation: "channel" (the reference's, default) or "pixel" (the paper's Appendix D).
     features: "lns" (default: latent noise over the (sigma, N) grid) or "tangent" (the sigma -> 0, N -> infinity
@@ -61,6 +63,7 @@ def get_config(mode: str = "default") -> ml_collections.ConfigDict:
     c.models = ("ae", "vae")
     c.seeds = (0,)
     c.train = train_configs.get_config("paper" if mode == "paper" else "default")
+    c.model_train = {}
     c.noise_stds = (1e-3, 1e-2, 1e-1, 0.5)
     c.num_noise_samples = (5, 20)
     c.normalisation = "channel"

@@ -76,6 +76,7 @@ class LNSConfig:
     models: tuple[str, ...] = ("ae", "vae")
     seeds: tuple[int, ...] = (0,)
     train: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    model_train: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     noise_stds: tuple[float, ...] = _segmentation((1e-3, 1e-2, 1e-1, 0.5))
     num_noise_samples: tuple[int, ...] = _segmentation((5, 20))
     normalisation: str = _segmentation("channel")
@@ -120,6 +121,14 @@ class LNSConfig:
             if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
                 raise ValueError(f"{key} must be a sequence, got {value!r} (a tuple such as \"(0.01, 0.1)\")")
         c = cls(**dict(config))
+        from noisegroup.models import FAMILIES
+
+        for model, overrides in c.model_train.items():
+            if model not in FAMILIES:
+                raise ValueError(f"model_train names model {model!r}{closest(model, list(FAMILIES))}; known: "
+                                 f"{sorted(FAMILIES)}")
+            if not isinstance(overrides, Mapping):
+                raise ValueError(f"model_train.{model} must map training keys to values, got {overrides!r}")
         for name in c.datasets:
             if name not in gg.NAMES:
                 raise ValueError(f"unknown dataset {name!r}{closest(name, gg.NAMES)}; known: {gg.NAMES}")
@@ -146,8 +155,9 @@ class LNSConfig:
         return c
 
     def model_train_config(self, model: str, dataset: str) -> dict:
-        """The training config of one (model, dataset)."""
+        """The training config of one (model, dataset): `train`, then `model_train[model]`'s overrides."""
         c = dict(self.train)
+        c.update(self.model_train.get(model, {}))
         c.update(model=model, dataset=dataset, seeds=tuple(self.seeds), progress=self.progress)
         return c
 
