@@ -427,7 +427,8 @@ def main() -> None:
 
     print(f"\nMONet condition {CONDITION} (NLL + 0.5 KL + 0.25 mask KL), K = 5, {SIZE} x {SIZE}, RMSProp "
           f"{LEARNING_RATE:g}; batch {batch}; median of {args.repeats} after a warm-up, seconds. jax columns: the "
-          "engine's step in micro-batches (mbN: N images a gradient pass) and in one pass; torch: in this process "
+          "engine's step in one pass (MONet's default), in micro-batches (mbN: N images a gradient pass), and with the "
+          "decoder's unpadded convs as XLA's plain ones; torch: in this process "
           "(same malloc settings) and in a fresh process with glibc's defaults; ratios: torch / best jax")
     columns = [("one pass", batch, "auto")]
     if jax.default_backend() == "cpu":  # the AE's micro-batches; the decoder's unpadded convs as XLA's plain ones
