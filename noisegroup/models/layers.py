@@ -399,7 +399,8 @@ def valid_conv(x: jax.Array, w: jax.Array) -> jax.Array:
     cotangent with the flipped, swapped kernel (XLA's own form, already fast). Weight gradient: patch products in
     chunks of `PATCH_CHUNK` images (`chunked_patch_weight_grad`). XLA's native weight gradient is the slow part of
     the MONet step otherwise: for the decoder's 68 x 68 x 32 -> 66 x 66 x 32 layer at batch 320, 1.7 s native
-    (1.4 s with the cotangent padded by one), 0.9 s in chunks (`benchmarks/monet_step.py`, 2 loaded cores).
+    (1.4 s with the cotangent padded by one), 0.9 s in chunks (a per-layer timing on 2 loaded cores; the
+    whole step: `benchmarks/monet_step.py`).
 
     Args:
         x: `[b, h, w, i]`.

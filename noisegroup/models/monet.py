@@ -314,8 +314,8 @@ class MonetFamily(Family):
     loss_terms = LOSS_TERMS
     default_weights = {"nll": 1.0, "kl": 0.5, "mask_kl": 0.25}  # the original MONet (Komatsu's condition 11)
     geco_term = None
-    # One pass on CPU: at batch 64, K = 5, passes of 8 ran as fast as one pass (10.2 against 10.4 s a step) but
-    # compiled 44 s against 12 s (`python -m benchmarks.monet_step`), and small CPU configs run faster in one pass.
+    # One pass on CPU: at batch 64, K = 5, passes of 8 ran slower (9.5 against 8.6 s a step) and compiled 4x longer
+    # (39 against 9 s; `python -m benchmarks.monet_step`); small CPU configs run faster in one pass too.
     cpu_micro_batch = None
 
     def __post_init__(self):
