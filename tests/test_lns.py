@@ -433,6 +433,23 @@ def test_quick_lns_experiment_end_to_end(tmp_path):
     assert len(shipped_rows) == 3 and all(-1.0 <= float(r["ari"]) <= 1.0 for r in shipped_rows)  # paper, fair, control
 
 
+def test_the_default_prints_four_rows_from_shipped_weights(tmp_path):
+    """The default (shipped AE and VAE weights, no training) on a sliver of one dataset: the table has the AE, VAE,
+    AE-control and VAE-control rows, each against the paper's value."""
+    result = subprocess.run([sys.executable, "-m", "experiments.lns", "--config.datasets=('closure',)",
+                             "--config.test_limit=2", "--config.noise_stds=(0.1,)", "--config.num_noise_samples=(5,)",
+                             "--config.figures=False", "--config.umap_images=0", f"--workdir={tmp_path}"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not (tmp_path / "models").exists()  # nothing was trained
+    rows = list(csv.DictReader(open(tmp_path / "results.csv")))
+    paper_rows = {r["model"] for r in rows if r["protocol"] == "paper"}
+    assert paper_rows == {"ae", "vae", "ae_control", "vae_control"}
+    assert all(-1.0 <= float(r["ari"]) <= 1.0 and r["paper_ari"] for r in rows)
+    header = next(line for line in result.stdout.splitlines() if line.startswith("dataset"))
+    assert sorted(header.split()) == sorted(["dataset", "ae", "vae", "ae_control", "vae_control"] + ["(paper)"] * 4)
+
+
 def test_a_finished_dataset_is_summarised_in_one_line():
     from noisegroup.lns.pipeline import summary_line
 
