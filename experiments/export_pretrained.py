@@ -5,20 +5,23 @@ The weights in pretrained/ (what the `default` config segments with) were made b
 training must be given to step 2 as well):
 
     # 1. train the default config's six AEs (segmenting only 8 images each, no figures: just to see they work)
-    python -m experiments.lns --config.pretrained="" --config.test_limit=8 --config.figures=False \
-        --config.control=False --workdir=workdirs/lns_pretrain
+    python -m experiments.lns --config.pretrained="" --config.models="('ae',)" --config.test_limit=8 \
+        --config.figures=False --config.control=False --workdir=workdirs/lns_pretrain
     # 2. export seed 0 of every (model, dataset) trained there
-    python -m experiments.export_pretrained --workdir=workdirs/lns_pretrain --out=pretrained
+    python -m experiments.export_pretrained --config.models="('ae',)" --workdir=workdirs/lns_pretrain --out=pretrained
     # 3. segment with them, no training (the default does exactly this)
     python -m experiments.lns --config.pretrained=pretrained
-    # the VAEs: step 1 with --config.models="('vae',)" (and its own workdir), then step 2 on that workdir
+    # the VAEs (6,000 steps: the default's model_train.vae): steps 1 and 2 with --config.models="('vae',)"
+    python -m experiments.lns --config.pretrained="" --config.models="('vae',)" --config.test_limit=8 \
+        --config.figures=False --config.control=False --workdir=workdirs/lns_vae_pretrain
+    python -m experiments.export_pretrained --config.models="('vae',)" --workdir=workdirs/lns_vae_pretrain
 
 Files already exported can be re-stored at another precision without their run (`--convert`; int8 from float16
 quantises the float16 values: this is how the AE files, exported as float16 before int8 existed, became int8):
 
     python -m experiments.export_pretrained --convert=pretrained --precision=int8 --out=pretrained
 
-(The shipped files were trained to 5,000 steps first, then resumed to 8,000 by re-running step 1 with
+(The shipped AE files were trained to 5,000 steps first, then resumed to 8,000 by re-running step 1 with
 `--config.train.num_steps=8000`: the learning-rate schedule is constant after its warm-up, so extending a run
 is exact, and the resumed part took 36.4 min.)
 
