@@ -107,9 +107,13 @@ def test_shipped_weights_of_another_dataset_type_or_seed_axis_are_refused(tmp_pa
     train_config, path = weights_file
     with pytest.raises(ValueError, match=r"holds dataset='kanizsa', not the dataset='closure' asked for"):
         pretrained.load(path, {**train_config, "dataset": "closure"})
-    as_int8 = tmp_path / "int8.npz"
+    as_float32 = tmp_path / "float32.npz"
+    rewrite_weights(path, as_float32, lambda a: a.update({k: v.astype(np.float32) for k, v in a.items()}))
+    with pytest.raises(ValueError, match=r"float32.npz: parameter .* is float32, shipped weights are float16 or int8"):
+        pretrained.verify(as_float32, train_config)
+    as_int8 = tmp_path / "int8.npz"  # int8 without the per-channel scales that give it its values
     rewrite_weights(path, as_int8, lambda a: a.update({k: v.astype(np.int8) for k, v in a.items()}))
-    with pytest.raises(ValueError, match=r"int8.npz: parameter .* is int8, shipped weights are float16"):
+    with pytest.raises(ValueError, match=r"int8.npz: int8 parameter .* needs a scale of shape"):
         pretrained.verify(as_int8, train_config)
     one_short = tmp_path / "seeds.npz"
     name = sorted(np.load(path).files)[-1]

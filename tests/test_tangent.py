@@ -245,7 +245,7 @@ def test_tangent_pipeline_end_to_end(tmp_path):
     from experiments.configs import lns as lns_configs
 
     config = lns_configs.get_config("default").to_dict()
-    config.update(datasets=("kanizsa",), features="tangent", test_limit=4, noise_stds=(1e-2, 0.5),
+    config.update(datasets=("kanizsa",), models=("ae",), features="tangent", test_limit=4, noise_stds=(1e-2, 0.5),
                   num_noise_samples=(2, 5), umap_images=0, cluster_workers=1, progress=False)
     rows = pipeline.run(config, tmp_path)
     assert {(r["model"], r["protocol"]) for r in rows} == {("ae_tangent", "paper"), ("ae_tangent", "fair")}
