@@ -19,7 +19,8 @@ training must be given to step 2 as well):
 Files already exported can be re-stored at another precision without their run (`--convert`; int8 from float16
 quantises the float16 values: this is how the AE files, exported as float16 before int8 existed, became int8):
 
-    python -m experiments.export_pretrained --convert=pretrained --precision=int8 --out=pretrained
+    python -m experiments.export_pretrained --config.models="('ae',)" --convert=pretrained --precision=int8 \
+        --out=pretrained
 
 (The shipped AE files were trained to 5,000 steps first, then resumed to 8,000 by re-running step 1 with
 `--config.train.num_steps=8000`: the learning-rate schedule is constant after its warm-up, so extending a run
