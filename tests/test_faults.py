@@ -288,6 +288,7 @@ def test_a_truncated_config_json_is_named(tmp_path, tiny_data):
     ({"noise_stds": (float("nan"),)}, "noise_std must be a finite number > 0, got nan"),
     ({"num_noise_samples": (1,)}, "num_noise_samples must be an integer >= 2"),
     ({"test_limit": -1}, "test_limit must be >= 0"),
+    ({"control_limit": -2}, "control_limit must be >= 0"),
     ({"datasets": ("kanisza",)}, r"unknown dataset 'kanisza' \(did you mean 'kanizsa'\?\)"),
     ({"clustering": "kmeans++"}, "'kmeans\\+\\+'"),
     ({"control_clustering": "dbscan"}, "unknown clustering method 'dbscan'"),

@@ -423,14 +423,19 @@ def test_quick_lns_experiment_end_to_end(tmp_path):
     assert sorted(p.name for p in (tmp_path / "weights").iterdir()) == ["ae_gradient_occlusion.npz",
                                                                          "ae_proximity.npz"]
     assert pretrained.read_meta(tmp_path / "weights" / "ae_proximity.npz")["steps"] == 12
+    # ... choosing the fair setting on 3 test_iid images and running the control on 2 of the 8 test images.
     shipped = subprocess.run([sys.executable, "-m", "experiments.lns", *quick, "--config.figures=False",
                               "--config.datasets=('proximity',)", f"--config.pretrained={tmp_path / 'weights'}",
+                              "--config.fair_limit=3", "--config.control_limit=2",
                               f"--workdir={tmp_path / 'shipped'}"], cwd=ROOT, capture_output=True, text=True,
                              timeout=600)
     assert shipped.returncode == 0, shipped.stderr[-3000:]
     assert not (tmp_path / "shipped" / "models").exists()  # nothing was trained
     shipped_rows = list(csv.DictReader(open(tmp_path / "shipped" / "results.csv")))
     assert len(shipped_rows) == 3 and all(-1.0 <= float(r["ari"]) <= 1.0 for r in shipped_rows)  # paper, fair, control
+    limited = np.load(tmp_path / "shipped" / "segmentation" / "ae_proximity.npz")
+    assert limited["test_ari"].shape == (1, 2, 2, 8)
+    assert limited["test_iid_ari"].shape == (1, 2, 2, 3) and limited["control_ari"].shape == (1, 2)
 
 
 def test_the_default_prints_four_rows_from_shipped_weights(tmp_path):

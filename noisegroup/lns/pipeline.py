@@ -92,6 +92,8 @@ class LNSConfig:
     control_normalisation: str = _segmentation(features.ControlReading.normalisation)
     control_clustering: str = _segmentation("ward")
     test_limit: int = _segmentation(0)
+    fair_limit: int = _segmentation(0)
+    control_limit: int = _segmentation(0)
     lns_seed: int = _segmentation(42)
     features: str = _segmentation("lns")
     pretrained: str = ""
@@ -134,8 +136,9 @@ class LNSConfig:
                 raise ValueError(f"unknown dataset {name!r}{closest(name, gg.NAMES)}; known: {gg.NAMES}")
         if not c.datasets or not c.models:
             raise ValueError(f"datasets and models must not be empty, got {c.datasets!r} and {c.models!r}")
-        if int(c.test_limit) < 0:
-            raise ValueError(f"test_limit must be >= 0 (0: every image), got {c.test_limit!r}")
+        for key in ("test_limit", "fair_limit", "control_limit"):
+            if int(getattr(c, key)) < 0:
+                raise ValueError(f"{key} must be >= 0 (0: every image), got {getattr(c, key)!r}")
         for key in ("umap_images", "cluster_workers"):
             if int(getattr(c, key)) < 0:
                 raise ValueError(f"{key} must be >= 0, got {getattr(c, key)!r}")
@@ -214,9 +217,9 @@ def segment_model(config: LNSConfig, graphdef, params, dataset: str, key: jax.Ar
     `model` names the progress bars."""
     from datasets import good_gestalt as gg
 
-    def load(split):
+    def load(split, limit=0):
         data = gg.load(dataset, split)
-        limit = int(config.test_limit) or len(data.images)
+        limit = min(int(limit) or len(data.images), int(config.test_limit) or len(data.images))
         return data.images[:limit], data.masks[:limit]
 
     images, masks = load("test")
@@ -239,14 +242,15 @@ def segment_model(config: LNSConfig, graphdef, params, dataset: str, key: jax.Ar
             graphdef, params0, images[:umap_images], jax.random.fold_in(jax.random.fold_in(key, 0), 0), sigma, n,
             config.normalisation))
     if config.fair_protocol:
-        iid_images, iid_masks = load("test_iid")
+        iid_images, iid_masks = load("test_iid", config.fair_limit)
         iid = sweep.evaluate(graphdef, params, iid_images, iid_masks, jax.random.fold_in(key, 1),
                              config.sweep_settings(label=f"{label} test_iid"))
         out["test_iid_ari"] = iid.ari
         out["fair_setting"] = np.array(stats.select_setting(iid.ari))
     if config.control:
         n = int(np.asarray(config.num_noise_samples)[paper[1]])
-        control = sweep.evaluate(graphdef, params, images, masks, jax.random.fold_in(key, 2),
+        limit = int(config.control_limit) or len(images)
+        control = sweep.evaluate(graphdef, params, images[:limit], masks[:limit], jax.random.fold_in(key, 2),
                                  config.sweep_settings(control=True, num_noise_samples=(n,),
                                                        method=config.control_method, label=f"{label} test"))
         out["control_ari"] = control.ari[:, 0, 0]
