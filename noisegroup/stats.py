@@ -58,6 +58,39 @@ def summarise(ari: np.ndarray, setting: tuple[int, int]) -> dict:
     return mean_sem(np.asarray(ari)[:, i, j, :])
 
 
+def model_difference(a: ArrayLike, b: ArrayLike, *, over: str) -> dict:
+    """The LNS paper's test of AE against VAE on one dataset: a two-sample, two-tailed Student's t-test
+    (`scipy.stats.ttest_ind`, equal variances) on per-seed mean ARIs (the paper's 5 trained seeds each).
+
+    Args:
+        a, b: `[n_a]`, `[n_b]` ARIs of the two models, each at its own chosen setting: per-seed means, or per-image
+            ARIs when a model has one seed (`over="images"`, a weaker reading: it tests these weights, not the
+            training recipe).
+        over: "seeds" or "images", recorded with the result.
+
+    Returns:
+        {"t", "p", "n_a", "n_b", "over"}; p is uncorrected (see `bonferroni_stars`).
+
+    Raises:
+        ValueError: fewer than 2 values in a sample, a non-finite value, or `over` not "seeds"/"images".
+    """
+    if over not in ("seeds", "images"):
+        raise ValueError(f"over must be 'seeds' or 'images', got {over!r}")
+    x, y = _per_seed(a, "a"), _per_seed(b, "b")
+    if len(x) < 2 or len(y) < 2:
+        raise ValueError(f"a t-test needs >= 2 values per model, got {len(x)} and {len(y)} {over}")
+    res = scipy.stats.ttest_ind(x, y, equal_var=True, alternative="two-sided")
+    t, p = float(res.statistic), float(res.pvalue)
+    if np.isnan(p):  # both samples constant and equal: no difference to find
+        t, p = 0.0, 1.0
+    return {"t": t, "p": p, "n_a": len(x), "n_b": len(y), "over": over}
+
+
+def bonferroni_stars(p_values: Sequence[float], alpha: float = 0.05) -> list[bool]:
+    """Which of m tests get the paper's star: p <= alpha / m (Bonferroni over the m datasets compared)."""
+    return list(holm_bonferroni(p_values, alpha, procedure="bonferroni").rejected)
+
+
 # --- Hypothesis tests of the loss ablation (host side, over per-seed ARIs) ---------------------------------------
 
 # The 2x2 ablation of Komatsu et al. section 3.1 (spec 2.2): the first digit switches beta (latent KL, 0.5 / 0), the

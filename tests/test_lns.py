@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.stats
 from flax import nnx
 from sklearn.cluster import AgglomerativeClustering
 from sklearn.metrics import adjusted_rand_score
@@ -464,3 +465,30 @@ def test_a_finished_dataset_is_summarised_in_one_line():
                  num_noise_samples=40)]
     assert summary_line("kanizsa", "ae", rows, 190.0) == (
         "kanizsa / ae: ARI 0.687 (paper 0.854) at sigma 0.5, N 40; control 0.200 (paper 0.246); 3.2 min")
+
+
+def test_ae_vae_comparison_over_seeds_or_images_with_bonferroni_stars():
+    from noisegroup.lns.pipeline import format_table, model_comparisons
+
+    rng = np.random.default_rng(1)
+
+    def row(dataset, model, per_seed, per_image, protocol="paper"):
+        return dict(dataset=dataset, model=model, protocol=protocol, ari=float(np.mean(per_image)), ari_sem=0.01,
+                    per_seed=list(per_seed), per_image=list(per_image), paper_ari=0.9)
+
+    far = rng.normal(0.9, 0.01, 100), rng.normal(0.5, 0.01, 100)  # clearly different images
+    rows = [row("kanizsa", "ae", [0.80, 0.82, 0.79, 0.81, 0.80], far[0]),
+            row("kanizsa", "vae", [0.70, 0.71, 0.69, 0.72, 0.70], far[1]),  # 5 seeds: tested over seeds
+            row("closure", "ae", [0.5], far[0]), row("closure", "vae", [0.5], far[0]),  # one seed: over images
+            row("proximity", "ae", [0.4], far[0])]  # no VAE: not compared
+    comparisons = model_comparisons(rows)
+    assert [(c["dataset"], c["over"], c["n_a"]) for c in comparisons] == [("kanizsa", "seeds", 5),
+                                                                         ("closure", "images", 100)]
+    seeds = scipy.stats.ttest_ind([0.80, 0.82, 0.79, 0.81, 0.80], [0.70, 0.71, 0.69, 0.72, 0.70])
+    assert comparisons[0]["p"] == pytest.approx(seeds.pvalue)
+    assert comparisons[0]["p_bonferroni"] == pytest.approx(min(1.0, 2 * seeds.pvalue))
+    assert comparisons[0]["star"] and not comparisons[1]["star"] and comparisons[1]["p"] == pytest.approx(1.0)
+    table = format_table(rows).splitlines()
+    assert table[0].rstrip().endswith("ae vs vae p")
+    assert table[2].rstrip().endswith(" *") and table[3].rstrip().endswith("1") and table[4].rstrip().endswith("-")
+    assert "Bonferroni-adjusted over 2 datasets" in table[-1]

@@ -89,6 +89,22 @@ def test_unsavable_values_are_named(tmp_path, ae_params):
         pretrained.save(tmp_path / "bad.npz", params, {"latent_dim": 15, "model": "ae"})
 
 
+def test_paper_budget_trains_the_shipped_recipe_with_the_papers_seeds_grid_and_ward():
+    from experiments.configs import lns as lns_configs
+    from noisegroup.lns.pipeline import LNSConfig
+
+    default = LNSConfig.from_mapping(lns_configs.get_config("default").to_dict())
+    budget = LNSConfig.from_mapping(lns_configs.get_config("paper_budget").to_dict())
+    paper = LNSConfig.from_mapping(lns_configs.get_config("paper").to_dict())
+    assert budget.pretrained == "" and budget.seeds == paper.seeds == (0, 1, 2, 3, 4)
+    for field in ("noise_stds", "num_noise_samples", "clustering", "kmeans_restarts", "fair_limit", "control_limit"):
+        assert getattr(budget, field) == getattr(paper, field), field
+    for dataset in budget.datasets:
+        for model in budget.models:
+            want = {**default.model_train_config(model, dataset), "seeds": (0, 1, 2, 3, 4)}
+            assert budget.model_train_config(model, dataset) == want
+
+
 def test_shipped_weights_are_the_default_configs_and_reconstruct():
     """pretrained/ holds one file per (model, dataset) the `default` config segments, trained with exactly the
     default's recipe for its steps, and each decoder uses its latent and beats the mean colour on unseen images."""

@@ -9,7 +9,8 @@ For every (dataset, model) of the config:
 2. LNS over the (sigma, N) grid on `test` and, for the fair protocol, on `test_iid` (`noisegroup.lns.sweep.evaluate`),
    and the noisy-reconstruction control at the selected N;
 3. pick settings two ways: the paper's (best mean ARI on `test`, as its Table 1) and a fair one (best on `test_iid`,
-   reported on `test`); mean +- SEM (`noisegroup.stats`);
+   reported on `test`); mean +- SEM (`noisegroup.stats`); with both AE and VAE, the paper's t-test between them per
+   dataset, Bonferroni-corrected (`model_comparisons`, the table's last column);
 4. save `workdir/segmentation/<model>_<dataset>.npz` (all ARIs, predictions at the paper's setting for seed 0,
    reconstructions) atomically; a re-run with the same settings loads it instead of recomputing.
 
@@ -305,8 +306,9 @@ def _summary_rows(config: LNSConfig, dataset: str, model: str, seg: Mapping[str,
         fg = stats.summarise(seg["test_ari_fg"], (i, j))
         rows.append(dict(dataset=dataset, model=model, protocol=protocol, noise_std=float(sigmas[i]),
                          num_noise_samples=int(counts[j]), ari=s["mean"], ari_sem=s["sem"], sem_over=s["sem_over"],
-                         ari_fg=fg["mean"], per_seed=s["per_seed"], clustering=config.clustering,
-                         paper_ari=paper_value(model, dataset, config.clustering)))
+                         ari_fg=fg["mean"], per_seed=s["per_seed"],
+                         per_image=np.asarray(seg["test_ari"])[:, i, j, :].mean(axis=0).tolist(),
+                         clustering=config.clustering, paper_ari=paper_value(model, dataset, config.clustering)))
     if "control_ari" in seg:
         s = stats.mean_sem(seg["control_ari"])
         rows.append(dict(dataset=dataset, model=f"{model}_control", protocol="paper",
@@ -332,6 +334,33 @@ def summary_line(dataset: str, model: str, rows: list[dict], seconds: float) -> 
     return f"{dataset} / {model}: " + "; ".join(parts) + f"; {seconds / 60:.1f} min"
 
 
+def model_comparisons(rows: list[dict], protocol: str = "paper", models: tuple[str, str] = ("ae", "vae"),
+                      alpha: float = 0.05) -> list[dict]:
+    """The paper's AE-against-VAE test per dataset (Table 1's stars): a two-sample two-tailed t-test of the two models'
+    ARIs at their chosen settings, over seeds (the paper: 5 each), or over test images when a model has one seed;
+    starred when p <= alpha / m, Bonferroni over the m datasets that have both models (`stats.model_difference`).
+
+    Returns:
+        One dict per such dataset: dataset, protocol, models, t, p, n_a, n_b, over, p_bonferroni, star.
+    """
+    lookup = {(r["dataset"], r["model"]): r for r in rows if r["protocol"] == protocol}
+    out = []
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        a, b = lookup.get((dataset, models[0])), lookup.get((dataset, models[1]))
+        if a is None or b is None or "per_image" not in a or "per_image" not in b:
+            continue
+        by_seed = len(a["per_seed"]) > 1 and len(b["per_seed"]) > 1
+        key = "per_seed" if by_seed else "per_image"
+        test = stats.model_difference(a[key], b[key], over="seeds" if by_seed else "images")
+        out.append(dict(dataset=dataset, protocol=protocol, models=list(models), **test))
+    if out:
+        p = [c["p"] for c in out]
+        for c, star, adjusted in zip(out, stats.bonferroni_stars(p, alpha),
+                                     stats.holm_bonferroni(p, alpha, procedure="bonferroni").adjusted, strict=True):
+            c.update(p_bonferroni=adjusted, star=star)
+    return out
+
+
 def format_table(rows: list[dict], protocol: str = "paper") -> str:
     """A text table of ARI per dataset (rows) and model (columns), ours next to the paper's; a `*` marks a row that
     needed no setting selection (tangent-limit features), with a footnote."""
@@ -339,6 +368,9 @@ def format_table(rows: list[dict], protocol: str = "paper") -> str:
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
     lookup = {(r["dataset"], r["model"]): r for r in rows if r["protocol"] == protocol or r["model"].endswith("_control")}
     header = f"{'dataset':<20}" + "".join(f"{m + ' (paper)':>26}" for m in models)
+    comparisons = {c["dataset"]: c for c in model_comparisons(rows, protocol)}
+    if comparisons:
+        header += f"{'ae vs vae p':>14}"
     lines = [header, "-" * len(header)]
     for d in datasets:
         cells = []
@@ -350,7 +382,14 @@ def format_table(rows: list[dict], protocol: str = "paper") -> str:
             paper = "   -  " if r["paper_ari"] is None else f"{r['paper_ari']:6.3f}"
             mark = "*" if r.get("selection") == "none" else ""
             cells.append(f"{r['ari']:7.3f}{mark} +-{r['ari_sem']:.3f} ({paper})".rjust(26))
+        if comparisons:
+            c = comparisons.get(d)
+            cells.append(f"{'-':>14}" if c is None else f"{c['p_bonferroni']:.2g}{' *' if c['star'] else '  '}".rjust(14))
         lines.append(f"{d:<20}" + "".join(cells))
+    if comparisons:
+        over = ", ".join(sorted({c["over"] for c in comparisons.values()}))
+        lines.append(f"ae vs vae p: two-sample two-tailed t-test over {over}, Bonferroni-adjusted over "
+                     f"{len(comparisons)} datasets; * p <= 0.05 (the paper's Table 1 stars)")
     if any(r.get("selection") == "none" for r in lookup.values()):
         lines.append("* tangent limit (sigma -> 0, N -> inf): no (sigma, N) setting to select, the same under both "
                      "protocols; (paper) is the paper's LNS value")
@@ -422,8 +461,9 @@ def _run(config: LNSConfig, workdir: Path) -> list[dict]:
 
 
 def _write_results(workdir: Path, config: LNSConfig, rows: list[dict], timings: dict) -> None:
+    comparisons = [c for protocol in ("paper", "fair") for c in model_comparisons(rows, protocol)]
     atomic.write_json(workdir / "results.json", {"config": dataclasses.asdict(config), "rows": rows,
-                                                 "seconds": timings})
+                                                 "comparisons": comparisons, "seconds": timings})
     fields = ["dataset", "model", "protocol", "noise_std", "num_noise_samples", "clustering", "ari", "ari_sem",
               "sem_over", "ari_fg", "paper_ari"]
     if any("selection" in r for r in rows):
