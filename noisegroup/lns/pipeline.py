@@ -384,7 +384,8 @@ def format_table(rows: list[dict], protocol: str = "paper") -> str:
             cells.append(f"{r['ari']:7.3f}{mark} +-{r['ari_sem']:.3f} ({paper})".rjust(26))
         if comparisons:
             c = comparisons.get(d)
-            cells.append(f"{'-':>14}" if c is None else f"{c['p_bonferroni']:.2g}{' *' if c['star'] else '  '}".rjust(14))
+            p_cell = "-" if c is None else f"{c['p_bonferroni']:.2g}{' *' if c['star'] else '  '}"
+            cells.append(p_cell.rjust(14))
         lines.append(f"{d:<20}" + "".join(cells))
     if comparisons:
         over = ", ".join(sorted({c["over"] for c in comparisons.values()}))
