@@ -10,7 +10,8 @@ the checkpoints not yet in the curve.
 Per checkpoint (seed 0; the moving average of the weights when the run keeps one): LNS on the run's dataset's test
 images over a small (sigma, N) grid, k-means with k from each mask, mean ARI at the best setting (the paper's
 protocol) and at each setting; the test reconstruction error (mean squared error per pixel value); the share of
-all-zero feature pixels.
+all-zero feature pixels; the coherence of the ground-truth groups in feature space at the best setting
+(`noisegroup.lns.coherence`: the background's spread against its distance to the objects, the objects' spread).
 """
 
 import json
@@ -24,7 +25,7 @@ from absl import app, flags, logging
 from datasets import good_gestalt as gg
 from noisegroup import atomic, cli
 from noisegroup.engine import loop
-from noisegroup.lns import sweep
+from noisegroup.lns import coherence, sweep
 
 _RUNS = flags.DEFINE_list("runs", None, "training workdirs (comma-separated)")
 _NOISE_STDS = flags.DEFINE_list("noise_stds", ["0.01", "0.1", "0.5"], "sigma grid")
@@ -49,10 +50,15 @@ def evaluate_step(workdir: Path, step: int, settings: sweep.SweepSettings, image
     mean = result.ari[0].mean(-1)  # [sigma, N]
     best = np.unravel_index(np.argmax(mean), mean.shape)
     per_image = result.ari[0][best]  # [b]
+    sigma, n = float(settings.noise_stds[best[0]]), int(settings.num_noise_samples[best[1]])
+    # The features at the best setting, as `evaluate` clustered them (seed 0's key), for their coherence.
+    feats = sweep.setting_features(trainer.graphdef, jax.tree.map(lambda x: x[0], params), images,
+                                   jax.random.fold_in(jax.random.key(42), 0), sigma, n, settings.normalisation)
     return {"step": step, "ari": float(mean[best]), "sem": float(per_image.std(ddof=1) / np.sqrt(len(per_image))),
-            "setting": [float(settings.noise_stds[best[0]]), int(settings.num_noise_samples[best[1]])],
-            "ari_grid": mean.tolist(), "mse": float(np.mean((result.reconstructions[0] - images) ** 2)),
-            "zero_features": float(result.zero_feature_fraction[0][best].mean())}
+            "setting": [sigma, n], "ari_grid": mean.tolist(),
+            "mse": float(np.mean((result.reconstructions[0] - images) ** 2)),
+            "zero_features": float(result.zero_feature_fraction[0][best].mean()),
+            "coherence": coherence.summary(np.asarray(feats), masks)}
 
 
 def plot(curves: dict[str, list[dict]], path: Path) -> None:
@@ -90,8 +96,8 @@ def main(argv):
     curves = {}
     for run in map(Path, _RUNS.value):
         path = run / "curve.json"
-        key = {"noise_stds": settings.noise_stds, "num_noise_samples": settings.num_noise_samples,
-               "test_limit": _TEST_LIMIT.value, "kmeans_restarts": _RESTARTS.value}
+        key = {"noise_stds": list(settings.noise_stds), "num_noise_samples": list(settings.num_noise_samples),
+               "test_limit": _TEST_LIMIT.value, "kmeans_restarts": _RESTARTS.value}  # as JSON reads it back
         cached = json.loads(path.read_text()) if path.exists() else {}
         points = {p["step"]: p for p in cached.get("points", [])} if cached.get("settings") == key else {}
         dataset = json.loads((run / "config.json").read_text())["dataset"]
@@ -105,10 +111,14 @@ def main(argv):
             atomic.write_text(path, json.dumps({"settings": key, "dataset": dataset,
                                                 "points": [points[s] for s in sorted(points)]}, indent=1))
         curves[run.name] = [points[s] for s in sorted(points)]
-        print(f"\n{run} ({dataset}): step, best-setting ARI (sigma, N), test MSE")
+        print(f"\n{run} ({dataset}): step, best-setting ARI (sigma, N), test MSE, feature coherence there "
+              f"(medians: background spread / separation, background spread, object spread)")
         for p in curves[run.name]:
+            c = p.get("coherence")  # absent from points cached before it was measured
+            spreads = "" if c is None else (f"  {c['ratio']:.2f}  {c['background_spread']:.2f}  "
+                                            f"{c['object_spread']:.2f}")
             print(f"  {p['step']:>7}  {p['ari']:.3f} +- {p['sem']:.3f}  ({p['setting'][0]:g}, {p['setting'][1]})"
-                  f"  {p['mse']:.5f}")
+                  f"  {p['mse']:.5f}{spreads}")
     figure = Path(_PLOT.value) if _PLOT.value else Path(_RUNS.value[0]) / "curve.png"
     plot(curves, figure)
     print(f"\n{figure}")

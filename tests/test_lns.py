@@ -492,3 +492,51 @@ def test_ae_vae_comparison_over_seeds_or_images_with_bonferroni_stars():
     assert table[0].rstrip().endswith("ae vs vae p")
     assert table[2].rstrip().endswith(" *") and table[3].rstrip().endswith("1") and table[4].rstrip().endswith("-")
     assert "Bonferroni-adjusted over 2 datasets" in table[-1]
+
+
+def test_coherence_in_closed_form():
+    """Background pixels at a +- e (2 dims), the object's at b exactly: spreads e^2 and 0, separation ||b - a||^2."""
+    from noisegroup.lns.coherence import coherence, summary
+
+    masks = np.zeros((2, 4, 4), np.int32)
+    masks[:, :2, :2] = 1  # a 4-pixel object
+    masks[1, 3, 2:] = 2  # a second, 2-pixel object in image 1
+    a, b, c, e = np.array([1.0, 0.0]), np.array([0.0, 2.0]), np.array([3.0, 0.0]), 0.5
+    features = np.zeros((2, 16, 2))
+    for i in range(2):
+        m = masks[i].ravel()
+        background = np.flatnonzero(m == 0)
+        features[i, background] = a + e * np.where(np.arange(len(background))[:, None] % 2, 1.0, -1.0) * [1, 0]
+        features[i, m == 1], features[i, m == 2] = b, c
+    out = coherence(features, masks)
+    np.testing.assert_allclose(out["background_spread"], [e**2, e**2])
+    np.testing.assert_allclose(out["object_spread"], [0.0, 0.0])
+    np.testing.assert_allclose(out["separation"], [5.0, (5.0 + 4.0) / 2])
+    np.testing.assert_allclose(out["ratio"], [e**2 / 5.0, e**2 / 4.5])
+    assert summary(features, masks)["separation"] == pytest.approx(4.75)
+    only_background = coherence(features[:1], np.zeros((1, 4, 4), np.int32))
+    assert only_background["background_spread"][0] == pytest.approx(features[0].var(axis=0).sum())
+    assert np.isnan(only_background["ratio"][0]) and np.isnan(only_background["object_spread"][0])
+    with pytest.raises(ValueError, match=r"must match, got \(2, 16, 2\) and \(2, 3, 3\)"):
+        coherence(features, np.zeros((2, 3, 3), np.int32))
+
+
+def test_lns_curve_segments_every_kept_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    train = subprocess.run([sys.executable, "-m", "experiments.train", "--config=experiments/configs/train.py:quick",
+                            "--config.dataset=proximity", "--config.keep_checkpoints=10", f"--workdir={run}"],
+                           cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert train.returncode == 0, train.stderr[-3000:]
+    command = [sys.executable, "-m", "experiments.lns_curve", f"--runs={run}", "--test_limit=4", "--noise_stds=0.1",
+               "--num_noise_samples=3"]
+    curve = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert curve.returncode == 0, curve.stderr[-3000:]
+    points = json.loads((run / "curve.json").read_text())["points"]
+    assert [p["step"] for p in points] == [4, 8, 12]  # the quick config checkpoints every 4 steps
+    for p in points:
+        assert -1.0 <= p["ari"] <= 1.0 and p["setting"] == [0.1, 3] and p["mse"] > 0
+        assert set(p["coherence"]) == {"background_spread", "object_spread", "separation", "ratio"}
+        assert 0.0 <= p["coherence"]["background_spread"] <= 6.0 and p["coherence"]["ratio"] >= 0.0
+    assert (run / "curve.png").stat().st_size > 5_000
+    again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)  # nothing left to do
+    assert again.returncode == 0 and json.loads((run / "curve.json").read_text())["points"] == points
