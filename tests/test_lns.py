@@ -453,7 +453,15 @@ def test_the_default_prints_four_rows_from_shipped_weights(tmp_path):
     assert paper_rows == {"ae", "vae", "ae_control", "vae_control"}
     assert all(-1.0 <= float(r["ari"]) <= 1.0 and r["paper_ari"] for r in rows)
     header = next(line for line in result.stdout.splitlines() if line.startswith("dataset"))
-    assert sorted(header.split()) == sorted(["dataset", "ae", "vae", "ae_control", "vae_control"] + ["(paper)"] * 4)
+    assert sorted(header.split()) == sorted(["dataset", "ae", "vae", "ae_control", "vae_control"] + ["(paper)"] * 4
+                                            + ["ae", "vs", "vae", "p"])
+    # The coherence of the true groups at the settings this run chose, for both models.
+    coherence = subprocess.run([sys.executable, "-m", "experiments.lns_coherence", f"--workdir={tmp_path}",
+                                "--test_limit=2"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert coherence.returncode == 0, coherence.stderr[-3000:]
+    table = json.loads((tmp_path / "coherence.json").read_text())["rows"]
+    assert [(r["dataset"], r["model"]) for r in table] == [("closure", "ae"), ("closure", "vae")]
+    assert all(0.0 <= r["background_spread"] <= 6.0 and r["ratio"] >= 0.0 for r in table)
 
 
 def test_a_finished_dataset_is_summarised_in_one_line():

@@ -1,0 +1,71 @@
+"""Why a dataset's LNS ARI is what it is: the coherence of the true groups in feature space, per dataset and model,
+at the setting a finished LNS run chose (paper's protocol), next to its ARI.
+
+    python -m experiments.lns                                           # any LNS run with shipped weights ...
+    python -m experiments.lns_coherence --workdir=workdirs/lns          # ... then this, on the same workdir
+
+For each (dataset, model) row of `<workdir>/results.json`: the LNS features of the first `--test_limit` test images
+at the row's (sigma, N) with the run's noise key (seed 0), and the medians over images of
+`noisegroup.lns.coherence`: the background's spread, its distance to the objects, their ratio (small: the
+background is one tight cluster away from the objects; near or above 1: k-means splits the background, which is
+most of the pixels), and the objects' own spread (3 means unrelated directions under the reference's per-channel
+normalisation). Writes `<workdir>/coherence.json`. Needs the run's weights: `pretrained` runs only.
+"""
+
+import json
+import zlib
+from pathlib import Path
+
+import jax
+import numpy as np
+from absl import app, flags, logging
+
+from datasets import good_gestalt as gg
+from noisegroup import atomic, cli
+from noisegroup.engine import loop, pretrained
+from noisegroup.lns import coherence, sweep
+from noisegroup.lns.pipeline import LNSConfig
+
+_WORKDIR = flags.DEFINE_string("workdir", "workdirs/lns", "a finished LNS run's workdir (results.json)")
+_TEST_LIMIT = flags.DEFINE_integer("test_limit", 100, "test images")
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.WARNING)
+    cli.quiet_orbax_logs()
+    workdir = Path(_WORKDIR.value)
+    with cli.one_line_errors(cli.CONFIG_ERRORS):
+        results = json.loads((workdir / "results.json").read_text())
+        config = LNSConfig.from_mapping(results["config"])
+        if not config.pretrained:
+            raise ValueError(f"{workdir} trained its own models; lns_coherence reads shipped weights only "
+                             f"(--config.pretrained)")
+    key = jax.random.key(int(config.lns_seed))
+    rows = []
+    print("dataset / model              ARI  (sigma, N)   bg spread / separation   bg spread   object spread")
+    for r in results["rows"]:
+        if r["protocol"] != "paper" or r["model"] not in config.models:
+            continue
+        dataset, model = r["dataset"], r["model"]
+        train_config = config.model_train_config(model, dataset)
+        _, trainer, _ = loop.build(train_config, (64, 64, 3))
+        params = jax.tree.map(lambda x: x[0], pretrained.load(config.weights_path(model, dataset), train_config))
+        data = gg.load(dataset, "test")
+        images, masks = data.images[:_TEST_LIMIT.value], data.masks[:_TEST_LIMIT.value]
+        # The key `pipeline._run` gives this (model, dataset), then `segment_model`'s test sweep and seed 0.
+        model_key = jax.random.fold_in(key, zlib.crc32(f"{model}_{dataset}".encode()) & 0x7FFFFFFF)
+        features = sweep.setting_features(trainer.graphdef, params, images,
+                                          jax.random.fold_in(jax.random.fold_in(model_key, 0), 0), r["noise_std"],
+                                          r["num_noise_samples"], config.normalisation)
+        c = coherence.summary(np.asarray(features), masks)
+        rows.append({"dataset": dataset, "model": model, "ari": r["ari"], "noise_std": r["noise_std"],
+                     "num_noise_samples": r["num_noise_samples"], **c})
+        print(f"{dataset + ' / ' + model:<26} {r['ari']:6.3f}  ({r['noise_std']:g}, {r['num_noise_samples']})"
+              f"  {c['ratio']:14.2f}  {c['background_spread']:14.2f}  {c['object_spread']:14.2f}", flush=True)
+    atomic.write_json(workdir / "coherence.json", {"test_limit": _TEST_LIMIT.value, "rows": rows})
+    print(f"\n{workdir / 'coherence.json'}")
+
+
+if __name__ == "__main__":
+    app.run(main)
