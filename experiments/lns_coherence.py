@@ -9,7 +9,8 @@ at the row's (sigma, N) with the run's noise key (seed 0), and the medians over 
 `noisegroup.lns.coherence`: the background's spread, its distance to the objects, their ratio (small: the
 background is one tight cluster away from the objects; near or above 1: k-means splits the background, which is
 most of the pixels), and the objects' own spread (3 means unrelated directions under the reference's per-channel
-normalisation). Writes `<workdir>/coherence.json`. Needs the run's weights: `pretrained` runs only.
+normalisation). Writes `<workdir>/coherence.json` and `coherence.png` (ARI against both; when the run makes
+figures). Needs the run's weights: `pretrained` runs only.
 """
 
 import json
@@ -64,7 +65,32 @@ def main(argv):
         print(f"{dataset + ' / ' + model:<26} {r['ari']:6.3f}  ({r['noise_std']:g}, {r['num_noise_samples']})"
               f"  {c['ratio']:14.2f}  {c['background_spread']:14.2f}  {c['object_spread']:14.2f}", flush=True)
     atomic.write_json(workdir / "coherence.json", {"test_limit": _TEST_LIMIT.value, "rows": rows})
+    if config.figures and rows:
+        plot(rows, workdir / "coherence.png")
     print(f"\n{workdir / 'coherence.json'}")
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    """ARI against the background's spread and against its ratio to the separation, one labelled point per row."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key, label in ((axes[0], "background_spread", "background spread (3: unrelated directions)"),
+                           (axes[1], "ratio", "background spread / separation from the objects")):
+        for r in rows:
+            marker = "o" if r["model"] == "ae" else "s"
+            ax.scatter(r[key], r["ari"], marker=marker, color="C0" if r["model"] == "ae" else "C1")
+            ax.annotate(f"{r['dataset'][:4]} {r['model']}", (r[key], r["ari"]), fontsize=7,
+                        xytext=(3, 3), textcoords="offset points")
+        ax.set(xlabel=label, ylabel="test ARI at the chosen setting", ylim=(-0.05, 1.0))
+    axes[1].set_xscale("log")
+    fig.suptitle("coherence of the true groups in LNS feature space (medians over test images)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":
