@@ -79,10 +79,12 @@ def model_difference(a: ArrayLike, b: ArrayLike, *, over: str) -> dict:
     x, y = _per_seed(a, "a"), _per_seed(b, "b")
     if len(x) < 2 or len(y) < 2:
         raise ValueError(f"a t-test needs >= 2 values per model, got {len(x)} and {len(y)} {over}")
-    res = scipy.stats.ttest_ind(x, y, equal_var=True, alternative="two-sided")
-    t, p = float(res.statistic), float(res.pvalue)
-    if np.isnan(p):  # both samples constant and equal: no difference to find
-        t, p = 0.0, 1.0
+    if np.ptp(x) == 0 and np.ptp(y) == 0:  # no spread (scipy would warn and give NaN): the means decide alone
+        same = x[0] == y[0]
+        t, p = (0.0, 1.0) if same else (float(np.copysign(np.inf, x[0] - y[0])), 0.0)
+    else:
+        res = scipy.stats.ttest_ind(x, y, equal_var=True, alternative="two-sided")
+        t, p = float(res.statistic), float(res.pvalue)
     return {"t": t, "p": p, "n_a": len(x), "n_b": len(y), "over": over}
 
 

@@ -304,6 +304,7 @@ def test_model_difference_is_students_t_in_closed_form():
     assert stats.model_difference(a, 2 * a.mean() - a, over="seeds")["p"] == pytest.approx(1.0)  # equal means
     assert stats.model_difference([0.5, 0.5], [0.5, 0.5], over="images") == {
         "t": 0.0, "p": 1.0, "n_a": 2, "n_b": 2, "over": "images"}
+    assert stats.model_difference([0.5, 0.5], [0.2, 0.2, 0.2], over="seeds")["p"] == 0.0
 
 
 def test_papers_proximity_t_gets_a_star_among_six_datasets():
