@@ -354,9 +354,8 @@ def model_comparisons(rows: list[dict], protocol: str = "paper", models: tuple[s
         test = stats.model_difference(a[key], b[key], over="seeds" if by_seed else "images")
         out.append(dict(dataset=dataset, protocol=protocol, models=list(models), **test))
     if out:
-        p = [c["p"] for c in out]
-        for c, star, adjusted in zip(out, stats.bonferroni_stars(p, alpha),
-                                     stats.holm_bonferroni(p, alpha, procedure="bonferroni").adjusted, strict=True):
+        family = stats.holm_bonferroni([c["p"] for c in out], alpha, procedure="bonferroni")
+        for c, adjusted, star in zip(out, family.adjusted, family.rejected, strict=True):
             c.update(p_bonferroni=adjusted, star=star)
     return out
 
