@@ -46,14 +46,15 @@ def evaluate_step(workdir: Path, step: int, settings: sweep.SweepSettings, image
     config, state = loop.restore(workdir, step=step)
     _, trainer, _ = loop.build(config, images.shape[1:])
     params = jax.tree.map(lambda x: x[:1], state.inference_params)
-    result = sweep.evaluate(trainer.graphdef, params, images, masks, jax.random.key(42), settings)
+    key = jax.random.key(42)
+    result = sweep.evaluate(trainer.graphdef, params, images, masks, key, settings)
     mean = result.ari[0].mean(-1)  # [sigma, N]
     best = np.unravel_index(np.argmax(mean), mean.shape)
     per_image = result.ari[0][best]  # [b]
     sigma, n = float(settings.noise_stds[best[0]]), int(settings.num_noise_samples[best[1]])
     # The features at the best setting, as `evaluate` clustered them (seed 0's key), for their coherence.
     feats = sweep.setting_features(trainer.graphdef, jax.tree.map(lambda x: x[0], params), images,
-                                   jax.random.fold_in(jax.random.key(42), 0), sigma, n, settings.normalisation)
+                                   jax.random.fold_in(key, 0), sigma, n, settings.normalisation)
     return {"step": step, "ari": float(mean[best]), "sem": float(per_image.std(ddof=1) / np.sqrt(len(per_image))),
             "setting": [sigma, n], "ari_grid": mean.tolist(),
             "mse": float(np.mean((result.reconstructions[0] - images) ** 2)),

@@ -69,7 +69,8 @@ def model_difference(a: ArrayLike, b: ArrayLike, *, over: str) -> dict:
         over: "seeds" or "images", recorded with the result.
 
     Returns:
-        {"t", "p", "n_a", "n_b", "over"}; p is uncorrected (see `bonferroni_stars`).
+        {"t", "p", "n_a", "n_b", "over"}; p is uncorrected (the paper's stars: Bonferroni over the datasets,
+        `holm_bonferroni(..., procedure="bonferroni")`).
 
     Raises:
         ValueError: fewer than 2 values in a sample, a non-finite value, or `over` not "seeds"/"images".
@@ -86,11 +87,6 @@ def model_difference(a: ArrayLike, b: ArrayLike, *, over: str) -> dict:
         res = scipy.stats.ttest_ind(x, y, equal_var=True, alternative="two-sided")
         t, p = float(res.statistic), float(res.pvalue)
     return {"t": t, "p": p, "n_a": len(x), "n_b": len(y), "over": over}
-
-
-def bonferroni_stars(p_values: Sequence[float], alpha: float = 0.05) -> list[bool]:
-    """Which of m tests get the paper's star: p <= alpha / m (Bonferroni over the m datasets compared)."""
-    return list(holm_bonferroni(p_values, alpha, procedure="bonferroni").rejected)
 
 
 # --- Hypothesis tests of the loss ablation (host side, over per-seed ARIs) ---------------------------------------

@@ -313,7 +313,8 @@ def test_papers_proximity_t_gets_a_star_among_six_datasets():
     p_paper = 2 * scipy.stats.t.sf(4.54, 8)
     p_weak = 2 * scipy.stats.t.sf(2.5, 8)
     assert p_weak < 0.05
-    assert stats.bonferroni_stars([p_paper, p_weak, 0.5, 0.9, 0.2, 1.0]) == [True, False, False, False, False, False]
+    stars = stats.holm_bonferroni([p_paper, p_weak, 0.5, 0.9, 0.2, 1.0], procedure="bonferroni").rejected
+    assert stars == (True, False, False, False, False, False)
 
 
 def test_model_difference_rejects_bad_input():

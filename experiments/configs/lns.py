@@ -12,8 +12,7 @@ Modes:
              `test_iid` images), and the noisy-reconstruction control of each model (Ward, 50 images). The weights
              come from the recipe set below (one seed, batch 32, Adam 5e-4 after a 100-step warm-up, output bias at
              the data's mean colour; the AE 8,000 steps, the VAE, GECO as the reference, 6,000), against the paper's
-             1.1e6 steps of 64. README: the table it prints, wall times, ARI
-             against steps.
+             1.1e6 steps of 64. README: the table it prints, wall times, ARI against steps.
     paper    the paper's setting for a GPU/TPU: the `paper` training recipe (1.1e6 steps, 5 seeds), Ward
              clustering, sigma on a log grid 1e-4..1 and N in {2, 5, 10, 20, 40, 80}, both protocols, and the
              paper's AE-against-VAE t-test over the 5 seeds per dataset, Bonferroni-corrected (Table 1's stars).
