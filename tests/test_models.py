@@ -137,12 +137,32 @@ def test_valid_conv_equals_lax_conv(c_in, c_out, kernel, size):
                                rtol=1e-5, atol=1e-4)
 
 
-@pytest.mark.parametrize("batch, chunk", [(6, 4), (5, 2), (8, 8), (3, 16)])
-def test_chunked_patch_weight_grad_equals_xla(batch, chunk):
-    """Whatever the chunking (6 images by 3, 5 one at a time (5 is prime), 8 at once, fewer images than a chunk)."""
-    x, g = _normal(0, batch, 9, 7, 5), _normal(1, batch, 7, 5, 6)
-    want = L.native_weight_grad(x, g, (3, 3, 5, 6), 1, 0)
+@pytest.mark.parametrize("batch, chunk", [(6, 4), (5, 2), (8, 8), (3, 16), (4, None)])
+@pytest.mark.parametrize("c_in, c_out", [(5, 6), (7, 3)])
+@pytest.mark.parametrize("per_image", [False, True])
+def test_chunked_patch_weight_grad_equals_xla(batch, chunk, c_in, c_out, per_image, monkeypatch):
+    """Whatever the chunking (6 images by 3, 5 one at a time (5 is prime), 8 at once, fewer images than a chunk,
+    the default), whichever operand's patches (x's when it is the narrower, else the cotangent's), one product
+    per image or per chunk."""
+    monkeypatch.setattr(L, "PER_IMAGE_PIXELS", 1 if per_image else 10**9)
+    x, g = _normal(0, batch, 9, 7, c_in), _normal(1, batch, 7, 5, c_out)
+    want = L.native_weight_grad(x, g, (3, 3, c_in, c_out), 1, 0)
     np.testing.assert_allclose(L.chunked_patch_weight_grad(x, g, 3, chunk), want, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("c_in, c_out, kernel, padding", [(5, 7, 3, 1), (9, 4, 3, 1), (4, 6, 5, 2), (6, 3, 3, 2),
+                                                          (3, 5, 5, 1)])
+def test_padded_stride1_conv_equals_lax_conv(c_in, c_out, kernel, padding):
+    """The padded stride-1 conv (MONet's U-Net): native forward, input gradient with the flipped kernel, patch
+    weight gradient of the padded input; values and gradients equal XLA's, under jit and vmap over seeds."""
+    x, w = _normal(0, 3, 8, 9, c_in), _normal(1, kernel, kernel, c_in, c_out)
+    native = lambda x, w: L.native_conv(x, w, 1, padding)  # noqa: E731
+    fast = lambda x, w: L.stride1_conv(x, w, padding)  # noqa: E731
+    _assert_same_function(native, fast, x, w)
+    _assert_same_function(jax.jit(native), jax.jit(fast), x, w)
+    xs, ws = jnp.stack([x, 2 * x]), jnp.stack([w, -w])
+    grads = lambda fn: jax.vmap(jax.grad(lambda x, w: jnp.sum(jnp.sin(fn(x, w))), argnums=(0, 1)))(xs, ws)  # noqa
+    chex.assert_trees_all_close(grads(fast), grads(native), atol=1e-4, rtol=1e-5)
 
 
 def test_strided_layers_under_vmap_over_seeds():

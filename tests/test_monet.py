@@ -187,6 +187,23 @@ def test_unet_stage_shapes_and_size_at_64():
     assert count == convs + norms + mlp + head == 604_513
 
 
+def test_unet_fast_and_native_convs_are_the_same_function():
+    """The U-Net's 3x3 convs through `layers.stride1_conv` (CPU default) and as XLA's plain convolutions: the same
+    logits and the same gradients of every parameter and of the input."""
+    x = jax.random.uniform(jax.random.key(1), (3, 16, 16, 4))
+    graphdef, params = nnx.split(UNet(16, 4, 8, 16, conv_impl="fast", rngs=nnx.Rngs(params=0)))
+
+    def loss(params, x, impl):
+        model = nnx.merge(graphdef, params)
+        for block in (*model.down, *model.up):
+            block.conv.impl = impl
+        return jnp.sum(jnp.sin(model(x)))
+
+    fast = jax.jit(jax.value_and_grad(lambda p, x: loss(p, x, "fast"), argnums=(0, 1)))(params, x)
+    native = jax.jit(jax.value_and_grad(lambda p, x: loss(p, x, "native"), argnums=(0, 1)))(params, x)
+    chex.assert_trees_all_close(fast, native, atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.parametrize("scheme", ["pytorch", "normal"])
 def test_initialisation_schemes(scheme):
     def init(key):

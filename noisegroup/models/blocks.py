@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from noisegroup.models.layers import native_conv, resolve_impl, valid_conv, valid_conv_jvp
+from noisegroup.models.layers import native_conv, resolve_impl, stride1_conv, valid_conv_jvp
 
 INIT_SCHEMES = ("pytorch", "normal")
 
@@ -32,7 +32,8 @@ INIT_SCHEMES = ("pytorch", "normal")
 class Conv(nnx.Module):
     """k x k convolution (cross-correlation), symmetric zero padding (PyTorch's), HWIO kernel, optional bias.
     Created at zero: the network that owns it draws its values (`init_layers`). `impl` ("auto", "fast", "fast_jvp",
-    "native": `noisegroup.models.layers`) picks how an unpadded stride-1 convolution runs; the function is the same."""
+    "native": `noisegroup.models.layers`) picks how a stride-1 convolution runs and differentiates; the function is the
+    same."""
 
     def __init__(self, c_in: int, c_out: int, kernel: int, *, stride: int = 1, padding: int = 0, bias: bool = True,
                  impl: str = "auto"):
@@ -47,9 +48,15 @@ class Conv(nnx.Module):
             # are vmapped over a device mesh, where XLA's partitioner rejects the grouped convolution that vmap
             # makes of a 1-output-channel conv (the U-Net's mask head: "feature_group_count").
             y = x @ self.kernel[0, 0]
-        elif self.stride == 1 and self.padding == 0 and (impl := resolve_impl(self.impl)) != "native":
-            # XLA:CPU's unpadded convolution and its weight gradient are its slow ones (`layers.valid_conv`).
-            y = (valid_conv if impl == "fast" else valid_conv_jvp)(x, self.kernel[...])
+        elif self.stride == 1 and self.padding < self.kernel.shape[0] and (impl := resolve_impl(self.impl)) != "native":
+            # XLA:CPU's weight gradients and unpadded convolutions are its slow ones (`layers.stride1_conv`); a
+            # padded forward is native already, so forward mode needs a twin for the unpadded case only.
+            if impl == "fast":
+                y = stride1_conv(x, self.kernel[...], self.padding)
+            elif self.padding == 0:
+                y = valid_conv_jvp(x, self.kernel[...])
+            else:
+                y = native_conv(x, self.kernel[...], 1, self.padding)
         else:
             y = native_conv(x, self.kernel[...], self.stride, self.padding)
         return y if self.bias is None else y + self.bias[...]

@@ -27,6 +27,11 @@ So every stride-2 layer here is a `jax.custom_vjp` that sends each of its three 
   each computation as a matrix product over the patches of the 3-channel tensor (forward 3 -> 32: 0.46 vs 1.56 ms
   native at batch 8; weight gradient from the 3-channel cotangent's patches: 0.45 vs 1.49 ms), else native.
 
+* stride-1 convolutions with any padding 0 <= p <= k - 1 (`stride1_conv`; `valid_conv` for p = 0; MONet's U-Net
+  and broadcast decoder): forward native (unpadded: the full convolution, cropped), input gradient native (the
+  flipped, swapped kernel), weight gradient as products of the narrower operand's patches over chunks of images
+  (`chunked_patch_weight_grad`), 4-6x faster than XLA's at the MONet step's sizes.
+
 Each fast form computes exactly the function of the standard layer with the same parameters (tests compare
 forward passes and gradients with ``lax.conv_transpose`` / ``lax.conv_general_dilated``); `impl` picks one:
 "fast", "native", or "auto" (fast on CPU, native on GPU/TPU, where cuDNN/XLA handle dilation well).
@@ -47,6 +52,7 @@ PyTorch takes as ``out_channels * k * k``.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -358,49 +364,105 @@ def _valid_conv_forward(x: jax.Array, w: jax.Array) -> jax.Array:
     return y[:, k - 1 : y.shape[1] - (k - 1), k - 1 : y.shape[2] - (k - 1)]
 
 
-PATCH_CHUNK = 8  # images per step of `chunked_patch_weight_grad`'s scan: the patch rows stay ~40 MB at 68 x 68 x 32
+PATCH_ROWS = 16384  # patch rows (output positions) per step of `chunked_patch_weight_grad`'s scan: ~4 images of
+# 64 x 64, whose patches (9 x 32 channels) stay ~19 MB
+PER_IMAGE_PIXELS = 1024  # images of at least this many pixels: one product per image, then a sum (module note)
 
 
-def chunked_patch_weight_grad(x: jax.Array, cotangent: jax.Array, k: int, chunk: int = PATCH_CHUNK) -> jax.Array:
+def chunked_patch_weight_grad(x: jax.Array, cotangent: jax.Array, k: int, chunk: int | None = None) -> jax.Array:
     """Weight gradient of an unpadded stride-1 convolution as patch products summed over chunks of images:
 
         dW[ky, kx, i, o] = sum_{b, y, x} x[b, y + ky, x + kx, i] cotangent[b, y, x, o]
-                         = (patches of x)^T @ cotangent, one chunk of images at a time (a `lax.scan`),
+                         = (patches of x)^T @ cotangent                              (x the narrower, i <= o)
+                         = flip_swap((patches of the cotangent padded by k - 1)^T @ x)  (the cotangent narrower)
 
-    so the k * k-fold patch copy never exists for the whole batch (1.7 GB for the MONet decoder's 320 images).
+    one chunk of images at a time (a `lax.scan`), so the k * k-fold patch copy never exists for the whole batch
+    (1.7 GB for the MONet decoder's 320 images). The patches are those of the narrower operand (fewer columns to
+    gather: the U-Net's 64 -> 32 layer at 64 x 64 takes 0.5 s from the cotangent's, 1.0 s from x's, 2.2 s native,
+    batch 256 on 2 cores). Large images (`PER_IMAGE_PIXELS`) take one product per image and a sum, which XLA:CPU
+    runs ~1.5x faster than one product over the chunk's rows at 64 x 64 and slower at 16 x 16 and below.
 
     Args:
         x: `[b, h, w, i]`.
         cotangent: `[b, h - k + 1, w - k + 1, o]`.
         k: the kernel size.
-        chunk: images per scan step (the largest divisor of b up to it).
+        chunk: images per scan step, at most; default about `PATCH_ROWS` output positions. The largest divisor of
+            b up to it is taken.
 
     Returns:
         `[k, k, i, o]`.
     """
     b, c_in, c_out = x.shape[0], x.shape[-1], cotangent.shape[-1]
+    pixels = cotangent.shape[1] * cotangent.shape[2]
+    chunk = max(1, PATCH_ROWS // pixels) if chunk is None else chunk
     chunk = max(d for d in range(1, min(chunk, b) + 1) if b % d == 0)
+    from_x = c_in <= c_out
+    products = "bpr,bpo->bro" if pixels >= PER_IMAGE_PIXELS else "bpr,bpo->ro"
 
-    def add_chunk(total, chunk_pair):
-        x_chunk, g_chunk = chunk_pair
-        rows = patches(x_chunk, k, 1, 0).reshape(-1, k * k * c_in)
-        return total + rows.T @ g_chunk.reshape(-1, c_out), None
+    def add_chunk(total, start):
+        # Slices of the whole arrays, not a chunked reshape of them, which XLA:CPU materialises apart (with the
+        # activation that produced x recomputed into it).
+        x_chunk = jax.lax.dynamic_slice_in_dim(x, start, chunk)
+        g_chunk = jax.lax.dynamic_slice_in_dim(cotangent, start, chunk)
+        if from_x:  # rows [chunk, h' w', (ky, kx, i)] against the cotangent [chunk, h' w', o]
+            rows, other = patches(x_chunk, k, 1, 0), g_chunk
+        else:  # rows [chunk, h w, (ty, tx, o)] (ty = k - 1 - ky) against x [chunk, h w, i]
+            rows, other = patches(g_chunk, k, 1, k - 1), x_chunk
+        product = jnp.einsum(products, rows.reshape(chunk, -1, rows.shape[-1]),
+                             other.reshape(chunk, -1, other.shape[-1]))
+        return total + (product.sum(0) if product.ndim == 3 else product), None
 
-    chunks = (x.reshape(b // chunk, chunk, *x.shape[1:]), cotangent.reshape(b // chunk, chunk, *cotangent.shape[1:]))
-    total, _ = jax.lax.scan(add_chunk, jnp.zeros((k * k * c_in, c_out), x.dtype), chunks)
-    return total.reshape(k, k, c_in, c_out)
+    shape = (k * k * c_in, c_out) if from_x else (k * k * c_out, c_in)
+    total, _ = jax.lax.scan(add_chunk, jnp.zeros(shape, x.dtype), jnp.arange(0, b, chunk))
+    return total.reshape(k, k, c_in, c_out) if from_x else flip_swap(total.reshape(k, k, c_out, c_in))
 
 
-@jax.custom_vjp
+def _stride1_forward(x: jax.Array, w: jax.Array, padding: int) -> jax.Array:
+    """Stride-1 convolution with symmetric zero padding as XLA:CPU runs it fastest: unpadded as the full
+    convolution cropped (`_valid_conv_forward`), padded as it is."""
+    return _valid_conv_forward(x, w) if padding == 0 else native_conv(x, w, 1, padding)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def stride1_conv(x: jax.Array, w: jax.Array, padding: int = 0) -> jax.Array:
+    """Stride-1 convolution with symmetric zero padding 0 <= `padding` <= k - 1 (`native_conv(x, w, 1, padding)`),
+    fast on CPU in all three computations.
+
+    Forward: `_stride1_forward`. Input gradient: the convolution of the cotangent with the flipped, swapped kernel,
+    padding k - 1 - `padding` (XLA's own form, already fast). Weight gradient: patch products in chunks of images
+    (`chunked_patch_weight_grad` on x padded). XLA's native weight gradient is the slow part of the MONet step
+    otherwise: at batch 256 (U-Net) and 320 (decoder) on 2 cores, 2.2 s native against 0.5 s for the U-Net's
+    64 x 64, 64 -> 32 layer, 2.4-3.0 s against 0.4-0.5 s for the decoder's unpadded 32 -> 32 layers
+    (`python -m benchmarks.monet_step` times the whole step).
+
+    Args:
+        x: `[b, h, w, i]`.
+        w: `[k, k, i, o]` HWIO kernel, k >= 2.
+        padding: zeros on each side of both spatial axes (static).
+
+    Returns:
+        `[b, h + 2 padding - k + 1, w + 2 padding - k + 1, o]`.
+    """
+    return _stride1_forward(x, w, padding)
+
+
+def _stride1_conv_fwd(x, w, padding):
+    return _stride1_forward(x, w, padding), (x, w)
+
+
+def _stride1_conv_bwd(padding, residuals, cotangent):
+    x, w = residuals
+    k = w.shape[0]
+    grad_x = native_conv(cotangent, flip_swap(w), 1, k - 1 - padding)
+    padded = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0))) if padding else x
+    return grad_x, chunked_patch_weight_grad(padded, cotangent, k)
+
+
+stride1_conv.defvjp(_stride1_conv_fwd, _stride1_conv_bwd)
+
+
 def valid_conv(x: jax.Array, w: jax.Array) -> jax.Array:
-    """Stride-1 convolution without padding (`native_conv(x, w, 1, 0)`), fast on CPU in all three computations.
-
-    Forward: the full convolution, cropped (`_valid_conv_forward`). Input gradient: the full convolution of the
-    cotangent with the flipped, swapped kernel (XLA's own form, already fast). Weight gradient: patch products in
-    chunks of `PATCH_CHUNK` images (`chunked_patch_weight_grad`). XLA's native weight gradient is the slow part of
-    the MONet step otherwise: for the decoder's 68 x 68 x 32 -> 66 x 66 x 32 layer at batch 320, 1.7 s native
-    (1.4 s with the cotangent padded by one), 0.9 s in chunks (a per-layer timing on 2 loaded cores; the
-    whole step: `benchmarks/monet_step.py`).
+    """Stride-1 convolution without padding (`native_conv(x, w, 1, 0)`): `stride1_conv(x, w, 0)`.
 
     Args:
         x: `[b, h, w, i]`.
@@ -409,21 +471,7 @@ def valid_conv(x: jax.Array, w: jax.Array) -> jax.Array:
     Returns:
         `[b, h - k + 1, w - k + 1, o]`.
     """
-    return _valid_conv_forward(x, w)
-
-
-def _valid_conv_fwd(x, w):
-    return _valid_conv_forward(x, w), (x, w)
-
-
-def _valid_conv_bwd(residuals, cotangent):
-    x, w = residuals
-    k = w.shape[0]
-    grad_x = native_conv(cotangent, flip_swap(w), 1, k - 1)
-    return grad_x, chunked_patch_weight_grad(x, cotangent, k)
-
-
-valid_conv.defvjp(_valid_conv_fwd, _valid_conv_bwd)
+    return stride1_conv(x, w, 0)
 
 
 # --- forward mode ---------------------------------------------------------------------------------------------

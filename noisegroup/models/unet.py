@@ -58,8 +58,8 @@ class ConvBlock(nnx.Module):
     """3x3 conv (no bias) -> instance norm -> ReLU: `[b, h, w, c_in]` -> `[b, h, w, c_out]` (resizing is the
     caller's)."""
 
-    def __init__(self, c_in: int, c_out: int):
-        self.conv = Conv(c_in, c_out, 3, padding=1, bias=False)
+    def __init__(self, c_in: int, c_out: int, conv_impl: str = "auto"):
+        self.conv = Conv(c_in, c_out, 3, padding=1, bias=False, impl=conv_impl)
         self.norm = InstanceNorm(c_out)
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -76,19 +76,21 @@ class UNet(nnx.Module):
         mlp_hidden: width of the bottleneck MLP's two hidden layers.
         init_scheme: `noisegroup.models.blocks.INIT_SCHEMES` (every conv and dense layer from one draw of
             `rngs.params()`: `blocks.init_layers`).
+        conv_impl: how the 3x3 convs run and differentiate (`noisegroup.models.layers.IMPLS`; "auto": the fast
+            weight gradient on CPU, `layers.stride1_conv`).
     """
 
     def __init__(self, image_size: int, in_channels: int = 4, base_channels: int = 32, mlp_hidden: int = 128, *,
-                 init_scheme: str = "pytorch", rngs: nnx.Rngs):
+                 init_scheme: str = "pytorch", conv_impl: str = "auto", rngs: nnx.Rngs):
         n = num_blocks_for(image_size)
         down, up = unet_channels(n, base_channels)
         self.bottleneck_size = image_size // 2 ** (n - 1)  # the last down block's side (4 for any 2^(n+1) input)
         self.bottleneck_channels = down[-1]
         ins = (in_channels, *down[:-1])
-        self.down = nnx.List([ConvBlock(i, o) for i, o in zip(ins, down)])
+        self.down = nnx.List([ConvBlock(i, o, conv_impl) for i, o in zip(ins, down)])
         # up block i: [previous output (the MLP's for i = 0), skip of down block n-1-i]
         up_ins = [prev + skip for prev, skip in zip((down[-1], *up[:-1]), down[::-1])]
-        self.up = nnx.List([ConvBlock(i, o) for i, o in zip(up_ins, up)])
+        self.up = nnx.List([ConvBlock(i, o, conv_impl) for i, o in zip(up_ins, up)])
         flat = self.bottleneck_size**2 * down[-1]
         self.mlp = nnx.List([Dense(flat, mlp_hidden), Dense(mlp_hidden, mlp_hidden), Dense(mlp_hidden, flat)])
         self.head = Conv(up[-1], 1, 1)
