@@ -187,16 +187,45 @@ def test_unet_stage_shapes_and_size_at_64():
     assert count == convs + norms + mlp + head == 604_513
 
 
+def test_instance_norm_is_pytorchs_with_the_closed_form_gradient():
+    """Against a NumPy statement of PyTorch's InstanceNorm2d(affine=True) (biased variance, eps 1e-5); the
+    closed-form gradient against autodiff of the statement, for x, scale and bias, also vmapped over seeds."""
+    from noisegroup.models.blocks import InstanceNorm, instance_norm
+
+    x = jnp.asarray(_rng(3).normal(2.0, 3.0, size=(2, 5, 4, 3)), jnp.float32)
+    scale, bias = jnp.asarray([0.5, -1.0, 2.0]), jnp.asarray([0.1, 0.0, -0.3])
+    xn = np.asarray(x, np.float64)
+    mean, var = xn.mean(axis=(1, 2), keepdims=True), xn.var(axis=(1, 2), keepdims=True)
+    want = (xn - mean) / np.sqrt(var + 1e-5) * np.asarray(scale) + np.asarray(bias)
+    np.testing.assert_allclose(instance_norm(x, scale, bias, 1e-5), want, rtol=1e-5, atol=1e-5)
+    norm = InstanceNorm(3, impl="native")
+    norm.scale[...], norm.bias[...] = scale, bias
+    np.testing.assert_allclose(norm(x), want, rtol=1e-5, atol=1e-5)
+
+    def statement(x, scale, bias):
+        mean = jnp.mean(x, axis=(1, 2), keepdims=True)
+        return (x - mean) / jnp.sqrt(jnp.var(x, axis=(1, 2), keepdims=True) + 1e-5) * scale + bias
+
+    weights = jnp.asarray(_rng(4).normal(size=x.shape), jnp.float32)
+    grad = lambda fn: jax.grad(lambda *a: jnp.sum(jnp.sin(fn(*a)) * weights), argnums=(0, 1, 2))  # noqa: E731
+    ours = lambda x, s, b: instance_norm(x, s, b, 1e-5)  # noqa: E731
+    chex.assert_trees_all_close(grad(ours)(x, scale, bias), grad(statement)(x, scale, bias), atol=1e-5, rtol=1e-4)
+    stacked = (jnp.stack([x, -2 * x]), jnp.stack([scale, bias]), jnp.stack([bias, scale]))
+    chex.assert_trees_all_close(jax.vmap(grad(ours))(*stacked), jax.vmap(grad(statement))(*stacked), atol=1e-5,
+                                rtol=1e-4)
+
+
 def test_unet_fast_and_native_convs_are_the_same_function():
-    """The U-Net's 3x3 convs through `layers.stride1_conv` (CPU default) and as XLA's plain convolutions: the same
-    logits and the same gradients of every parameter and of the input."""
+    """The U-Net's 3x3 convs through `layers.stride1_conv` and its norms' closed-form gradient (the CPU default),
+    and both as autodiff of the plain statements: the same logits and the same gradients of every parameter and of
+    the input."""
     x = jax.random.uniform(jax.random.key(1), (3, 16, 16, 4))
     graphdef, params = nnx.split(UNet(16, 4, 8, 16, conv_impl="fast", rngs=nnx.Rngs(params=0)))
 
     def loss(params, x, impl):
         model = nnx.merge(graphdef, params)
         for block in (*model.down, *model.up):
-            block.conv.impl = impl
+            block.conv.impl = block.norm.impl = impl
         return jnp.sum(jnp.sin(model(x)))
 
     fast = jax.jit(jax.value_and_grad(lambda p, x: loss(p, x, "fast"), argnums=(0, 1)))(params, x)

@@ -60,7 +60,7 @@ class ConvBlock(nnx.Module):
 
     def __init__(self, c_in: int, c_out: int, conv_impl: str = "auto"):
         self.conv = Conv(c_in, c_out, 3, padding=1, bias=False, impl=conv_impl)
-        self.norm = InstanceNorm(c_out)
+        self.norm = InstanceNorm(c_out, impl=conv_impl)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return jax.nn.relu(self.norm(self.conv(x)))
@@ -76,8 +76,9 @@ class UNet(nnx.Module):
         mlp_hidden: width of the bottleneck MLP's two hidden layers.
         init_scheme: `noisegroup.models.blocks.INIT_SCHEMES` (every conv and dense layer from one draw of
             `rngs.params()`: `blocks.init_layers`).
-        conv_impl: how the 3x3 convs run and differentiate (`noisegroup.models.layers.IMPLS`; "auto": the fast
-            weight gradient on CPU, `layers.stride1_conv`).
+        conv_impl: how the 3x3 convs and instance norms run and differentiate (`noisegroup.models.layers.IMPLS`;
+            "auto": on CPU the convs' patch weight gradient, `layers.stride1_conv`, and the norms' closed-form
+            gradient, `blocks.instance_norm`).
     """
 
     def __init__(self, image_size: int, in_channels: int = 4, base_channels: int = 32, mlp_hidden: int = 128, *,
