@@ -6,10 +6,11 @@
 The workload is Komatsu et al.'s condition 11 (the original MONet): K = 5 slots, 64 x 64 x 3 images, the light
 widths (U-Net base c = 32), loss = NLL + 0.5 KL + 0.25 mask KL, RMSProp lr 1e-4 (PyTorch's flavour), batch 64.
 Measures:
-  - one optimizer step as the engine runs it (`loop.build(config, (64, 64, 3))` with `model="monet"`): in one pass
-    (MONet's default, `MonetFamily.cpu_micro_batch`), in the AE's CPU micro-batches (`trainer.CPU_MICRO_BATCH`
-    images a gradient pass, gradients averaged) and, on CPU, with the 3x3 convs (U-Net and decoder) as XLA's plain ones;
-    the forward pass alone (the loss, no gradients) as a row of its own. Median of `--repeats` runs
+  - one optimizer step as the engine runs it (`loop.build(config, (64, 64, 3))` with `model="monet"`): in one pass,
+    in MONet's CPU passes (its default, `MonetFamily.cpu_micro_batch` images a gradient pass, gradients averaged),
+    in the AE's (`trainer.CPU_MICRO_BATCH`) and, on CPU, in MONet's passes with the 3x3 convs (U-Net and decoder)
+    and instance norms as XLA's plain ones (autodiff); the forward pass alone (the loss, no gradients) as a row of
+    its own. Median of `--repeats` runs
     after a warm-up; compile time apart (`jit(...).lower(...).compile()`).
   - the same network and loss restated in plain PyTorch (below; PyTorch is not a noisegroup requirement) with
     `torch.optim.RMSprop(lr=1e-4)` and PyTorch's defaults, timed the same way twice: in this process, under the malloc
@@ -86,7 +87,8 @@ def peak_rss_gb() -> float:
 def step_config(batch: int, seeds: int = 1, micro: int | str = "auto", conv_impl: str = "auto") -> dict:
     """Condition 11 on Multi-dSprites (K = 5) with MONet's optimiser: RMSProp 1e-4, decay 0.99, eps 1e-8 outside
     the square root (PyTorch's defaults), the family's default widths (the light U-Net, c = 32). `conv_impl`
-    "native" runs the U-Net's and the broadcast decoder's 3x3 convs as XLA's plain convolutions."""
+    "native" runs the U-Net's and the broadcast decoder's 3x3 convs as XLA's plain convolutions and the instance
+    norms by autodiff."""
     return {**monet_ablation.condition_config(CONDITION), "dataset": "multi_dsprites", "optimizer": "rmsprop",
             "learning_rate": LEARNING_RATE, "rmsprop_decay": 0.99, "rmsprop_eps": 1e-8, "batch_size": batch,
             "seeds": tuple(range(seeds)), "micro_batch_size": micro, "conv_impl": conv_impl, "progress": False}
@@ -427,12 +429,14 @@ def main() -> None:
 
     print(f"\nMONet condition {CONDITION} (NLL + 0.5 KL + 0.25 mask KL), K = 5, {SIZE} x {SIZE}, RMSProp "
           f"{LEARNING_RATE:g}; batch {batch}; median of {args.repeats} after a warm-up, seconds. jax columns: the "
-          "engine's step in one pass (MONet's default), in micro-batches (mbN: N images a gradient pass), and with the "
-          "3x3 convs (U-Net and decoder) as XLA's plain ones; torch: in this process "
+          "engine's step in one pass, in micro-batches (mbN: N images a gradient pass; MONet's CPU default: "
+          f"mb{MonetFamily.cpu_micro_batch}), and in those with the 3x3 convs and norms as XLA's plain ones "
+          "(autodiff); torch: in this process "
           "(same malloc settings) and in a fresh process with glibc's defaults; ratios: torch / best jax")
     columns = [("one pass", batch, "auto")]
-    if jax.default_backend() == "cpu":  # the AE's micro-batches; the 3x3 convs as XLA's plain ones
-        columns += [(f"mb{trainer.CPU_MICRO_BATCH}", trainer.CPU_MICRO_BATCH, "auto"), ("native conv", batch, "native")]
+    if jax.default_backend() == "cpu":  # MONet's CPU passes (the default), the AE's; the 3x3 convs as XLA's plain ones
+        columns += [(f"mb{m}", m, "auto") for m in (MonetFamily.cpu_micro_batch, trainer.CPU_MICRO_BATCH)]
+        columns += [("native conv", MonetFamily.cpu_micro_batch, "native")]
     print(f"{'workload':30s} " + " ".join(f"{'jax ' + n + ' s':>13s}" for n, _, _ in columns)
           + f" {'torch s':>9s} {'torch glibc s':>14s} {'torch/jax':>10s} {'glibc/jax':>10s}")
     steps = [jax_step_time(batch, 1, args.repeats, micro=m, conv_impl=impl) for _, m, impl in columns]

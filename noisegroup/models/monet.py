@@ -321,9 +321,11 @@ class MonetFamily(Family):
     loss_terms = LOSS_TERMS
     default_weights = {"nll": 1.0, "kl": 0.5, "mask_kl": 0.25}  # the original MONet (Komatsu's condition 11)
     geco_term = None
-    # One pass on CPU: at batch 64, K = 5, passes of 8 ran slower (9.5 against 8.6 s a step) and compiled 4x longer
-    # (39 against 9 s; `python -m benchmarks.monet_step`); small CPU configs run faster in one pass too.
-    cpu_micro_batch = None
+    # Passes of 16 images on CPU: at batch 64, K = 5 (2 cores, `python -m benchmarks.monet_step`) a step took 5.5 s
+    # in passes of 16, 6.3-6.7 s in passes of 8 or 32, 7.6 s in one pass (whose 64 x 5 decoder activations no
+    # longer fit the caches); passes of 8 compile 4x longer (72 s). Configs of at most 16 images a batch (the
+    # `default` and `quick` ones) run in one pass.
+    cpu_micro_batch = 16
 
     def __post_init__(self):
         # Lists (a config read back from JSON) become tuples: the family is hashed as a cache key.
