@@ -321,11 +321,10 @@ class MonetFamily(Family):
     loss_terms = LOSS_TERMS
     default_weights = {"nll": 1.0, "kl": 0.5, "mask_kl": 0.25}  # the original MONet (Komatsu's condition 11)
     geco_term = None
-    # Passes of 16 images on CPU: at batch 64, K = 5 (2 cores, `python -m benchmarks.monet_step`) a step took 5.5 s
-    # in passes of 16, 6.3-6.7 s in passes of 8 or 32, 7.6 s in one pass (whose 64 x 5 decoder activations no
-    # longer fit the caches); passes of 8 compile 4x longer (72 s). Configs of at most 16 images a batch (the
-    # `default` and `quick` ones) run in one pass.
-    cpu_micro_batch = 16
+    # One pass on CPU. At batch 64, K = 5 (`python -m benchmarks.monet_step`, 2 cores) passes of 16 or 8 were no
+    # faster: interleaved in one process, medians of 6 steps 7.2 s in one pass, 8.2 s in passes of 16, 7.4 s in
+    # passes of 8 (which compile 4x longer); single runs of one setting swing by 2 s on this shared machine.
+    cpu_micro_batch = None
 
     def __post_init__(self):
         # Lists (a config read back from JSON) become tuples: the family is hashed as a cache key.
