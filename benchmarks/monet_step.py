@@ -16,6 +16,8 @@ Measures:
     settings this entry point applies (like for like), and in a fresh process with glibc's defaults (PyTorch as
     usually run; `noisegroup/engine/malloc.py` says why they differ). Both networks must have the same number of
     parameters (printed).
+  - the like-for-like ratio: `--interleave` rounds of one JAX step and one PyTorch step taken in turn, so that a
+    shared machine's drift (2 s a step over minutes, here) falls on both alike.
   - FLOPs: the convolutions and matrix products of one forward pass per image, counted from the traced programs
     (U-Net call x (K - 1), component encoder x K, broadcast decoder x K); a training step as ~3 x forward x batch
     (forward, then gradients of activations and of weights), against this CPU's float32 matrix-product rate measured
@@ -289,6 +291,19 @@ def torch_monet(num_slots: int = 5, latent: int = 16):
 def torch_times(batch: int, repeats: int) -> dict:
     """PyTorch in this process: {"train", "forward": median seconds, "parameters": count}."""
     torch, model, loss_fn = torch_monet()
+    images = torch.rand(batch, 3, SIZE, SIZE)
+
+    def forward():
+        with torch.no_grad():
+            loss_fn(images)
+
+    return {"train": timed(torch_train_step(batch), repeats)[1], "forward": timed(forward, repeats)[1],
+            "parameters": sum(p.numel() for p in model.parameters())}
+
+
+def torch_train_step(batch: int):
+    """PyTorch's training step in this process as a function of no arguments (RMSProp, PyTorch's defaults)."""
+    torch, model, loss_fn = torch_monet()
     optimizer = torch.optim.RMSprop(model.parameters(), lr=LEARNING_RATE)  # alpha 0.99, eps 1e-8: the defaults
     images = torch.rand(batch, 3, SIZE, SIZE)
 
@@ -297,12 +312,32 @@ def torch_times(batch: int, repeats: int) -> dict:
         loss_fn(images).backward()
         optimizer.step()
 
-    def forward():
-        with torch.no_grad():
-            loss_fn(images)
+    return train
 
-    return {"train": timed(train, repeats)[1], "forward": timed(forward, repeats)[1],
-            "parameters": sum(p.numel() for p in model.parameters())}
+
+def interleaved_steps(batch: int, rounds: int) -> list[tuple[float, float]]:
+    """(JAX s, PyTorch s) of `rounds` pairs of training steps, one of each in turn in this process after a warm-up
+    of both: on a shared machine whose speed drifts over minutes, both see the same drift, so the per-round ratio
+    is the like-for-like figure. JAX's step is the engine's default (one pass)."""
+    torch_step = torch_train_step(batch)
+    _, _, (init, step, _) = loop.build(step_config(batch), (SIZE, SIZE, 3))
+    keys = jnp.stack([jax.random.key(0)])
+    images = {"images": jax.random.uniform(jax.random.key(1), (1, batch, SIZE, SIZE, 3))}
+    holder = {"state": jax.block_until_ready(init(keys))}
+
+    def jax_step():
+        holder["state"], metrics = step(holder["state"], images, keys)
+        jax.block_until_ready(metrics)
+
+    jax_step(), torch_step()  # compile, warm up
+    pairs = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        jax_step()
+        middle = time.perf_counter()
+        torch_step()
+        pairs.append((middle - start, time.perf_counter() - middle))
+    return pairs
 
 
 def torch_times_glibc_defaults(batch: int, repeats: int) -> dict:
@@ -388,6 +423,8 @@ def main() -> None:
                         help="S of the seeds table (timed max(1, repeats // 2) times after a warm-up)")
     parser.add_argument("--seed-batch", type=int, default=16, help="batch per seed in the seeds table")
     parser.add_argument("--no-torch", action="store_true", help="leave the PyTorch columns empty")
+    parser.add_argument("--interleave", type=int, default=6, metavar="R",
+                        help="rounds of JAX and PyTorch steps taken in turn (the like-for-like ratio); 0: none")
     parser.add_argument("--torch-only", action="store_true", help="print PyTorch's times as JSON (used internally)")
     parser.add_argument("--seed-cell", nargs=2, metavar=("S", "BATCHING"), help="one seeds-table cell (internal)")
     args = parser.parse_args()
@@ -445,6 +482,14 @@ def main() -> None:
           + f", forward {forward_compile:.1f}; first step (after compiling) "
           + ", ".join(f"{n} {s[1]:.1f}" for (n, _, _), s in zip(columns, steps))
           + f"; peak RSS so far {peak_rss_gb():.2f} GB")
+
+    if have_torch and args.interleave:
+        pairs = interleaved_steps(batch, args.interleave)
+        jax_s, torch_s = (statistics.median(p[i] for p in pairs) for i in (0, 1))
+        ratios = sorted(t / j for j, t in pairs)
+        print(f"interleaved, {len(pairs)} rounds of one JAX step (one pass) then one PyTorch step (same process): "
+              f"medians JAX {jax_s:.3f} s, PyTorch {torch_s:.3f} s; PyTorch / JAX per round: median "
+              f"{statistics.median(ratios):.2f} (from {ratios[0]:.2f} to {ratios[-1]:.2f})", flush=True)
 
     timings = {f"jax {n}": s[2] for (n, _, _), s in zip(columns, steps)}
     timings.update({"torch": torch_same.get("train"), "torch glibc": torch_glibc.get("train")})
