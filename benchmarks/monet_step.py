@@ -6,18 +6,18 @@
 The workload is Komatsu et al.'s condition 11 (the original MONet): K = 5 slots, 64 x 64 x 3 images, the light
 widths (U-Net base c = 32), loss = NLL + 0.5 KL + 0.25 mask KL, RMSProp lr 1e-4 (PyTorch's flavour), batch 64.
 Measures:
-  - one optimizer step as the engine runs it (`loop.build(config, (64, 64, 3))` with `model="monet"`): in one pass
-    (MONet's default, `MonetFamily.cpu_micro_batch`), in passes of 16 and of 8 images (gradients averaged; 8 is the
-    AE's `trainer.CPU_MICRO_BATCH`) and, on CPU, in one pass with the 3x3 convs (U-Net and decoder) and instance
-    norms as XLA's plain ones (autodiff); the forward pass alone (the loss, no gradients) as a row of its own.
+  - one optimizer step as the engine runs it (`loop.build(config, (64, 64, 3))` with `model="monet"`): in one pass,
+    in passes of 16 and of 8 images (gradients averaged; 8 is MONet's CPU default, `MonetFamily.cpu_micro_batch`)
+    and, on CPU, in one pass with the 3x3 convs (U-Net and decoder) and instance norms as XLA's plain ones
+    (autodiff); the forward pass alone (the loss, no gradients) as a row of its own.
     Median of `--repeats` runs after a warm-up; compile time apart (`jit(...).lower(...).compile()`).
   - the same network and loss restated in plain PyTorch (below; PyTorch is not a noisegroup requirement) with
     `torch.optim.RMSprop(lr=1e-4)` and PyTorch's defaults, timed the same way twice: in this process, under the malloc
     settings this entry point applies (like for like), and in a fresh process with glibc's defaults (PyTorch as
     usually run; `noisegroup/engine/malloc.py` says why they differ). Both networks must have the same number of
     parameters (printed).
-  - the like-for-like ratio: `--interleave` rounds of one JAX step and one PyTorch step taken in turn, so that a
-    shared machine's drift (2 s a step over minutes, here) falls on both alike.
+  - the like-for-like ratios: `--interleave` rounds of one JAX step in one pass, one in MONet's CPU passes, and one
+    PyTorch step, taken in turn, so that a shared machine's drift (2 s a step over minutes, here) falls on all alike.
   - FLOPs: the convolutions and matrix products of one forward pass per image, counted from the traced programs
     (U-Net call x (K - 1), component encoder x K, broadcast decoder x K); a training step as ~3 x forward x batch
     (forward, then gradients of activations and of weights), against this CPU's float32 matrix-product rate measured
@@ -315,29 +315,35 @@ def torch_train_step(batch: int):
     return train
 
 
-def interleaved_steps(batch: int, rounds: int) -> list[tuple[float, float]]:
-    """(JAX s, PyTorch s) of `rounds` pairs of training steps, one of each in turn in this process after a warm-up
-    of both: on a shared machine whose speed drifts over minutes, both see the same drift, so the per-round ratio
-    is the like-for-like figure. JAX's step is the engine's default (one pass)."""
+def interleaved_steps(batch: int, rounds: int, micros: tuple) -> list[list[float]]:
+    """Seconds of `rounds` rounds of training steps, each round one JAX step per micro-batch setting in `micros`
+    (`micro_batch_size` values: a number, or "auto", the engine's default) then one PyTorch step, in this process,
+    after a warm-up of each: on a shared machine whose speed drifts over minutes, all see the same drift, so the
+    per-round ratios are the like-for-like figures. Rows: [JAX s per setting..., PyTorch s]."""
     torch_step = torch_train_step(batch)
-    _, _, (init, step, _) = loop.build(step_config(batch), (SIZE, SIZE, 3))
     keys = jnp.stack([jax.random.key(0)])
     images = {"images": jax.random.uniform(jax.random.key(1), (1, batch, SIZE, SIZE, 3))}
-    holder = {"state": jax.block_until_ready(init(keys))}
+    jax_steps = []
+    for micro in micros:
+        _, _, (init, step, _) = loop.build(step_config(batch, micro=micro), (SIZE, SIZE, 3))
+        holder = {"state": jax.block_until_ready(init(keys)), "step": step}
 
-    def jax_step():
-        holder["state"], metrics = step(holder["state"], images, keys)
-        jax.block_until_ready(metrics)
+        def jax_step(holder=holder):
+            holder["state"], metrics = holder["step"](holder["state"], images, keys)
+            jax.block_until_ready(metrics)
 
-    jax_step(), torch_step()  # compile, warm up
-    pairs = []
+        jax_step()  # compile, warm up
+        jax_steps.append(jax_step)
+    torch_step()
+    rows = []
     for _ in range(rounds):
-        start = time.perf_counter()
-        jax_step()
-        middle = time.perf_counter()
-        torch_step()
-        pairs.append((middle - start, time.perf_counter() - middle))
-    return pairs
+        row = []
+        for step in (*jax_steps, torch_step):
+            start = time.perf_counter()
+            step()
+            row.append(time.perf_counter() - start)
+        rows.append(row)
+    return rows
 
 
 def torch_times_glibc_defaults(batch: int, repeats: int) -> dict:
@@ -465,8 +471,9 @@ def main() -> None:
 
     print(f"\nMONet condition {CONDITION} (NLL + 0.5 KL + 0.25 mask KL), K = 5, {SIZE} x {SIZE}, RMSProp "
           f"{LEARNING_RATE:g}; batch {batch}; median of {args.repeats} after a warm-up, seconds. jax columns: the "
-          "engine's step in one pass (MONet's default), in micro-batches (mbN: N images a gradient pass), and in one "
-          "pass with the 3x3 convs and norms as XLA's plain ones (autodiff); torch: in this process "
+          "engine's step in one pass, in micro-batches (mbN: N images a gradient pass; MONet's CPU default: "
+          f"mb{MonetFamily.cpu_micro_batch}), and in one pass with the 3x3 convs and norms as XLA's plain ones "
+          "(autodiff); torch: in this process "
           "(same malloc settings) and in a fresh process with glibc's defaults; ratios: torch / best jax")
     columns = [("one pass", batch, "auto")]
     if jax.default_backend() == "cpu":  # passes of 16 and of 8 (the AE's); the 3x3 convs as XLA's plain ones
@@ -484,12 +491,17 @@ def main() -> None:
           + f"; peak RSS so far {peak_rss_gb():.2f} GB")
 
     if have_torch and args.interleave:
-        pairs = interleaved_steps(batch, args.interleave)
-        jax_s, torch_s = (statistics.median(p[i] for p in pairs) for i in (0, 1))
-        ratios = sorted(t / j for j, t in pairs)
-        print(f"interleaved, {len(pairs)} rounds of one JAX step (one pass) then one PyTorch step (same process): "
-              f"medians JAX {jax_s:.3f} s, PyTorch {torch_s:.3f} s; PyTorch / JAX per round: median "
-              f"{statistics.median(ratios):.2f} (from {ratios[0]:.2f} to {ratios[-1]:.2f})", flush=True)
+        default = trainer.resolve_micro_batch("auto", batch, MonetFamily.cpu_micro_batch)
+        micros = (batch,) + ((default,) if default else ())
+        rows = interleaved_steps(batch, args.interleave, micros)
+        names = [f"mb{m}" if m != batch else "one pass" for m in micros]
+        print(f"interleaved, {len(rows)} rounds of one JAX step each ({', '.join(names)}) then one PyTorch step "
+              "(same process); medians, and PyTorch / JAX per round (median, range):")
+        for i, name in enumerate(names):
+            ratios = sorted(row[-1] / row[i] for row in rows)
+            print(f"  jax {name:9s} {statistics.median(r[i] for r in rows):6.3f} s   torch "
+                  f"{statistics.median(r[-1] for r in rows):6.3f} s   torch/jax {statistics.median(ratios):.2f} "
+                  f"({ratios[0]:.2f} to {ratios[-1]:.2f})", flush=True)
 
     timings = {f"jax {n}": s[2] for (n, _, _), s in zip(columns, steps)}
     timings.update({"torch": torch_same.get("train"), "torch glibc": torch_glibc.get("train")})

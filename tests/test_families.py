@@ -91,15 +91,18 @@ def test_early_termination_freezes_each_seed_that_meets_the_rule(tmp_path, tiny_
 
 
 def test_auto_micro_batches_are_the_familys_cpu_default():
-    """"auto" on CPU: the family's `cpu_micro_batch` (the AE: passes of 8; MONet: one pass); a number is taken."""
+    """"auto" on CPU: the family's `cpu_micro_batch` (passes of 8 for both; one pass for a batch of at most 8); a
+    number is taken."""
     from noisegroup.engine.trainer import Trainer
 
-    for model, want in (("ae", 8), ("monet", None)):
+    for model, want in (("ae", 8), ("monet", 8)):
         engine, family = engine_config.parse({"model": model, "batch_size": 64, "micro_batch_size": "auto"})
         assert family.cpu_micro_batch == want
         assert Trainer.from_config(engine, family, (64, 64, 3)).micro_batch_size == want
         engine, family = engine_config.parse({"model": model, "batch_size": 64, "micro_batch_size": 32})
         assert Trainer.from_config(engine, family, (64, 64, 3)).micro_batch_size == 32
+    engine, family = engine_config.parse({"model": "monet", "batch_size": 8, "micro_batch_size": "auto"})
+    assert Trainer.from_config(engine, family, (16, 16, 3)).micro_batch_size is None  # the `default` config's batch
 
 
 def test_rmsprop_is_pytorchs_flavour():

@@ -137,9 +137,9 @@ def test_valid_conv_equals_lax_conv(c_in, c_out, kernel, size):
                                rtol=1e-5, atol=1e-4)
 
 
-@pytest.mark.parametrize("batch, chunk", [(6, 4), (5, 2), (8, 8), (3, 16), (4, None)])
-@pytest.mark.parametrize("c_in, c_out", [(5, 6), (7, 3)])
-@pytest.mark.parametrize("per_image", [False, True])
+@pytest.mark.parametrize("batch, chunk, c_in, c_out, per_image", [(6, 4, 5, 6, False), (5, 2, 7, 3, True),
+                                                                   (8, 8, 5, 6, True), (3, 16, 7, 3, False),
+                                                                   (4, None, 7, 3, True)])
 def test_chunked_patch_weight_grad_equals_xla(batch, chunk, c_in, c_out, per_image, monkeypatch):
     """Whatever the chunking (6 images by 3, 5 one at a time (5 is prime), 8 at once, fewer images than a chunk,
     the default), whichever operand's patches (x's when it is the narrower, else the cotangent's), one product
@@ -150,8 +150,7 @@ def test_chunked_patch_weight_grad_equals_xla(batch, chunk, c_in, c_out, per_ima
     np.testing.assert_allclose(L.chunked_patch_weight_grad(x, g, 3, chunk), want, rtol=1e-5, atol=1e-4)
 
 
-@pytest.mark.parametrize("c_in, c_out, kernel, padding", [(5, 7, 3, 1), (9, 4, 3, 1), (4, 6, 5, 2), (6, 3, 3, 2),
-                                                          (3, 5, 5, 1)])
+@pytest.mark.parametrize("c_in, c_out, kernel, padding", [(5, 7, 3, 1), (9, 4, 3, 1), (4, 6, 5, 2)])
 def test_padded_stride1_conv_equals_lax_conv(c_in, c_out, kernel, padding):
     """The padded stride-1 conv (MONet's U-Net): native forward, input gradient with the flipped kernel, patch
     weight gradient of the padded input; values and gradients equal XLA's, under jit and vmap over seeds."""

@@ -321,10 +321,11 @@ class MonetFamily(Family):
     loss_terms = LOSS_TERMS
     default_weights = {"nll": 1.0, "kl": 0.5, "mask_kl": 0.25}  # the original MONet (Komatsu's condition 11)
     geco_term = None
-    # One pass on CPU. At batch 64, K = 5 (`python -m benchmarks.monet_step`, 2 cores) passes of 16 or 8 were no
-    # faster: interleaved in one process, medians of 6 steps 7.2 s in one pass, 8.2 s in passes of 16, 7.4 s in
-    # passes of 8 (which compile 4x longer); single runs of one setting swing by 2 s on this shared machine.
-    cpu_micro_batch = None
+    # Passes of 8 images on CPU (the AE's, `Family.cpu_micro_batch`). At batch 64, K = 5 on 2 cores
+    # (`python -m benchmarks.monet_step`): taken in turn with one pass in one process, passes of 8 were faster in
+    # each of 8 rounds (medians 7.1 against 8.1 s), and in each of three benchmark runs (5.2-6.3 against 6.7-7.7 s).
+    # They compile 3-4x longer (~65 against ~20 s). Configs of at most 8 images a batch run in one pass.
+    cpu_micro_batch = 8
 
     def __post_init__(self):
         # Lists (a config read back from JSON) become tuples: the family is hashed as a cache key.
