@@ -366,7 +366,7 @@ def _valid_conv_forward(x: jax.Array, w: jax.Array) -> jax.Array:
 
 PATCH_ROWS = 16384  # patch rows (output positions) per step of `chunked_patch_weight_grad`'s scan: ~4 images of
 # 64 x 64, whose patches (9 x 32 channels) stay ~19 MB
-PER_IMAGE_PIXELS = 1024  # images of at least this many pixels: one product per image, then a sum (module note)
+PER_IMAGE_PIXELS = 1024  # images of at least this many pixels: one product per image, then a sum (measured below)
 
 
 def chunked_patch_weight_grad(x: jax.Array, cotangent: jax.Array, k: int, chunk: int | None = None) -> jax.Array:
