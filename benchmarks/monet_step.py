@@ -297,15 +297,14 @@ def torch_times(batch: int, repeats: int) -> dict:
         with torch.no_grad():
             loss_fn(images)
 
-    return {"train": timed(torch_train_step(batch), repeats)[1], "forward": timed(forward, repeats)[1],
-            "parameters": sum(p.numel() for p in model.parameters())}
+    return {"train": timed(torch_train_step(torch, model, loss_fn, images), repeats)[1],
+            "forward": timed(forward, repeats)[1], "parameters": sum(p.numel() for p in model.parameters())}
 
 
-def torch_train_step(batch: int):
-    """PyTorch's training step in this process as a function of no arguments (RMSProp, PyTorch's defaults)."""
-    torch, model, loss_fn = torch_monet()
+def torch_train_step(torch, model, loss_fn, images):
+    """PyTorch's training step of `torch_monet`'s model on `images`, as a function of no arguments (RMSProp,
+    PyTorch's defaults)."""
     optimizer = torch.optim.RMSprop(model.parameters(), lr=LEARNING_RATE)  # alpha 0.99, eps 1e-8: the defaults
-    images = torch.rand(batch, 3, SIZE, SIZE)
 
     def train():
         optimizer.zero_grad()
@@ -320,7 +319,8 @@ def interleaved_steps(batch: int, rounds: int, micros: tuple) -> list[list[float
     (`micro_batch_size` values: a number, or "auto", the engine's default) then one PyTorch step, in this process,
     after a warm-up of each: on a shared machine whose speed drifts over minutes, all see the same drift, so the
     per-round ratios are the like-for-like figures. Rows: [JAX s per setting..., PyTorch s]."""
-    torch_step = torch_train_step(batch)
+    torch, model, loss_fn = torch_monet()
+    torch_step = torch_train_step(torch, model, loss_fn, torch.rand(batch, 3, SIZE, SIZE))
     keys = jnp.stack([jax.random.key(0)])
     images = {"images": jax.random.uniform(jax.random.key(1), (1, batch, SIZE, SIZE, 3))}
     jax_steps = []
