@@ -137,23 +137,25 @@ def test_valid_conv_equals_lax_conv(c_in, c_out, kernel, size):
                                rtol=1e-5, atol=1e-4)
 
 
-@pytest.mark.parametrize("batch, chunk, c_in, c_out, per_image", [(6, 4, 5, 6, False), (5, 2, 7, 3, True),
-                                                                   (8, 8, 5, 6, True), (3, 16, 7, 3, False),
-                                                                   (4, None, 7, 3, True)])
-def test_chunked_patch_weight_grad_equals_xla(batch, chunk, c_in, c_out, per_image, monkeypatch):
+@pytest.mark.parametrize("batch, chunk, c_in, c_out, per_image, padding", [
+    (6, 4, 5, 6, False, 0), (5, 2, 7, 3, True, 1), (8, 8, 5, 6, True, 2), (3, 16, 7, 3, False, 0),
+    (4, None, 7, 3, True, 2)])
+def test_chunked_patch_weight_grad_equals_xla(batch, chunk, c_in, c_out, per_image, padding, monkeypatch):
     """Whatever the chunking (6 images by 3, 5 one at a time (5 is prime), 8 at once, fewer images than a chunk,
     the default), whichever operand's patches (x's when it is the narrower, else the cotangent's), one product
-    per image or per chunk."""
+    per image or per chunk, padding 0 to k - 1."""
     monkeypatch.setattr(L, "PER_IMAGE_PIXELS", 1 if per_image else 10**9)
-    x, g = _normal(0, batch, 9, 7, c_in), _normal(1, batch, 7, 5, c_out)
-    want = L.native_weight_grad(x, g, (3, 3, c_in, c_out), 1, 0)
-    np.testing.assert_allclose(L.chunked_patch_weight_grad(x, g, 3, chunk), want, rtol=1e-5, atol=1e-4)
+    x, g = _normal(0, batch, 9, 7, c_in), _normal(1, batch, 7 + 2 * padding, 5 + 2 * padding, c_out)
+    want = L.native_weight_grad(x, g, (3, 3, c_in, c_out), 1, padding)
+    np.testing.assert_allclose(L.chunked_patch_weight_grad(x, g, 3, padding, chunk), want, rtol=1e-5, atol=1e-4)
 
 
-@pytest.mark.parametrize("c_in, c_out, kernel, padding", [(5, 7, 3, 1), (9, 4, 3, 1), (4, 6, 5, 2)])
+@pytest.mark.parametrize("c_in, c_out, kernel, padding", [(5, 7, 3, 1), (9, 4, 3, 1), (4, 6, 5, 2), (3, 5, 3, 2),
+                                                          (6, 8, 2, 1)])
 def test_padded_stride1_conv_equals_lax_conv(c_in, c_out, kernel, padding):
-    """The padded stride-1 conv (MONet's U-Net): native forward, input gradient with the flipped kernel, patch
-    weight gradient of the padded input; values and gradients equal XLA's, under jit and vmap over seeds."""
+    """The padded stride-1 conv (MONet's U-Net, and its sub-pixel 2 x 2 form): native forward, input gradient with
+    the flipped kernel (unpadded when padding = k - 1: full and cropped), patch weight gradient without a padded
+    copy of x; values and gradients equal XLA's, under jit and vmap over seeds."""
     x, w = _normal(0, 3, 8, 9, c_in), _normal(1, kernel, kernel, c_in, c_out)
     native = lambda x, w: L.native_conv(x, w, 1, padding)  # noqa: E731
     fast = lambda x, w: L.stride1_conv(x, w, padding)  # noqa: E731

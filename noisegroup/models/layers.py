@@ -364,39 +364,47 @@ def _valid_conv_forward(x: jax.Array, w: jax.Array) -> jax.Array:
     return y[:, k - 1 : y.shape[1] - (k - 1), k - 1 : y.shape[2] - (k - 1)]
 
 
-PATCH_ROWS = 16384  # patch rows (output positions) per step of `chunked_patch_weight_grad`'s scan: ~4 images of
-# 64 x 64, whose patches (9 x 32 channels) stay ~19 MB
+# Chunks of `chunked_patch_weight_grad`'s scan: about PATCH_ROWS patch rows, at least MIN_CHUNK_IMAGES images. Measured
+# at batch 64 on 2 cores (4 MB of L2), best at 2 images of 64 x 64 (patches of 9 x 32 channels: 9 MB; 1 and 4 images
+# were 30% and 20% slower), 2-8 of 32 x 32 and 4-16 of 16 x 16 (64 images: 2-2.5x slower); the decoder's 68 x 68
+# layers also take 2 (1 was 1.5x slower).
+PATCH_ROWS = 8192
+MIN_CHUNK_IMAGES = 2
 PER_IMAGE_PIXELS = 1024  # images of at least this many pixels: one product per image, then a sum (measured below)
 
 
-def chunked_patch_weight_grad(x: jax.Array, cotangent: jax.Array, k: int, chunk: int | None = None) -> jax.Array:
-    """Weight gradient of an unpadded stride-1 convolution as patch products summed over chunks of images:
+def chunked_patch_weight_grad(x: jax.Array, cotangent: jax.Array, k: int, padding: int = 0,
+                              chunk: int | None = None) -> jax.Array:
+    """Weight gradient of a stride-1 convolution with symmetric zero padding p = `padding` as patch products summed
+    over chunks of images (x_p: x padded by p; g: the cotangent):
 
-        dW[ky, kx, i, o] = sum_{b, y, x} x[b, y + ky, x + kx, i] cotangent[b, y, x, o]
-                         = (patches of x)^T @ cotangent                              (x the narrower, i <= o)
-                         = flip_swap((patches of the cotangent padded by k - 1)^T @ x)  (the cotangent narrower)
+        dW[ky, kx, i, o] = sum_{b, y, x} x_p[b, y + ky, x + kx, i] g[b, y, x, o]
+                         = (patches of x, padded by p)^T @ g                          (x the narrower, i <= o)
+                         = flip_swap((patches of g, padded by k - 1 - p)^T @ x)        (g narrower; x unpadded)
 
     one chunk of images at a time (a `lax.scan`), so the k * k-fold patch copy never exists for the whole batch
-    (1.7 GB for the MONet decoder's 320 images). The patches are those of the narrower operand (fewer columns to
-    gather: the U-Net's 64 -> 32 layer at 64 x 64 takes 0.5 s from the cotangent's, 1.0 s from x's, 2.2 s native,
-    batch 256 on 2 cores). Large images (`PER_IMAGE_PIXELS`) take one product per image and a sum, which XLA:CPU
-    runs ~1.5x faster than one product over the chunk's rows at 64 x 64 and slower at 16 x 16 and below.
+    (1.7 GB for the MONet decoder's 320 images), and each chunk pads its own slice (no padded copy of x). The
+    patches are those of the narrower operand (fewer columns to gather: the U-Net's 64 -> 32 layer at 64 x 64 takes
+    0.5 s from the cotangent's, 1.0 s from x's, 2.2 s native, batch 256 on 2 cores). Large images
+    (`PER_IMAGE_PIXELS`) take one product per image and a sum, which XLA:CPU runs ~1.5x faster than one product over
+    the chunk's rows at 64 x 64 and slower at 16 x 16 and below.
 
     Args:
         x: `[b, h, w, i]`.
-        cotangent: `[b, h - k + 1, w - k + 1, o]`.
+        cotangent: `[b, h + 2p - k + 1, w + 2p - k + 1, o]`.
         k: the kernel size.
-        chunk: images per scan step, at most; default about `PATCH_ROWS` output positions. The largest divisor of
-            b up to it is taken.
+        padding: p, 0 <= p <= k - 1.
+        chunk: images per scan step, at most; default about `PATCH_ROWS` patch rows and at least
+            `MIN_CHUNK_IMAGES` images. The largest divisor of b up to it is taken.
 
     Returns:
         `[k, k, i, o]`.
     """
     b, c_in, c_out = x.shape[0], x.shape[-1], cotangent.shape[-1]
-    pixels = cotangent.shape[1] * cotangent.shape[2]
-    chunk = max(1, PATCH_ROWS // pixels) if chunk is None else chunk
-    chunk = max(d for d in range(1, min(chunk, b) + 1) if b % d == 0)
     from_x = c_in <= c_out
+    pixels = math.prod(cotangent.shape[1:3]) if from_x else math.prod(x.shape[1:3])  # patch rows per image
+    chunk = max(MIN_CHUNK_IMAGES, PATCH_ROWS // pixels) if chunk is None else chunk
+    chunk = max(d for d in range(1, min(chunk, b) + 1) if b % d == 0)
     products = "bpr,bpo->bro" if pixels >= PER_IMAGE_PIXELS else "bpr,bpo->ro"
 
     def add_chunk(total, start):
@@ -405,9 +413,9 @@ def chunked_patch_weight_grad(x: jax.Array, cotangent: jax.Array, k: int, chunk:
         x_chunk = jax.lax.dynamic_slice_in_dim(x, start, chunk)
         g_chunk = jax.lax.dynamic_slice_in_dim(cotangent, start, chunk)
         if from_x:  # rows [chunk, h' w', (ky, kx, i)] against the cotangent [chunk, h' w', o]
-            rows, other = patches(x_chunk, k, 1, 0), g_chunk
+            rows, other = patches(x_chunk, k, 1, padding), g_chunk
         else:  # rows [chunk, h w, (ty, tx, o)] (ty = k - 1 - ky) against x [chunk, h w, i]
-            rows, other = patches(g_chunk, k, 1, k - 1), x_chunk
+            rows, other = patches(g_chunk, k, 1, k - 1 - padding), x_chunk
         product = jnp.einsum(products, rows.reshape(chunk, -1, rows.shape[-1]),
                              other.reshape(chunk, -1, other.shape[-1]))
         return total + (product.sum(0) if product.ndim == 3 else product), None
@@ -453,9 +461,8 @@ def _stride1_conv_fwd(x, w, padding):
 def _stride1_conv_bwd(padding, residuals, cotangent):
     x, w = residuals
     k = w.shape[0]
-    grad_x = native_conv(cotangent, flip_swap(w), 1, k - 1 - padding)
-    padded = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0))) if padding else x
-    return grad_x, chunked_patch_weight_grad(padded, cotangent, k)
+    grad_x = _stride1_forward(cotangent, flip_swap(w), k - 1 - padding)  # unpadded (p = k - 1): full and cropped
+    return grad_x, chunked_patch_weight_grad(x, cotangent, k, padding)
 
 
 stride1_conv.defvjp(_stride1_conv_fwd, _stride1_conv_bwd)
