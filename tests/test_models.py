@@ -166,6 +166,18 @@ def test_padded_stride1_conv_equals_lax_conv(c_in, c_out, kernel, padding):
     chex.assert_trees_all_close(grads(fast), grads(native), atol=1e-4, rtol=1e-5)
 
 
+@pytest.mark.parametrize("height, width, c_in, c_out", [(4, 5, 3, 6), (1, 2, 7, 2)])
+def test_upsampled_conv_is_upsample_then_conv(height, width, c_in, c_out):
+    """The sub-pixel form of the U-Net's up blocks: nearest x2 upsampling then a padding-1 3 x 3 conv, values and
+    gradients, jitted; a 1-row input has every phase touch the zero border."""
+    x, w = _normal(0, 2, height, width, c_in), _normal(1, 3, 3, c_in, c_out)
+    plain = lambda x, w: L.native_conv(jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2), w, 1, 1)  # noqa: E731
+    _assert_same_function(plain, L.upsampled_conv, x, w)
+    _assert_same_function(jax.jit(plain), jax.jit(L.upsampled_conv), x, w)
+    with pytest.raises(ValueError, match=r"3 x 3 kernel, got \(5, 5\)"):
+        L.upsampled_conv(x, _normal(1, 5, 5, c_in, c_out))
+
+
 def test_strided_layers_under_vmap_over_seeds():
     """The custom gradients batch (seeds vmapped on one device) to the per-seed results."""
     x, w = _normal(0, 3, 2, 8, 8, 4), _normal(1, 3, 4, 4, 4, 6)

@@ -216,8 +216,9 @@ def test_instance_norm_is_pytorchs_with_the_closed_form_gradient():
 
 
 def test_unet_fast_and_native_convs_are_the_same_function():
-    """The U-Net's 3x3 convs through `layers.stride1_conv` and its norms' closed-form gradient (the CPU default),
-    and both as autodiff of the plain statements: the same logits and the same gradients of every parameter and of
+    """The U-Net's 3x3 convs through `layers.stride1_conv`, its up blocks' convs split into the sub-pixel
+    upsampled part and the skip part, and its norms' closed-form gradient (the CPU default), and all as autodiff of
+    the plain statements: the same logits and the same gradients of every parameter and of
     the input."""
     x = jax.random.uniform(jax.random.key(1), (3, 16, 16, 4))
     graphdef, params = nnx.split(UNet(16, 4, 8, 16, conv_impl="fast", rngs=nnx.Rngs(params=0)))

@@ -29,8 +29,10 @@ So every stride-2 layer here is a `jax.custom_vjp` that sends each of its three 
 
 * stride-1 convolutions with any padding 0 <= p <= k - 1 (`stride1_conv`; `valid_conv` for p = 0; MONet's U-Net
   and broadcast decoder): forward native (unpadded: the full convolution, cropped), input gradient native (the
-  flipped, swapped kernel), weight gradient as products of the narrower operand's patches over chunks of images
-  (`chunked_patch_weight_grad`), 4-6x faster than XLA's at the MONet step's sizes.
+  flipped, swapped kernel; unpadded again when p = k - 1), weight gradient as products of the narrower operand's
+  patches over chunks of images (`chunked_patch_weight_grad`), 4-6x faster than XLA's at the MONet step's sizes.
+* a padding-1 3 x 3 convolution of a nearest x2 upsampling (`upsampled_conv`; the MONet U-Net's up blocks): the
+  sub-pixel form, one 2 x 2 `stride1_conv` of the low-resolution input with a phase kernel per output phase.
 
 Each fast form computes exactly the function of the standard layer with the same parameters (tests compare
 forward passes and gradients with ``lax.conv_transpose`` / ``lax.conv_general_dilated``); `impl` picks one:
@@ -466,6 +468,42 @@ def _stride1_conv_bwd(padding, residuals, cotangent):
 
 
 stride1_conv.defvjp(_stride1_conv_fwd, _stride1_conv_bwd)
+
+
+# _UPSAMPLE_TAPS[a, d, t]: which 3 x 3 kernel row t reaches low-resolution row m - 1 + a + d (d in {0, 1}) from
+# output row 2m + a of a padding-1 convolution of the nearest x2 upsampling (rows 2m + a - 1 .. 2m + a + 1 of the
+# upsampled image are low rows m - 1, m, m for a = 0 and m, m, m + 1 for a = 1).
+_UPSAMPLE_TAPS = (((1, 0, 0), (0, 1, 1)),
+                  ((1, 1, 0), (0, 0, 1)))
+
+
+def upsampled_conv(h: jax.Array, w: jax.Array) -> jax.Array:
+    """`native_conv(upsample(h), w, 1, 1)` (nearest x2 upsampling, then a 3 x 3 stride-1 padding-1 convolution)
+    in sub-pixel form: 4/9 of the products, and no upsampled copy of `h`.
+
+    Output pixel (2m + a, 2n + b) sees low-resolution rows m - 1 + a + d and columns n - 1 + b + e (d, e in
+    {0, 1}) through the phase kernel K[d, e, i, (a, b, o)] = sum of the 3 x 3 taps that land on them
+    (`_UPSAMPLE_TAPS`). So one 2 x 2 `stride1_conv` of `h` with padding 1 and 4 * o channels gives all four phases
+    on an (h + 1) x (w + 1) grid; phase (a, b) is its window [a : a + h, b : b + w], interleaved into the output.
+    The MONet U-Net's up blocks (`noisegroup.models.unet`): 64 x 64, 32 -> 32 channels, batch 64 on 2 cores,
+    forward 44 ms against 119 ms upsampled and convolved.
+
+    Args:
+        h: `[b, h, w, i]`.
+        w: `[3, 3, i, o]` HWIO kernel.
+
+    Returns:
+        `[b, 2h, 2w, o]`.
+    """
+    if w.shape[:2] != (3, 3):
+        raise ValueError(f"upsampled_conv takes a 3 x 3 kernel, got {w.shape[:2]}")
+    batch, height, width, _ = h.shape
+    c_out = w.shape[-1]
+    taps = jnp.asarray(_UPSAMPLE_TAPS, w.dtype)
+    phase_kernel = jnp.einsum("adt,beu,tuio->deiabo", taps, taps, w).reshape(2, 2, w.shape[2], 4 * c_out)
+    grid = stride1_conv(h, phase_kernel, 1).reshape(batch, height + 1, width + 1, 2, 2, c_out)
+    rows = [jnp.stack([grid[:, a : a + height, b : b + width, a, b] for b in (0, 1)], axis=3) for a in (0, 1)]
+    return jnp.stack(rows, axis=2).reshape(batch, 2 * height, 2 * width, c_out)  # [b, m, a, n, b', o]
 
 
 def valid_conv(x: jax.Array, w: jax.Array) -> jax.Array:

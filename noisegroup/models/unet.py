@@ -34,6 +34,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from noisegroup.models.blocks import Conv, Dense, InstanceNorm, downsample, init_layers, upsample
+from noisegroup.models.layers import resolve_impl, stride1_conv, upsampled_conv
 
 
 def num_blocks_for(image_size: int) -> int:
@@ -65,6 +66,19 @@ class ConvBlock(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         return jax.nn.relu(self.norm(self.conv(x)))
 
+    def upsampled(self, low: jax.Array, skip: jax.Array) -> jax.Array:
+        """The block of `concat([upsample(low), skip])`: `[b, h, w, c_low]`, `[b, 2h, 2w, c_skip]` ->
+        `[b, 2h, 2w, c_out]`.
+
+        With the "fast" impl (CPU's "auto") the conv is split by input channels: the upsampled part in sub-pixel
+        form (`layers.upsampled_conv`, 4/9 of its products), the skip part as it is, and the concatenated copy is
+        never made. The same function and parameters as the plain statement (the other impls)."""
+        if resolve_impl(self.conv.impl) != "fast":
+            return self(jnp.concatenate([upsample(low), skip], axis=-1))
+        kernel, c_low = self.conv.kernel[...], low.shape[-1]
+        y = upsampled_conv(low, kernel[:, :, :c_low]) + stride1_conv(skip, kernel[:, :, c_low:], 1)
+        return jax.nn.relu(self.norm(y))
+
 
 class UNet(nnx.Module):
     """MONet's attention U-Net: `[b, s, s, in_channels]` -> logits `[b, s, s, 1]`.
@@ -77,8 +91,8 @@ class UNet(nnx.Module):
         init_scheme: `noisegroup.models.blocks.INIT_SCHEMES` (every conv and dense layer from one draw of
             `rngs.params()`: `blocks.init_layers`).
         conv_impl: how the 3x3 convs and instance norms run and differentiate (`noisegroup.models.layers.IMPLS`;
-            "auto": on CPU the convs' patch weight gradient, `layers.stride1_conv`, and the norms' closed-form
-            gradient, `blocks.instance_norm`).
+            "auto": on CPU the convs' patch weight gradient, `layers.stride1_conv`, the up blocks' upsampled input
+            in sub-pixel form, `ConvBlock.upsampled`, and the norms' closed-form gradient, `blocks.instance_norm`).
     """
 
     def __init__(self, image_size: int, in_channels: int = 4, base_channels: int = 32, mlp_hidden: int = 128, *,
@@ -114,12 +128,11 @@ class UNet(nnx.Module):
         for dense in self.mlp:
             h = jax.nn.relu(dense(h))  # ReLU after all three layers (spec 1.2)
         bottleneck = h.reshape(x.shape)
-        ups, h = [], bottleneck
-        for i, block in enumerate(self.up):
-            h = block(jnp.concatenate([h, skips[-1 - i]], axis=-1))
+        h = self.up[0](jnp.concatenate([bottleneck, skips[-1]], axis=-1))
+        ups = [h]
+        for i, block in enumerate(self.up[1:], start=2):  # the others take the previous block's output upsampled
+            h = block.upsampled(h, skips[-i])
             ups.append(h)
-            if i < len(self.up) - 1:
-                h = upsample(h)
         return {"down": skips, "bottleneck": bottleneck, "up": ups, "logits": self.head(h)}
 
     def __call__(self, x: jax.Array) -> jax.Array:
