@@ -226,8 +226,15 @@ def subpixel_conv_transpose(x: jax.Array, w: jax.Array) -> jax.Array:
     c_out = w.shape[-1]
     # K[d, e, i, (a, b, o)] = W[2d + a, 2e + b, i, o]
     phase_kernel = w.reshape(2, 2, 2, 2, c_in, c_out).transpose(0, 2, 4, 1, 3, 5).reshape(2, 2, c_in, 4 * c_out)
-    y = native_conv(x, phase_kernel, 1, 1).reshape(b, h + 1, wd + 1, 2, 2, c_out)  # [b, h+1, w+1, a, b, o]
-    # Phase (a, b) of output pixel (m, n) sits at window (m + a, n + b): [b, h, w, (a, b), o] -> [b, 2h, 2w, o].
+    return interleave_phases(native_conv(x, phase_kernel, 1, 1))
+
+
+def interleave_phases(grid: jax.Array) -> jax.Array:
+    """Depth-to-space of a sub-pixel convolution's output: `[b, h + 1, w + 1, 4 o]` (channels (a, b, o)) ->
+    `[b, 2h, 2w, o]`, where output pixel (2m + a, 2n + b) is phase (a, b)'s value at grid window (m + a, n + b)."""
+    b, h, wd = grid.shape[0], grid.shape[1] - 1, grid.shape[2] - 1
+    c_out = grid.shape[-1] // 4
+    y = grid.reshape(b, h + 1, wd + 1, 2, 2, c_out)
     phases = jnp.stack([y[:, a : a + h, q : q + wd, a, q] for a in (0, 1) for q in (0, 1)], axis=3)
     return phases.reshape(b, h, wd, 2, 2, c_out).transpose(0, 1, 3, 2, 4, 5).reshape(b, 2 * h, 2 * wd, c_out)
 
@@ -484,7 +491,7 @@ def upsampled_conv(h: jax.Array, w: jax.Array) -> jax.Array:
     Output pixel (2m + a, 2n + b) sees low-resolution rows m - 1 + a + d and columns n - 1 + b + e (d, e in
     {0, 1}) through the phase kernel K[d, e, i, (a, b, o)] = sum of the 3 x 3 taps that land on them
     (`_UPSAMPLE_TAPS`). So one 2 x 2 `stride1_conv` of `h` with padding 1 and 4 * o channels gives all four phases
-    on an (h + 1) x (w + 1) grid; phase (a, b) is its window [a : a + h, b : b + w], interleaved into the output.
+    on an (h + 1) x (w + 1) grid, interleaved into the output (`interleave_phases`).
     The MONet U-Net's up blocks (`noisegroup.models.unet`): 64 x 64, 32 -> 32 channels, batch 64 on 2 cores,
     forward 44 ms against 119 ms upsampled and convolved.
 
@@ -497,13 +504,9 @@ def upsampled_conv(h: jax.Array, w: jax.Array) -> jax.Array:
     """
     if w.shape[:2] != (3, 3):
         raise ValueError(f"upsampled_conv takes a 3 x 3 kernel, got {w.shape[:2]}")
-    batch, height, width, _ = h.shape
-    c_out = w.shape[-1]
     taps = jnp.asarray(_UPSAMPLE_TAPS, w.dtype)
-    phase_kernel = jnp.einsum("adt,beu,tuio->deiabo", taps, taps, w).reshape(2, 2, w.shape[2], 4 * c_out)
-    grid = stride1_conv(h, phase_kernel, 1).reshape(batch, height + 1, width + 1, 2, 2, c_out)
-    rows = [jnp.stack([grid[:, a : a + height, b : b + width, a, b] for b in (0, 1)], axis=3) for a in (0, 1)]
-    return jnp.stack(rows, axis=2).reshape(batch, 2 * height, 2 * width, c_out)  # [b, m, a, n, b', o]
+    phase_kernel = jnp.einsum("adt,beu,tuio->deiabo", taps, taps, w).reshape(2, 2, w.shape[2], 4 * w.shape[3])
+    return interleave_phases(stride1_conv(h, phase_kernel, 1))
 
 
 def valid_conv(x: jax.Array, w: jax.Array) -> jax.Array:
