@@ -139,15 +139,29 @@ def test_valid_conv_equals_lax_conv(c_in, c_out, kernel, size):
 
 @pytest.mark.parametrize("batch, chunk, c_in, c_out, per_image, padding", [
     (6, 4, 5, 6, False, 0), (5, 2, 7, 3, True, 1), (8, 8, 5, 6, True, 2), (3, 16, 7, 3, False, 0),
-    (4, None, 7, 3, True, 2)])
+    (4, None, 7, 3, True, 2), (6, 4, 6, 5, True, 1)])
 def test_chunked_patch_weight_grad_equals_xla(batch, chunk, c_in, c_out, per_image, padding, monkeypatch):
     """Whatever the chunking (6 images by 3, 5 one at a time (5 is prime), 8 at once, fewer images than a chunk,
-    the default), whichever operand's patches (x's when it is the narrower, else the cotangent's), one product
-    per image or per chunk, padding 0 to k - 1."""
+    the default), whichever form (x's patches when it is the narrower, else the cotangent's; with one product per
+    image, the shifted pair when i + o < 3 min(i, o): 5 -> 6 and 6 -> 5), one product per image or per chunk,
+    padding 0 to k - 1."""
     monkeypatch.setattr(L, "PER_IMAGE_PIXELS", 1 if per_image else 10**9)
     x, g = _normal(0, batch, 9, 7, c_in), _normal(1, batch, 7 + 2 * padding, 5 + 2 * padding, c_out)
     want = L.native_weight_grad(x, g, (3, 3, c_in, c_out), 1, padding)
     np.testing.assert_allclose(L.chunked_patch_weight_grad(x, g, 3, padding, chunk), want, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("c_in, c_out, kernel, padding", [(3, 4, 3, 0), (4, 3, 3, 1), (2, 5, 5, 2), (3, 2, 2, 1)])
+def test_shifted_pair_product_is_the_weight_gradient(c_in, c_out, kernel, padding):
+    """x's rows shifted against the cotangent's columns shifted: one product gives every tap of XLA's weight
+    gradient (non-square images, kernels 2, 3, 5, padding 0 to k - 1)."""
+    x = _normal(0, 2, 8, 6, c_in)
+    g = _normal(1, 2, 8 + 2 * padding - kernel + 1, 6 + 2 * padding - kernel + 1, c_out)
+    rows, columns = L.shifted_pair(x, g, kernel, padding)
+    assert rows.shape[:3] == columns.shape[:3] == (2, g.shape[1], 6 + 2 * padding)
+    product = jnp.einsum("byci,byco->io", rows, columns).reshape(kernel, c_in, kernel, c_out).transpose(0, 2, 1, 3)
+    want = L.native_weight_grad(x, g, (kernel, kernel, c_in, c_out), 1, padding)
+    np.testing.assert_allclose(product, want, rtol=1e-5, atol=1e-4)
 
 
 @pytest.mark.parametrize("c_in, c_out, kernel, padding", [(5, 7, 3, 1), (9, 4, 3, 1), (4, 6, 5, 2), (3, 5, 3, 2),

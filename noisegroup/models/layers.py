@@ -382,6 +382,34 @@ MIN_CHUNK_IMAGES = 2
 PER_IMAGE_PIXELS = 1024  # images of at least this many pixels: one product per image, then a sum (measured below)
 
 
+def shifted_pair(x: jax.Array, cotangent: jax.Array, k: int, padding: int) -> tuple[jax.Array, jax.Array]:
+    """The weight gradient's k x k taps split between its two operands: x's rows shifted (ky) and the cotangent's
+    columns shifted (kx), so that one product of the two gives every tap:
+
+        dW[ky, kx, i, o] = sum_{b, y, c} X[b, y, c, (ky, i)] G[b, y, c, (kx, o)]
+        X[b, y, c, (ky, i)] = x_p[b, y + ky, c, i]          (x_p: x padded by p; c < w + 2p)
+        G[b, y, c, (kx, o)] = g[b, y, c - kx, o]            (zero where c - kx is outside g)
+
+    k (i + o) columns gathered, against k^2 min(i, o) for the patches of the narrower operand: fewer when
+    i + o < k min(i, o) (equal widths at k = 3: 6 copies of a channel block, not 9).
+
+    Args:
+        x: `[b, h, w, i]`.
+        cotangent: `[b, h + 2p - k + 1, w + 2p - k + 1, o]`.
+        k: the kernel size.
+        padding: p, 0 <= p <= k - 1.
+
+    Returns:
+        (X `[b, h', w + 2p, k i]`, G `[b, h', w + 2p, k o]`), h' the cotangent's height.
+    """
+    h_out, w_out = cotangent.shape[1:3]
+    x_p = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    g_p = jnp.pad(cotangent, ((0, 0), (0, 0), (k - 1, k - 1), (0, 0)))
+    rows = jnp.concatenate([x_p[:, ky : ky + h_out] for ky in range(k)], axis=-1)
+    columns = jnp.concatenate([g_p[:, :, k - 1 - kx : k - 1 - kx + x_p.shape[2]] for kx in range(k)], axis=-1)
+    return rows, columns
+
+
 def chunked_patch_weight_grad(x: jax.Array, cotangent: jax.Array, k: int, padding: int = 0,
                               chunk: int | None = None) -> jax.Array:
     """Weight gradient of a stride-1 convolution with symmetric zero padding p = `padding` as patch products summed
@@ -390,13 +418,17 @@ def chunked_patch_weight_grad(x: jax.Array, cotangent: jax.Array, k: int, paddin
         dW[ky, kx, i, o] = sum_{b, y, x} x_p[b, y + ky, x + kx, i] g[b, y, x, o]
                          = (patches of x, padded by p)^T @ g                          (x the narrower, i <= o)
                          = flip_swap((patches of g, padded by k - 1 - p)^T @ x)        (g narrower; x unpadded)
+                         = (x's rows shifted)^T @ (g's columns shifted)               (`shifted_pair`)
 
     one chunk of images at a time (a `lax.scan`), so the k * k-fold patch copy never exists for the whole batch
-    (1.7 GB for the MONet decoder's 320 images), and each chunk pads its own slice (no padded copy of x). The
-    patches are those of the narrower operand (fewer columns to gather: the U-Net's 64 -> 32 layer at 64 x 64 takes
+    (1.7 GB for the MONet decoder's 320 images), and each chunk pads its own slice (no padded copy of x). Of the
+    patch forms, the narrower operand's (fewer columns to gather: the U-Net's 64 -> 32 layer at 64 x 64 takes
     0.5 s from the cotangent's, 1.0 s from x's, 2.2 s native, batch 256 on 2 cores). Large images
     (`PER_IMAGE_PIXELS`) take one product per image and a sum, which XLA:CPU runs ~1.5x faster than one product over
-    the chunk's rows at 64 x 64 and slower at 16 x 16 and below.
+    the chunk's rows at 64 x 64 and slower at 16 x 16 and below; there the shifted pair replaces the patches when it
+    gathers fewer columns (i + o < k min(i, o)): 0.6x the time for the U-Net's 32 -> 32 layers at 32 x 32 and
+    64 x 64, 0.8-0.85x for the decoder's (XLA:CPU copies each tap's window and then the concatenation: the gathered
+    columns are the cost, the products ~10-25% of it).
 
     Args:
         x: `[b, h, w, i]`.
@@ -412,16 +444,20 @@ def chunked_patch_weight_grad(x: jax.Array, cotangent: jax.Array, k: int, paddin
     b, c_in, c_out = x.shape[0], x.shape[-1], cotangent.shape[-1]
     from_x = c_in <= c_out
     pixels = math.prod(cotangent.shape[1:3]) if from_x else math.prod(x.shape[1:3])  # patch rows per image
+    per_image = pixels >= PER_IMAGE_PIXELS
+    form = "shifted" if per_image and c_in + c_out < k * min(c_in, c_out) else "x" if from_x else "cotangent"
     chunk = max(MIN_CHUNK_IMAGES, PATCH_ROWS // pixels) if chunk is None else chunk
     chunk = max(d for d in range(1, min(chunk, b) + 1) if b % d == 0)
-    products = "bpr,bpo->bro" if pixels >= PER_IMAGE_PIXELS else "bpr,bpo->ro"
+    products = "bpr,bpo->bro" if per_image else "bpr,bpo->ro"
 
     def add_chunk(total, start):
         # Slices of the whole arrays, not a chunked reshape of them, which XLA:CPU materialises apart (with the
         # activation that produced x recomputed into it).
         x_chunk = jax.lax.dynamic_slice_in_dim(x, start, chunk)
         g_chunk = jax.lax.dynamic_slice_in_dim(cotangent, start, chunk)
-        if from_x:  # rows [chunk, h' w', (ky, kx, i)] against the cotangent [chunk, h' w', o]
+        if form == "shifted":  # [chunk, h' (w + 2p), (ky, i)] against [chunk, h' (w + 2p), (kx, o)]
+            rows, other = shifted_pair(x_chunk, g_chunk, k, padding)
+        elif form == "x":  # rows [chunk, h' w', (ky, kx, i)] against the cotangent [chunk, h' w', o]
             rows, other = patches(x_chunk, k, 1, padding), g_chunk
         else:  # rows [chunk, h w, (ty, tx, o)] (ty = k - 1 - ky) against x [chunk, h w, i]
             rows, other = patches(g_chunk, k, 1, k - 1 - padding), x_chunk
@@ -429,9 +465,11 @@ def chunked_patch_weight_grad(x: jax.Array, cotangent: jax.Array, k: int, paddin
                              other.reshape(chunk, -1, other.shape[-1]))
         return total + (product.sum(0) if product.ndim == 3 else product), None
 
-    shape = (k * k * c_in, c_out) if from_x else (k * k * c_out, c_in)
+    shape = {"shifted": (k * c_in, k * c_out), "x": (k * k * c_in, c_out), "cotangent": (k * k * c_out, c_in)}[form]
     total, _ = jax.lax.scan(add_chunk, jnp.zeros(shape, x.dtype), jnp.arange(0, b, chunk))
-    return total.reshape(k, k, c_in, c_out) if from_x else flip_swap(total.reshape(k, k, c_out, c_in))
+    if form == "shifted":  # [(ky, i), (kx, o)]
+        return total.reshape(k, c_in, k, c_out).transpose(0, 2, 1, 3)
+    return total.reshape(k, k, c_in, c_out) if form == "x" else flip_swap(total.reshape(k, k, c_out, c_in))
 
 
 def _stride1_forward(x: jax.Array, w: jax.Array, padding: int) -> jax.Array:
