@@ -139,12 +139,12 @@ def test_valid_conv_equals_lax_conv(c_in, c_out, kernel, size):
 
 @pytest.mark.parametrize("batch, chunk, c_in, c_out, per_image, padding", [
     (6, 4, 5, 6, False, 0), (5, 2, 7, 3, True, 1), (8, 8, 5, 6, True, 2), (3, 16, 7, 3, False, 0),
-    (4, None, 7, 3, True, 2), (6, 4, 6, 5, True, 1)])
+    (4, None, 7, 3, True, 2), (6, 4, 6, 5, True, 1), (4, 2, 5, 5, True, 0)])
 def test_chunked_patch_weight_grad_equals_xla(batch, chunk, c_in, c_out, per_image, padding, monkeypatch):
     """Whatever the chunking (6 images by 3, 5 one at a time (5 is prime), 8 at once, fewer images than a chunk,
     the default), whichever form (x's patches when it is the narrower, else the cotangent's; with one product per
-    image, the shifted pair when i + o < 3 min(i, o): 5 -> 6 and 6 -> 5), one product per image or per chunk,
-    padding 0 to k - 1."""
+    image, the shifted pair when i + o < 3 min(i, o): 5 -> 6, 6 -> 5, and unpadded 5 -> 5, x's row windows as
+    they are), one product per image or per chunk, padding 0 to k - 1."""
     monkeypatch.setattr(L, "PER_IMAGE_PIXELS", 1 if per_image else 10**9)
     x, g = _normal(0, batch, 9, 7, c_in), _normal(1, batch, 7 + 2 * padding, 5 + 2 * padding, c_out)
     want = L.native_weight_grad(x, g, (3, 3, c_in, c_out), 1, padding)
