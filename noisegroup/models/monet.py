@@ -326,8 +326,8 @@ class MonetFamily(Family):
     # each of 8 rounds (medians 7.1 against 8.1 s), and in each of three benchmark runs (5.2-6.3 against 6.7-7.7 s).
     # They compile 3-4x longer (~65 against ~20 s). Configs of at most 8 images a batch run in one pass.
     # Since the cheaper weight gradient (`layers.shifted_pair`) the order is within noise: interleaved in one
-    # process, one pass and passes of 16 beat passes of 8 (~0.83x); in fresh processes, passes of 8 beat both in
-    # two of three runs (README, MONet speed).
+    # process, one pass and passes of 16 beat passes of 8 (~0.83x); in fresh processes, passes of 8 were fastest
+    # in one run and passes of 16 in the other (README, MONet speed).
     cpu_micro_batch = 8
 
     def __post_init__(self):
