@@ -1,0 +1,165 @@
+"""Benchmark: MONet's convolutions one at a time, JAX against PyTorch, kernel by kernel.
+
+    python -m benchmarks.monet_layers                  # needs `pip install torch==2.13.0` for the PyTorch column
+    python -m benchmarks.monet_layers --rounds 5 --no-torch
+
+`benchmarks.monet_step` times the whole training step; this one shows where the difference comes from. For the
+largest convolutions of the step, at the sizes of one pass of MONet's CPU step (`MonetFamily.cpu_micro_batch`
+images: the U-Net at 8, the component VAE at 8 x K = 40), it times the three computations of a training step
+apart: the forward convolution, its input gradient and its weight gradient, each as
+
+    engine   what the engine runs on CPU (`noisegroup.models.layers`: `stride1_conv`, `upsampled_conv`; the
+             stride-2 encoder conv is XLA's own);
+    xla      XLA's plain convolution and its autodiff (the layers' impl "native");
+    torch    PyTorch's (oneDNN) `conv2d` and its autograd, NCHW, in this process (same malloc settings).
+
+Every cell is timed once per round, in a new random order each round (a shared machine's drift falls on all
+alike), after a warm-up. Printed: median milliseconds, GFLOP/s (the layer's useful products, 2 per multiply-add,
+the same count for the three computations), and torch / engine, the median of the per-round ratios (below 1:
+PyTorch is faster).
+"""
+
+from __future__ import annotations
+
+from noisegroup.engine import malloc
+
+MALLOC_TUNED = malloc.reuse_freed_memory()  # before JAX starts its threads, as every entry point
+
+import argparse  # noqa: E402
+import math  # noqa: E402
+import random  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+
+import jax  # noqa: E402
+
+from noisegroup.models.blocks import upsample  # noqa: E402
+from noisegroup.models.layers import native_conv, stride1_conv, upsampled_conv  # noqa: E402
+from noisegroup.models.monet import MonetFamily  # noqa: E402
+
+PASS = MonetFamily.cpu_micro_batch  # images in one pass of the CPU step
+SLOTS = 5
+
+# name, batch, input side, c_in, c_out, kind: "same" (3x3, padding 1), "valid" (3x3, padding 0), "upsampled"
+# (nearest x2, then 3x3 padding 1: the input side is the low resolution), "stride2" (3x3, stride 2, padding 1).
+LAYERS = (
+    ("U-Net D1 64x64 4->32", PASS, 64, 4, 32, "same"),
+    ("U-Net U5 skip 64x64 32->32", PASS, 64, 32, 32, "same"),
+    ("U-Net U5 upsampled 32->64 32->32", PASS, 32, 32, 32, "upsampled"),
+    ("U-Net D2 32x32 32->32", PASS, 32, 32, 32, "same"),
+    ("decoder 68->66 32->32", PASS * SLOTS, 68, 32, 32, "valid"),
+    ("encoder E1 64->32 4->32 stride 2", PASS * SLOTS, 64, 4, 32, "stride2"),
+)
+COMPUTATIONS = ("forward", "input grad", "weight grad")
+
+
+def output_side(side: int, kind: str) -> int:
+    return {"same": side, "valid": side - 2, "upsampled": 2 * side, "stride2": (side - 1) // 2 + 1}[kind]
+
+
+def jax_layer(kind: str, engine: bool):
+    """f(x `[b, s, s, c_in]`, w `[3, 3, c_in, c_out]`) -> y, the engine's form or XLA's plain one."""
+    if kind == "upsampled":
+        return upsampled_conv if engine else (lambda x, w: native_conv(upsample(x), w, 1, 1))
+    if kind == "stride2":
+        return lambda x, w: native_conv(x, w, 2, 1)
+    padding = 1 if kind == "same" else 0
+    return (lambda x, w: stride1_conv(x, w, padding)) if engine else (lambda x, w: native_conv(x, w, 1, padding))
+
+
+def jax_cells(layer, engine: bool) -> dict[str, callable]:
+    """{computation: a function of no arguments that runs it and blocks}, jitted and warmed up."""
+    _, batch, side, c_in, c_out, kind = layer
+    f = jax_layer(kind, engine)
+    keys = jax.random.split(jax.random.key(0), 3)
+    x = jax.random.normal(keys[0], (batch, side, side, c_in))
+    w = jax.random.normal(keys[1], (3, 3, c_in, c_out)) / math.sqrt(9 * c_in)
+    out = output_side(side, kind)
+    g = jax.random.normal(keys[2], (batch, out, out, c_out))
+    programs = {"forward": (jax.jit(f), (x, w)),
+                "input grad": (jax.jit(lambda x, w, g: jax.vjp(lambda x: f(x, w), x)[1](g)[0]), (x, w, g)),
+                "weight grad": (jax.jit(lambda x, w, g: jax.vjp(lambda w: f(x, w), w)[1](g)[0]), (x, w, g))}
+    cells = {}
+    for name, (program, args) in programs.items():
+        jax.block_until_ready(program(*args))
+        cells[name] = lambda program=program, args=args: jax.block_until_ready(program(*args))
+    return cells
+
+
+def torch_cells(layer) -> dict[str, callable]:
+    """`jax_cells` for PyTorch: NCHW, `conv2d` and autograd (only the asked-for gradient is computed)."""
+    import torch
+    import torch.nn.functional as F
+
+    _, batch, side, c_in, c_out, kind = layer
+    x = torch.randn(batch, c_in, side, side, requires_grad=True)
+    w = (torch.randn(c_out, c_in, 3, 3) / math.sqrt(9 * c_in)).requires_grad_()
+
+    def f(x, w):
+        if kind == "upsampled":
+            x = F.interpolate(x, scale_factor=2, mode="nearest")
+        return F.conv2d(x, w, stride=2 if kind == "stride2" else 1, padding=0 if kind == "valid" else 1)
+
+    y = f(x, w)
+    g = torch.randn_like(y)
+
+    def forward():
+        with torch.no_grad():
+            f(x, w)
+
+    cells = {"forward": forward,
+             "input grad": lambda: torch.autograd.grad(y, x, g, retain_graph=True),
+             "weight grad": lambda: torch.autograd.grad(y, w, g, retain_graph=True)}
+    for cell in cells.values():
+        cell()
+    return cells
+
+
+def measure(rounds: int, with_torch: bool) -> dict:
+    """{(layer name, computation, implementation): [seconds per round]}, all cells shuffled within each round."""
+    cells = {}
+    for layer in LAYERS:
+        for impl, made in (("engine", jax_cells(layer, True)), ("xla", jax_cells(layer, False)),
+                           *((("torch", torch_cells(layer)),) if with_torch else ())):
+            for computation, cell in made.items():
+                cells[(layer[0], computation, impl)] = cell
+    times = {key: [] for key in cells}
+    order = list(cells)
+    for _ in range(rounds):
+        random.shuffle(order)
+        for key in order:
+            start = time.perf_counter()
+            cells[key]()
+            times[key].append(time.perf_counter() - start)
+    return times
+
+
+def report(times: dict, with_torch: bool) -> None:
+    impls = ("engine", "xla", "torch") if with_torch else ("engine", "xla")
+    print(f"{'layer':34s} {'computation':12s} " + " ".join(f"{i + ' ms':>10s} {'GFLOP/s':>8s}" for i in impls)
+          + (f" {'torch/engine':>13s}" if with_torch else ""))
+    for name, batch, side, c_in, c_out, kind in LAYERS:
+        out = output_side(side, kind)
+        gflop = 2 * batch * out * out * 9 * c_in * c_out / 1e9
+        for computation in COMPUTATIONS:
+            cells = [times[(name, computation, impl)] for impl in impls]
+            row = " ".join(f"{1e3 * statistics.median(t):10.2f} {gflop / statistics.median(t):8.1f}" for t in cells)
+            if with_torch:
+                row += f" {statistics.median(t / e for t, e in zip(cells[2], cells[0])):13.2f}"
+            print(f"{name:34s} {computation:12s} {row}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=15, help="timed rounds after the warm-up (medians)")
+    parser.add_argument("--no-torch", action="store_true", help="leave the PyTorch column out")
+    args = parser.parse_args()
+    if args.rounds < 1:
+        raise SystemExit(f"--rounds must be at least 1, got {args.rounds}")
+    print(f"jax {jax.__version__} on {jax.default_backend()}, malloc settings: {MALLOC_TUNED}; batch {PASS} for the "
+          f"U-Net, {PASS * SLOTS} for the component VAE; {args.rounds} rounds", flush=True)
+    report(measure(args.rounds, not args.no_torch), not args.no_torch)
+
+
+if __name__ == "__main__":
+    main()
