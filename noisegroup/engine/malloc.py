@@ -2,9 +2,9 @@
 
 XLA:CPU allocates one temporary buffer per execution with `malloc` (336 MB for the LNS autoencoder's train step at
 batch 64). glibc serves a block that large from a worker thread's arena with `mmap` and gives it back with `munmap`
-when freed, so every step page-faults the whole buffer in again: on 2 cores, 84,000 minor faults and 0.13 s of
-kernel time per step, a step of 0.28 s. With one arena, no `mmap` and no trimming, glibc hands the same freed block
-back: 8,000 faults, 0.23 s per step (`tests/test_malloc.py` checks the faults).
+when freed, so every step page-faults the whole buffer in again, in kernel time. With one arena, no `mmap` and no
+trimming, glibc hands the same freed block back: a tenth of the faults (`tests/test_malloc.py` checks them; the
+README gives the times).
 
 The cost: freed memory stays with the process (up to 1 GiB at the heap's top) instead of returning to the OS, and
 all threads share one arena. So nothing applies them at import: the entry points (`experiments/*`, `benchmarks/*`)

@@ -186,7 +186,7 @@ class Trainer:
             x = x.reshape(shards, -1, *x.shape[1:])[:, i * m:(i + 1) * m]
             return x.reshape(-1, *x.shape[2:])
 
-        # An unrolled loop, not `lax.scan`: XLA:CPU ran these convolutions ~20x slower inside a while loop.
+        # An unrolled loop, not `lax.scan`: XLA:CPU ran these convolutions many times slower inside a while loop.
         total = None
         for i in range(passes):
             part = jax.tree.map(lambda x: take(x, i), (batch, noise))

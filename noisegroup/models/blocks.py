@@ -77,8 +77,8 @@ class Dense(nnx.Module):
 def init_layers(module: nnx.Module, key: jax.Array, scheme: str) -> None:
     """Draws the weights and biases of every `Conv` and `Dense` inside `module`, in place, from ONE random draw.
 
-    One draw of all the values instead of one per tensor: XLA:CPU compiles each threefry draw separately (about
-    0.2-0.5 s each), so a network's initialisation compiles in about a second instead of tens of seconds. The
+    One draw of all the values instead of one per tensor: XLA:CPU compiles each threefry draw separately, so one
+    draw per tensor made a network's initialisation compile many times longer. The
     distribution is the scheme's exactly (module docstring); fan_in = prod(kernel.shape[:-1]) (k k c_in for a conv,
     features_in for a dense layer). Layers are visited in `nnx.iter_graph` order (deterministic).
 

@@ -1,13 +1,11 @@
 """Convolution layers of the LNS networks, with formulations that train fast on XLA:CPU.
 
-XLA:CPU (Eigen) is fast at some convolutions and very slow at others. Measured at batch 32 on 2 cores for the
-network's largest stride-2 layer (64 x 64 x 32 -> 32 x 32 x 64, `python -m benchmarks.train_step --layers`):
-
-    forward, stride-2 conv                              native 10 ms     im2col matmul 44 ms
-    weight gradient (the same conv, batch contracted)   native 25 ms     im2col matmul 60 ms
-    input gradient (a transposed conv, input-dilated)   native 55 ms     sub-pixel (below) 7 ms
-
-So every stride-2 layer here is a `jax.custom_vjp` that sends each of its three computations to the fast form:
+XLA:CPU (Eigen) is fast at some convolutions and several times slower at others. For a stride-2 layer, its forward
+and weight gradient are fast natively (faster than im2col products); its input gradient (a transposed convolution,
+input-dilated) is the slow one, several times slower than the sub-pixel form below. `python -m benchmarks.train_step
+--layers` times each AE layer both ways, `python -m benchmarks.monet_layers` MONet's layers against PyTorch; the
+README keeps the figures. So every stride-2 layer here is a `jax.custom_vjp` that sends each of its three
+computations to the fast form:
 
 * stride-2 convolution, kernel 4, padding 1 (`strided_conv`): forward and weight gradient native; input
   gradient as a sub-pixel transposed convolution.
@@ -24,13 +22,14 @@ So every stride-2 layer here is a `jax.custom_vjp` that sends each of its three 
   dense layers, one matrix product each (`im2col_conv`, `upsample_from_point`).
 * the 3 x 3 stride-1 layers with an RGB side (the encoder's first, 3 -> 32; the decoder's output, 32 -> 3,
   whose transposed conv with stride 1 is a 'same' conv with ``W`` as it is): `same_conv`, a custom VJP that takes
-  each computation as a matrix product over the patches of the 3-channel tensor (forward 3 -> 32: 0.46 vs 1.56 ms
-  native at batch 8; weight gradient from the 3-channel cotangent's patches: 0.45 vs 1.49 ms), else native.
+  each computation as a matrix product over the patches of the 3-channel tensor (Eigen's convolution is slow with
+  so few channels), else native.
 
 * stride-1 convolutions with any padding 0 <= p <= k - 1 (`stride1_conv`; `valid_conv` for p = 0; MONet's U-Net
   and broadcast decoder): forward native (unpadded: the full convolution, cropped), input gradient native (the
   flipped, swapped kernel; unpadded again when p = k - 1), weight gradient as products of the narrower operand's
-  patches over chunks of images (`chunked_patch_weight_grad`), 4-6x faster than XLA's at the MONet step's sizes.
+  patches over chunks of images (`chunked_patch_weight_grad`), several times faster than XLA's at the MONet
+  step's sizes.
 * a padding-1 3 x 3 convolution of a nearest x2 upsampling (`upsampled_conv`; the MONet U-Net's up blocks): the
   sub-pixel form, one 2 x 2 `stride1_conv` of the low-resolution input with a phase kernel per output phase.
 
@@ -317,7 +316,7 @@ NARROW_CHANNELS = 4  # at most this many channels (RGB): im2col's patch rows are
 
 
 def _same_conv_forward(x: jax.Array, w: jax.Array) -> jax.Array:
-    """Stride-1 'same' convolution: im2col when the input is narrow (3 -> 32: 3.4x faster), else native."""
+    """Stride-1 'same' convolution: im2col when the input is narrow (`NARROW_CHANNELS`), else native."""
     padding = (w.shape[0] - 1) // 2
     return im2col_conv(x, w, 1, padding) if x.shape[-1] <= NARROW_CHANNELS else native_conv(x, w, 1, padding)
 
@@ -366,20 +365,19 @@ same_conv.defvjp(_same_conv_fwd, _same_conv_bwd)
 
 def _valid_conv_forward(x: jax.Array, w: jax.Array) -> jax.Array:
     """Stride-1 convolution without padding as XLA:CPU runs it fastest: the 'full' convolution (padding k - 1),
-    cropped to the valid part. Eigen's unpadded path is the slow one (the MONet broadcast decoder's 70 x 70 x 32 ->
-    68 x 68 x 32 layer, batch 64: 297 ms unpadded, 67 ms full and cropped, for 12% more products)."""
+    cropped to the valid part. Eigen's unpadded path is the slow one: ~3x slower at the MONet broadcast decoder's
+    layers than the full one, which does ~12% more products (`benchmarks.monet_layers`, column "xla")."""
     k = w.shape[0]
     y = native_conv(x, w, 1, k - 1)
     return y[:, k - 1 : y.shape[1] - (k - 1), k - 1 : y.shape[2] - (k - 1)]
 
 
-# Chunks of `chunked_patch_weight_grad`'s scan: about PATCH_ROWS patch rows, at least MIN_CHUNK_IMAGES images. Measured
-# at batch 64 on 2 cores (4 MB of L2), best at 2 images of 64 x 64 (patches of 9 x 32 channels: 9 MB; 1 and 4 images
-# were 30% and 20% slower), 2-8 of 32 x 32 and 4-16 of 16 x 16 (64 images: 2-2.5x slower); the decoder's 68 x 68
-# layers also take 2 (1 was 1.5x slower).
+# Chunks of `chunked_patch_weight_grad`'s scan: about PATCH_ROWS patch rows, at least MIN_CHUNK_IMAGES images, so that a
+# chunk's gathered columns stay near the cache (2 cores, 4 MB of L2): 2 images of 64 x 64 or of the decoder's 68 x 68,
+# 2-8 of 32 x 32, 4-16 of 16 x 16 measured best; a whole batch of 64 small images took 2-2.5x as long.
 PATCH_ROWS = 8192
 MIN_CHUNK_IMAGES = 2
-PER_IMAGE_PIXELS = 1024  # images of at least this many pixels: one product per image, then a sum (measured below)
+PER_IMAGE_PIXELS = 1024  # images of at least this many pixels: one product per image, then a sum (see below)
 
 
 def shifted_pair(x: jax.Array, cotangent: jax.Array, k: int, padding: int) -> tuple[jax.Array, jax.Array]:
@@ -433,14 +431,13 @@ def chunked_patch_weight_grad(x: jax.Array, cotangent: jax.Array, k: int, paddin
 
     one chunk of images at a time (a `lax.scan`), so the k * k-fold patch copy never exists for the whole batch
     (1.7 GB for the MONet decoder's 320 images), and each chunk pads its own slice (no padded copy of x). Of the
-    patch forms, the narrower operand's (fewer columns to gather: the U-Net's 64 -> 32 layer at 64 x 64 takes
-    0.5 s from the cotangent's, 1.0 s from x's, 2.2 s native, batch 256 on 2 cores). Large images
-    (`PER_IMAGE_PIXELS`) take one product per image and a sum, which XLA:CPU runs ~1.5x faster than one product over
-    the chunk's rows at 64 x 64 and slower at 16 x 16 and below; there the shifted pair replaces the patches when it
-    gathers fewer columns (i + o < k min(i, o)): 0.6x the time for the U-Net's 32 -> 32 layers at 32 x 32 and
-    64 x 64, 0.8-0.85x for the decoder's (XLA:CPU copies each tap's window and then the concatenation: the gathered
-    columns are the cost, the products ~10-25% of it). Unpadded (the decoder), x's row windows are slices of x, and
-    k products of them with G, without gathering X, took 0.82x the time of the one product of the pair.
+    patch forms, the narrower operand's (fewer columns to gather: half the time of x's for the U-Net's 64 -> 32
+    layer at 64 x 64). Large images (`PER_IMAGE_PIXELS`) take one product per image and a sum, which XLA:CPU runs
+    faster than one product over the chunk's rows at 64 x 64 and slower at 16 x 16 and below; there the shifted pair
+    replaces the patches when it gathers fewer columns (i + o < k min(i, o)), since XLA:CPU copies each tap's window
+    and then the concatenation: the gathered columns, not the products, were the cost. Unpadded (the decoder), x's
+    row windows are slices of x, and k products of them with G, without gathering X, beat the one product of the
+    pair. The README gives the measured ratios of each choice.
 
     Args:
         x: `[b, h, w, i]`.
@@ -504,10 +501,8 @@ def stride1_conv(x: jax.Array, w: jax.Array, padding: int = 0) -> jax.Array:
 
     Forward: `_stride1_forward`. Input gradient: the convolution of the cotangent with the flipped, swapped kernel,
     padding k - 1 - `padding` (XLA's own form, already fast). Weight gradient: patch products in chunks of images
-    (`chunked_patch_weight_grad` on x padded). XLA's native weight gradient is the slow part of the MONet step
-    otherwise: at batch 256 (U-Net) and 320 (decoder) on 2 cores, 2.2 s native against 0.5 s for the U-Net's
-    64 x 64, 64 -> 32 layer, 2.4-3.0 s against 0.4-0.5 s for the decoder's unpadded 32 -> 32 layers
-    (`python -m benchmarks.monet_step` times the whole step).
+    (`chunked_patch_weight_grad` on x padded). XLA's native weight gradient would be the slow part of the MONet
+    step: up to ~3x slower per layer (`python -m benchmarks.monet_layers`, columns "engine" and "xla").
 
     Args:
         x: `[b, h, w, i]`.
@@ -549,8 +544,8 @@ def upsampled_conv(h: jax.Array, w: jax.Array) -> jax.Array:
     {0, 1}) through the phase kernel K[d, e, i, (a, b, o)] = sum of the 3 x 3 taps that land on them
     (`_UPSAMPLE_TAPS`). So one 2 x 2 `stride1_conv` of `h` with padding 1 and 4 * o channels gives all four phases
     on an (h + 1) x (w + 1) grid, interleaved into the output (`interleave_phases`).
-    The MONet U-Net's up blocks (`noisegroup.models.unet`): 64 x 64, 32 -> 32 channels, batch 64 on 2 cores,
-    forward 44 ms against 119 ms upsampled and convolved.
+    The MONet U-Net's up blocks (`noisegroup.models.unet`; their forward takes about half the time of the
+    upsampled copy convolved: `python -m benchmarks.monet_layers`).
 
     Args:
         h: `[b, h, w, i]`.

@@ -106,8 +106,8 @@ class BroadcastDecoder(nnx.Module):
         if first.bias is not None:
             coordinates = coordinates + first.bias[...]
         # The coordinates' share goes to every z as a product with a column of ones, not a broadcast: the gradient
-        # of a broadcast over the n z's is a sum over them, which XLA:CPU runs 13x slower than this product's
-        # gradient (a matrix product; 0.7 s of the MONet step at n = 320).
+        # of a broadcast over the n z's is a sum over them, which XLA:CPU runs an order of magnitude slower than
+        # this product's gradient (a matrix product; README, MONet speed).
         shared = (jnp.ones((z.shape[0], 1), z.dtype) @ coordinates.reshape(1, -1)).reshape(-1, *coordinates.shape)
         x = jax.nn.relu((z @ kernel[:, :, :d].sum(axis=(0, 1)))[:, None, None, :] + shared)
         for conv in self.convs[1:]:
@@ -321,13 +321,10 @@ class MonetFamily(Family):
     loss_terms = LOSS_TERMS
     default_weights = {"nll": 1.0, "kl": 0.5, "mask_kl": 0.25}  # the original MONet (Komatsu's condition 11)
     geco_term = None
-    # Passes of 8 images on CPU (the AE's, `Family.cpu_micro_batch`). At batch 64, K = 5 on 2 cores
-    # (`python -m benchmarks.monet_step`): taken in turn with one pass in one process, passes of 8 were faster in
-    # each of 8 rounds (medians 7.1 against 8.1 s), and in each of three benchmark runs (5.2-6.3 against 6.7-7.7 s).
-    # They compile 3-4x longer (~65 against ~20 s). Configs of at most 8 images a batch run in one pass.
-    # Since the cheaper weight gradient (`layers.shifted_pair`) the order is within noise: interleaved in one
-    # process, one pass and passes of 16 beat passes of 8 (~0.83x); in fresh processes, passes of 8 were fastest
-    # in one run and passes of 16 in the other (README, MONet speed).
+    # Passes of 8 images on CPU (the AE's, `Family.cpu_micro_batch`): at batch 64, K = 5 on 2 cores they beat one
+    # pass when this was set; since the cheaper weight gradient (`layers.shifted_pair`) the pass sizes are within
+    # the machine's noise of each other. `python -m benchmarks.monet_step` times them; the README has the figures.
+    # More passes compile longer (unrolled). Configs of at most 8 images a batch run in one pass.
     cpu_micro_batch = 8
 
     def __post_init__(self):
