@@ -82,9 +82,7 @@ def main() -> None:
     settings = config.sweep_settings()
     grid = f"{len(settings.noise_stds)} sigmas x N in {settings.num_noise_samples}"
     sweep_run = lambda: sweep.evaluate(graphdef, stacked, images, masks, key, settings)  # noqa: E731
-    tangent_run = lambda: tangent.evaluate(graphdef, stacked, images, masks, key,  # noqa: E731
-                                           normalisation=config.normalisation, method=config.clustering,
-                                           workers=config.cluster_workers or None)
+    tangent_run = lambda: tangent.evaluate(graphdef, stacked, images, masks, key, settings)  # noqa: E731
     lns_result, *rows[f"LNS full sweep + clustering ({grid})"] = first_and_second(sweep_run)
     tangent_result, *rows["tangent features + clustering (one feature set)"] = first_and_second(tangent_run)
 

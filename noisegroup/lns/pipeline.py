@@ -266,10 +266,7 @@ JACOBIAN_IMAGES = 4  # test images whose tangent features are kept for the Jacob
 def segment_model_tangent(config: LNSConfig, graphdef, params, images, masks, key: jax.Array) -> dict:
     """`segment_model` with tangent-limit features: ARIs `[S, b]`, labels and features of seed 0, the bridge."""
     result = tangent.evaluate(graphdef, params, images, masks, jax.random.fold_in(key, 0),
-                              normalisation=config.normalisation, method=config.clustering,
-                              num_clusters=None if int(config.num_clusters) <= 0 else int(config.num_clusters),
-                              workers=config.cluster_workers or None, keep_labels=True,
-                              kmeans_restarts=int(config.kmeans_restarts))
+                              config.sweep_settings(keep_labels=True))
     params0 = jax.tree.map(lambda x: x[0], params)
     shown = images[: max(JACOBIAN_IMAGES, int(config.umap_images))]
     feats = np.asarray(tangent.tangent_features(graphdef, params0, shown, config.normalisation))

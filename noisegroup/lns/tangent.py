@@ -51,7 +51,7 @@ from flax import nnx
 
 from noisegroup import metrics
 from noisegroup.checks import check_images, check_num_clusters
-from noisegroup.lns import cluster
+from noisegroup.lns import cluster, sweep
 from noisegroup.lns import features as lns
 from noisegroup.models import layers
 
@@ -253,46 +253,44 @@ class TangentResult:
     zero_feature_fraction: np.ndarray
 
 
-def evaluate(graphdef, params, images, masks, key: jax.Array, *, normalisation: str = "channel",
-             method: str = "kmeans", num_clusters: int | None = None, workers: int | None = None,
-             image_chunk: int = 25, keep_labels: bool = False, conv_impl: str = "auto",
-             kmeans_restarts: int = 1) -> TangentResult:
+def evaluate(graphdef, params, images, masks, key: jax.Array, settings: sweep.SweepSettings | None = None, *,
+             conv_impl: str = "auto") -> TangentResult:
     """Tangent-limit LNS for S seeds: features, clustering (`sweep.segment`), ARI. No (sigma, N): nothing to select.
 
     Args:
         params: parameters stacked over seeds (leading axis S).
         images: `[b, h, w, c]` float32 in [0, 1]; masks: `[b, h, w]`.
         key: clustering key (the features are deterministic).
-        normalisation, method, num_clusters, workers, kmeans_restarts: as `sweep.SweepSettings`.
-        image_chunk: images per Jacobian program.
+        settings: the sweep's settings, of which this reads normalisation, method, kmeans_restarts, num_clusters,
+            workers, keep_labels and image_chunk (images per Jacobian program); None: the defaults. The noise
+            grid, the control and the seed batching do not apply.
+        conv_impl: the layers' impl for the Jacobians (`jacobians`).
     """
-    from noisegroup.lns import sweep
-
-    images = check_images(images)
-    lns.check_settings(normalisation=normalisation)
-    sweep.check_method(method)
+    settings = sweep.SweepSettings() if settings is None else settings
+    images = check_images(images)  # the settings were checked when made
     masks = np.asarray(masks)
     if masks.shape != images.shape[:3]:
         raise ValueError(f"masks {masks.shape} must be [b, h, w] matching images {images.shape}")
     b, h, w = masks.shape
-    ks = check_num_clusters(cluster.num_clusters_from_masks(masks) if num_clusters is None else num_clusters, b, h * w)
+    k = cluster.num_clusters_from_masks(masks) if settings.num_clusters is None else settings.num_clusters
+    ks = check_num_clusters(k, b, h * w)
     num_seeds = jax.tree.leaves(params)[0].shape[0]
     shape = (num_seeds, b)
     ari, ari_fg, zero = np.zeros(shape, np.float32), np.zeros(shape, np.float32), np.zeros(shape, np.float32)
-    labels = np.zeros((*shape, h, w), np.int32) if keep_labels else None
+    labels = np.zeros((*shape, h, w), np.int32) if settings.keep_labels else None
     reconstructions = np.zeros((num_seeds, *images.shape), np.float32)
     for s in range(num_seeds):
         seed_params = jax.tree.map(lambda x, s=s: x[s], params)
-        for start in range(0, b, image_chunk):
-            sl = slice(start, min(start + image_chunk, b))
+        for start in range(0, b, settings.image_chunk):
+            sl = slice(start, min(start + settings.image_chunk, b))
             jac, recon = jacobians(graphdef, seed_params, images[sl], conv_impl=conv_impl)
-            feats = lns.normalise(jac, normalisation)
+            feats = lns.normalise(jac, settings.normalisation)
             reconstructions[s, sl] = np.asarray(recon)
             zero[s, sl] = np.asarray(jnp.all(feats == 0, axis=-1).mean(-1))
-            pred = sweep.segment(feats, ks[sl], method, jax.random.fold_in(jax.random.fold_in(key, s), start),
-                                 workers=workers, restarts=kmeans_restarts).reshape(-1, h, w)
+            pred = sweep.segment(feats, ks[sl], settings.method, jax.random.fold_in(jax.random.fold_in(key, s), start),
+                                 workers=settings.workers, restarts=settings.kmeans_restarts).reshape(-1, h, w)
             ari[s, sl] = metrics.batch_ari(pred, masks[sl])
             ari_fg[s, sl] = metrics.batch_ari(pred, masks[sl], foreground=True)
-            if keep_labels:
+            if settings.keep_labels:
                 labels[s, sl] = pred
     return TangentResult(ari, ari_fg, labels, reconstructions, zero)
