@@ -14,7 +14,6 @@ figures). Needs the run's weights: `pretrained` runs only.
 """
 
 import json
-import zlib
 from pathlib import Path
 
 import jax
@@ -24,7 +23,7 @@ from absl import app, flags, logging
 from datasets import good_gestalt as gg
 from noisegroup import atomic, cli
 from noisegroup.engine import loop, pretrained
-from noisegroup.lns import coherence, sweep
+from noisegroup.lns import coherence, pipeline, sweep
 from noisegroup.lns.pipeline import LNSConfig
 
 _WORKDIR = flags.DEFINE_string("workdir", "workdirs/lns", "a finished LNS run's workdir (results.json)")
@@ -54,8 +53,8 @@ def main(argv):
         params = jax.tree.map(lambda x: x[0], pretrained.load(config.weights_path(model, dataset), train_config))
         data = gg.load(dataset, "test")
         images, masks = data.images[:_TEST_LIMIT.value], data.masks[:_TEST_LIMIT.value]
-        # The key `pipeline._run` gives this (model, dataset), then `segment_model`'s test sweep and seed 0.
-        model_key = jax.random.fold_in(key, zlib.crc32(f"{model}_{dataset}".encode()) & 0x7FFFFFFF)
+        # The run's key of this (model, dataset), then `segment_model`'s test sweep and seed 0.
+        model_key = pipeline.model_key(key, model, dataset)
         features = sweep.setting_features(trainer.graphdef, params, images,
                                           jax.random.fold_in(jax.random.fold_in(model_key, 0), 0), r["noise_std"],
                                           r["num_noise_samples"], config.normalisation)

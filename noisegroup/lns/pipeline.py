@@ -213,6 +213,12 @@ def load_training_data(train_config: Mapping[str, Any]) -> tuple[np.ndarray, np.
     return split("train", train_config.get("train_limit")), split("valid", train_config.get("valid_limit"))
 
 
+def model_key(key: jax.Array, model: str, dataset: str) -> jax.Array:
+    """The segmentation key of one (model, dataset) from the run's `lns_seed` key: the same whatever else the run
+    holds, so a cached or re-run pair draws the same noise (a stable hash, not Python's salted `hash`)."""
+    return jax.random.fold_in(key, zlib.crc32(f"{model}_{dataset}".encode()) & 0x7FFFFFFF)
+
+
 def segment_model(config: LNSConfig, graphdef, params, dataset: str, key: jax.Array, model: str = "") -> dict:
     """Sweeps, protocols and control for one trained (dataset, model): a dict of arrays (see module docstring);
     `model` names the progress bars."""
@@ -439,8 +445,7 @@ def _run(config: LNSConfig, workdir: Path) -> list[dict]:
                     rows.extend(_summary_rows(lns_config, dataset, model, cached))
             seg = atomic.read_npz_cache(path, fingerprint)
             if seg is None:
-                model_key = jax.random.fold_in(key, zlib.crc32(f"{model}_{dataset}".encode()) & 0x7FFFFFFF)
-                seg = segment_model(config, graphdef, params, dataset, model_key, model)
+                seg = segment_model(config, graphdef, params, dataset, model_key(key, model, dataset), model)
                 atomic.save_npz(path, fingerprint=np.array(fingerprint), **seg)
             new_rows = _summary_rows(config, dataset, model, seg)
             rows.extend(new_rows)
