@@ -16,10 +16,10 @@ from typing import Any, Mapping
 
 from noisegroup.atomic import jsonable
 from noisegroup.engine.losses import closest, resolve_weights
+from noisegroup.engine.parallel import SEED_BATCHING  # the mappings `parallel` knows
 from noisegroup.models import get_family
 from noisegroup.models.family import Family
 
-SEED_BATCHING = ("auto", "vmap", "unroll", "loop")
 OPTIMIZERS = ("adam", "rmsprop")
 LR_SCHEDULES = ("constant", "cosine", "linear")
 
