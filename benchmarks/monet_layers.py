@@ -13,10 +13,10 @@ apart: the forward convolution, its input gradient and its weight gradient, each
     xla      XLA's plain convolution and its autodiff (the layers' impl "native");
     torch    PyTorch's (oneDNN) `conv2d` and its autograd, NCHW, in this process (same malloc settings).
 
-Every cell is timed once per round, in a new random order each round (a shared machine's drift falls on all
-alike), after a warm-up. Printed: median milliseconds, GFLOP/s (the layer's useful products, 2 per multiply-add,
-the same count for the three computations), and torch / engine, the median of the per-round ratios (below 1:
-PyTorch is faster).
+The engine's and XLA's values are checked equal first. Every cell is timed once per round, in a new random order
+each round (a shared machine's drift falls on all alike), after a warm-up. Printed: median milliseconds, GFLOP/s
+(the layer's useful products, 2 per multiply-add, the same count for the three computations), and torch / engine,
+the median of the per-round ratios (below 1: PyTorch is faster).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import statistics  # noqa: E402
 import time  # noqa: E402
 
 import jax  # noqa: E402
+import numpy as np  # noqa: E402
 
 from noisegroup.models.blocks import upsample  # noqa: E402
 from noisegroup.models.layers import native_conv, stride1_conv, upsampled_conv  # noqa: E402
@@ -82,8 +83,17 @@ def jax_cells(layer, engine: bool) -> dict[str, callable]:
     cells = {}
     for name, (program, args) in programs.items():
         jax.block_until_ready(program(*args))
-        cells[name] = lambda program=program, args=args: jax.block_until_ready(program(*args))
+        cells[name] = lambda program=program, args=args: jax.block_until_ready(program(*args))  # returns the value
     return cells
+
+
+def check_same(layer, engine: dict, xla: dict) -> None:
+    """The engine's and XLA's cells compute the same values (the same inputs): a benchmark of equals."""
+    for computation in COMPUTATIONS:
+        a, b = np.asarray(engine[computation]()), np.asarray(xla[computation]())
+        error = float(np.max(np.abs(a - b)) / max(float(np.max(np.abs(b))), 1e-12))
+        if error > 1e-4:
+            raise AssertionError(f"{layer[0]}, {computation}: engine and XLA differ (relative error {error:.2e})")
 
 
 def torch_cells(layer) -> dict[str, callable]:
@@ -119,8 +129,9 @@ def measure(rounds: int, with_torch: bool) -> dict:
     """{(layer name, computation, implementation): [seconds per round]}, all cells shuffled within each round."""
     cells = {}
     for layer in LAYERS:
-        for impl, made in (("engine", jax_cells(layer, True)), ("xla", jax_cells(layer, False)),
-                           *((("torch", torch_cells(layer)),) if with_torch else ())):
+        engine, xla = jax_cells(layer, True), jax_cells(layer, False)
+        check_same(layer, engine, xla)
+        for impl, made in (("engine", engine), ("xla", xla), *((("torch", torch_cells(layer)),) if with_torch else ())):
             for computation, cell in made.items():
                 cells[(layer[0], computation, impl)] = cell
     times = {key: [] for key in cells}
