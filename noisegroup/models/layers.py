@@ -437,7 +437,7 @@ def chunked_patch_weight_grad(x: jax.Array, cotangent: jax.Array, k: int, paddin
     replaces the patches when it gathers fewer columns (i + o < k min(i, o)), since XLA:CPU copies each tap's window
     and then the concatenation: the gathered columns, not the products, were the cost. Unpadded (the decoder), x's
     row windows are slices of x, and k products of them with G, without gathering X, beat the one product of the
-    pair. The README gives the measured ratios of each choice.
+    pair. The commits that made each choice give its paired measurements (`git log -- noisegroup/models/layers.py`).
 
     Args:
         x: `[b, h, w, i]`.
