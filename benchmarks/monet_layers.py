@@ -34,12 +34,13 @@ import time  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
+from noisegroup.models import monet_ablation  # noqa: E402
 from noisegroup.models.blocks import upsample  # noqa: E402
 from noisegroup.models.layers import native_conv, stride1_conv, upsampled_conv  # noqa: E402
 from noisegroup.models.monet import MonetFamily  # noqa: E402
 
 PASS = MonetFamily.cpu_micro_batch  # images in one pass of the CPU step
-SLOTS = 5
+SLOTS = monet_ablation.NUM_SLOTS["multi_dsprites"]  # K of the benchmarked step (`benchmarks.monet_step`)
 
 # name, batch, input side, c_in, c_out, kind: "same" (3x3, padding 1), "valid" (3x3, padding 0), "upsampled"
 # (nearest x2, then 3x3 padding 1: the input side is the low resolution), "stride2" (3x3, stride 2, padding 1).
