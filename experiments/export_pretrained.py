@@ -32,14 +32,14 @@ float16; the repository's budget is ~30 MB in all, and int8 leaves the default's
 """
 
 import jax
-from absl import app, flags
-from ml_collections import config_flags
+from absl import flags
 
 from noisegroup import cli
 from noisegroup.engine import loop, pretrained
+from noisegroup.errors import ExpectedError
 from noisegroup.lns.pipeline import LNSConfig
 
-_CONFIG = config_flags.DEFINE_config_file("config", "experiments/configs/lns.py:default", "the LNS config trained")
+_CONFIG = cli.define_config_file("experiments/configs/lns.py:default", "the LNS config trained")
 _WORKDIR = flags.DEFINE_string("workdir", "workdirs/lns", "the LNS run directory holding models/")
 _OUT = flags.DEFINE_string("out", "pretrained", "where the .npz files go")
 _PRECISION = flags.DEFINE_enum("precision", "int8", list(pretrained.PRECISIONS), "how the weights are stored")
@@ -49,12 +49,12 @@ _CONVERT = flags.DEFINE_string("convert", "", "a directory of exported files to 
 
 def main(argv):
     del argv
-    with cli.one_line_errors(cli.CONFIG_ERRORS):
+    with cli.config_errors():
         config = LNSConfig.from_mapping({**_CONFIG.value.to_dict(), "pretrained": ""})
     for dataset in config.datasets:
         for model in config.models:
             if _CONVERT.value:
-                with cli.one_line_errors((ValueError, FileNotFoundError)):
+                with cli.config_errors():
                     path = pretrained.convert(f"{_CONVERT.value}/{model}_{dataset}.npz",
                                               f"{_OUT.value}/{model}_{dataset}.npz", _PRECISION.value)
                 print(f"{path}: {path.stat().st_size / 1e6:.1f} MB, {_PRECISION.value}")
@@ -62,15 +62,14 @@ def main(argv):
             train_config, state = loop.restore(f"{_WORKDIR.value}/models/{model}_{dataset}")
             steps = int(state.step[0])
             if steps != train_config["num_steps"]:
-                raise SystemExit(f"{model}_{dataset}: the run stands at step {steps} of {train_config['num_steps']}; "
+                raise ExpectedError(f"{model}_{dataset}: the run stands at step {steps} of {train_config['num_steps']}; "
                                  "finish it first (re-run the training command)")
             seed0 = jax.tree.map(lambda x: x[:1], state.inference_params)
             meta = dict(model=model, dataset=dataset, latent_dim=train_config["latent_dim"], steps=steps,
                         seed=int(train_config["seeds"][0]), train=train_config)
-            with cli.one_line_errors():
-                path = pretrained.save(f"{_OUT.value}/{model}_{dataset}.npz", seed0, meta, _PRECISION.value)
+            path = pretrained.save(f"{_OUT.value}/{model}_{dataset}.npz", seed0, meta, _PRECISION.value)
             print(f"{path}: {path.stat().st_size / 1e6:.1f} MB, step {meta['steps']}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

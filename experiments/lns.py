@@ -17,26 +17,24 @@ malloc.reuse_freed_memory()  # before JAX starts its threads (noisegroup/engine/
 
 import time  # noqa: E402
 
-from absl import app, flags, logging  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
+from absl import flags  # noqa: E402
 
 from noisegroup import cli  # noqa: E402
+from noisegroup.checks import check_workdir  # noqa: E402
 from noisegroup.lns import pipeline  # noqa: E402
 
-_CONFIG = config_flags.DEFINE_config_file("config", "experiments/configs/lns.py:default", "LNS experiment config")
+_CONFIG = cli.define_config_file("experiments/configs/lns.py:default", "LNS experiment config")
 _WORKDIR = flags.DEFINE_string("workdir", "workdirs/lns", "run directory (models, segmentations, results, figures)")
 
 
 def main(argv):
     del argv
-    logging.set_verbosity(logging.WARNING)
-    cli.quiet_orbax_logs()
     config = _CONFIG.value
-    with cli.one_line_errors(cli.CONFIG_ERRORS):  # every key, value and shipped file checked before any work
+    with cli.config_errors():  # every key, value and shipped file checked before any work
         pipeline.LNSConfig.from_mapping(config.to_dict())
+        check_workdir(_WORKDIR.value)
     tic = time.perf_counter()
-    with cli.one_line_errors():
-        rows = pipeline.run(config.to_dict(), _WORKDIR.value)
+    rows = pipeline.run(config.to_dict(), _WORKDIR.value)
     minutes = (time.perf_counter() - tic) / 60
     for protocol, title in (("paper", "best setting chosen on test (the paper's protocol)"),
                             ("fair", "setting chosen on test_iid, reported on test")):
@@ -47,4 +45,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

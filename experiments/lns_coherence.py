@@ -18,7 +18,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from absl import app, flags, logging
+from absl import flags
 
 from datasets import good_gestalt as gg
 from noisegroup import atomic, cli
@@ -32,10 +32,8 @@ _TEST_LIMIT = flags.DEFINE_integer("test_limit", 100, "test images")
 
 def main(argv):
     del argv
-    logging.set_verbosity(logging.WARNING)
-    cli.quiet_orbax_logs()
     workdir = Path(_WORKDIR.value)
-    with cli.one_line_errors(cli.CONFIG_ERRORS):
+    with cli.config_errors():
         results = json.loads((workdir / "results.json").read_text())
         config = LNSConfig.from_mapping(results["config"])
         if not config.pretrained:
@@ -93,4 +91,4 @@ def plot(rows: list[dict], path: Path) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

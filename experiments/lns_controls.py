@@ -18,7 +18,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from absl import app, flags, logging
+from absl import flags
 
 from datasets import good_gestalt as gg
 from experiments.configs import lns as lns_configs
@@ -55,8 +55,7 @@ def distance_to_paper(aris: dict[str, float], paper: dict[str, float]) -> float:
 
 def main(argv):
     del argv
-    logging.set_verbosity(logging.WARNING)
-    with cli.one_line_errors(cli.CONFIG_ERRORS):
+    with cli.config_errors():
         readings = [parse_reading(r) for r in _READINGS.value] or all_readings()
         config = pipeline.LNSConfig.from_mapping({**lns_configs.get_config("default").to_dict(),
                                                   "models": (_MODEL.value,), "pretrained": _PRETRAINED.value})
@@ -99,4 +98,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

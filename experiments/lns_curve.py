@@ -20,11 +20,12 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from absl import app, flags, logging
+from absl import flags
 
 from datasets import good_gestalt as gg
 from noisegroup import atomic, cli
 from noisegroup.engine import loop
+from noisegroup.errors import BadInputError
 from noisegroup.lns import coherence, sweep
 
 _RUNS = flags.DEFINE_list("runs", None, "training workdirs (comma-separated)")
@@ -84,11 +85,9 @@ def plot(curves: dict[str, list[dict]], path: Path) -> None:
 
 def main(argv):
     del argv
-    logging.set_verbosity(logging.WARNING)
-    cli.quiet_orbax_logs()
     if not _RUNS.value:
-        raise app.UsageError("--runs is required")
-    with cli.one_line_errors(cli.CONFIG_ERRORS):
+        raise BadInputError("--runs is required")
+    with cli.config_errors():
         settings = sweep.SweepSettings(noise_stds=tuple(float(s) for s in _NOISE_STDS.value),
                                        num_noise_samples=tuple(int(n) for n in _NS.value), method="kmeans",
                                        kmeans_restarts=_RESTARTS.value, workers=1)
@@ -126,4 +125,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

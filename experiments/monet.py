@@ -16,29 +16,27 @@ malloc.reuse_freed_memory()  # before JAX starts its threads (noisegroup/engine/
 
 import time  # noqa: E402
 
-from absl import app, flags, logging  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
+from absl import flags  # noqa: E402
 
 from noisegroup import cli  # noqa: E402
+from noisegroup.checks import check_workdir  # noqa: E402
 from noisegroup.komatsu import pipeline  # noqa: E402
 
-_CONFIG = config_flags.DEFINE_config_file("config", "experiments/configs/monet.py:default", "MONet ablation config")
+_CONFIG = cli.define_config_file("experiments/configs/monet.py:default", "MONet ablation config")
 _WORKDIR = flags.DEFINE_string("workdir", "workdirs/monet", "run directory (models, evaluations, results, figures)")
 
 
 def main(argv):
     del argv
-    logging.set_verbosity(logging.WARNING)
-    cli.quiet_orbax_logs()
-    with cli.one_line_errors(cli.CONFIG_ERRORS):  # every key and value checked before any work
+    with cli.config_errors():  # every key and value checked before any work
         pipeline.AblationConfig.from_mapping(_CONFIG.value.to_dict())
+        check_workdir(_WORKDIR.value)
     tic = time.perf_counter()
-    with cli.one_line_errors():
-        results = pipeline.run(_CONFIG.value.to_dict(), _WORKDIR.value, log=lambda line: print(line, flush=True))
+    results = pipeline.run(_CONFIG.value.to_dict(), _WORKDIR.value, log=lambda line: print(line, flush=True))
     print()
     print(pipeline.format_report(results))
     print(f"\n{(time.perf_counter() - tic) / 60:.1f} min; results and figures in {_WORKDIR.value}/")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -11,15 +11,16 @@ from noisegroup.engine import malloc
 
 malloc.reuse_freed_memory()  # before JAX starts its threads (noisegroup/engine/malloc.py says why)
 
-from absl import app, flags, logging  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
+from absl import flags  # noqa: E402
 
 from noisegroup import cli  # noqa: E402
+from noisegroup.checks import check_workdir  # noqa: E402
 from noisegroup.engine import config as engine_config  # noqa: E402
 from noisegroup.engine import loop, parallel  # noqa: E402
+from noisegroup.errors import BadInputError  # noqa: E402
 from noisegroup.lns.pipeline import load_training_data  # noqa: E402
 
-_CONFIG = config_flags.DEFINE_config_file("config", "experiments/configs/train.py:default", "training config")
+_CONFIG = cli.define_config_file("experiments/configs/train.py:default", "training config")
 _WORKDIR = flags.DEFINE_string("workdir", None, "run directory (checkpoints, metrics.jsonl, config.json)")
 _COORDINATOR = flags.DEFINE_string("coordinator", None, "host:port of process 0, for a multi-process run")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "processes in a multi-process run")
@@ -28,19 +29,17 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "this process's index in 
 
 def main(argv):
     del argv
-    logging.set_verbosity(logging.WARNING)
-    cli.quiet_orbax_logs()
     if _WORKDIR.value is None:
-        raise app.UsageError("--workdir is required")
+        raise BadInputError("--workdir is required")
     config = _CONFIG.value.to_dict()
-    with cli.one_line_errors(cli.CONFIG_ERRORS):  # every key and value checked before any work
+    with cli.config_errors():  # every key and value, and the workdir, checked before any work
         engine_config.parse(config)
+        check_workdir(_WORKDIR.value)
     parallel.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-    with cli.one_line_errors():
-        state = loop.train(config, _WORKDIR.value, *load_training_data(config))
+    state = loop.train(config, _WORKDIR.value, *load_training_data(config))
     print(f"trained {config['model']} on {config['dataset']}: {int(state.step[0])} steps x {len(config['seeds'])} "
           f"seed(s); metrics in {_WORKDIR.value}/metrics.jsonl")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -4,7 +4,9 @@
     atomic.write_text(path, text)
     atomic.write_json(path, obj)               # NumPy and JAX arrays become lists / numbers
     atomic.save_npz(path, **arrays)            # np.savez_compressed
-    atomic.read_npz_cache(path, fingerprint)   # a cache file's arrays if it holds this fingerprint
+    atomic.read_npz_cache(path, fingerprint, shapes)  # a cache file's arrays if it holds this fingerprint and layout
+    atomic.check_arrays(arrays, shapes)        # ValueError naming an array missing, unexpected or misshapen
+    atomic.remove_stale_temporaries(directory) # a crashed writer's temporary files, when provably dead
     atomic.content_digest(header, arrays)      # SHA-256 of a text and named arrays: what a file seals itself with
     with atomic.open_for_write(path) as f:     # anything else that writes a binary file object
         ...
@@ -21,6 +23,8 @@ import contextlib
 import hashlib
 import json
 import os
+import re
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -72,7 +76,7 @@ def open_for_write(path: str | Path, mode: str = "wb") -> Iterator[Any]:
         OSError: the write failed (e.g. no space left); the message names `path`, and no temporary file remains.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # the pid tells `remove_stale_temporaries` its writer
     try:
         with open(tmp, mode) as f:
             yield f
@@ -107,9 +111,51 @@ def save_npz(path: str | Path, **arrays) -> None:
         np.savez_compressed(f, **arrays)
 
 
-def read_npz_cache(path: str | Path, fingerprint: str) -> dict | None:
+Shape = tuple  # of ints (that size), None (any size) and names (one size wherever the name appears)
+
+
+def check_arrays(arrays: Mapping[str, np.ndarray], shapes: Mapping[str, Shape], *, optional: tuple[str, ...] = (),
+                 sizes: Mapping[str, int] | None = None) -> None:
+    """Checks that `arrays` holds exactly the arrays `shapes` names (those in `optional` may be absent), each of its
+    shape. A shape entry is an int, None (any size) or a name: a size that must agree wherever the name appears
+    (`sizes` may fix it), e.g. {"ari": ("seeds", "images"), "images": ("images", 64, 64, 3)}.
+
+    Raises:
+        ValueError: naming the first array that is missing, unexpected, or of another shape (with the shape wanted).
+    """
+    missing = [k for k in shapes if k not in arrays and k not in optional]
+    if missing:
+        raise ValueError(f"missing array(s) {missing}")
+    unexpected = sorted(k for k in arrays if k not in shapes)
+    if unexpected:
+        raise ValueError(f"unexpected array(s) {unexpected}")
+    bound = dict(sizes or {})  # name -> size, from `sizes` or the first array that has the name
+    for key, want in shapes.items():
+        if key in arrays and not _shape_fits(tuple(np.shape(arrays[key])), want, bound):
+            wanted = ", ".join(f"{e}={bound[e]}" if isinstance(e, str) and e in bound else str(e) for e in want)
+            raise ValueError(f"array {key!r} has shape {np.shape(arrays[key])}, expected ({wanted})")
+
+
+def _shape_fits(got: tuple[int, ...], want: Shape, bound: dict[str, int]) -> bool:
+    """Whether `got` is `want` (`check_arrays`' entries); binds the names not yet in `bound` to their sizes."""
+    if len(got) != len(want):
+        return False
+    for size, entry in zip(got, want):
+        if isinstance(entry, str):
+            if bound.setdefault(entry, size) != size:
+                return False
+        elif entry is not None and entry != size:
+            return False
+    return True
+
+
+def read_npz_cache(path: str | Path, fingerprint: str, shapes: Mapping[str, Shape] | None = None, *,
+                   optional: tuple[str, ...] = (), sizes: Mapping[str, int] | None = None) -> dict | None:
     """The arrays (less "fingerprint") of a cache file written with `save_npz(path, fingerprint=..., ...)`, or None:
-    absent, of another fingerprint, or unreadable (then with a warning naming the file, so it is recomputed)."""
+    absent, of another fingerprint, unreadable, or, given `shapes` (`check_arrays`' `shapes`, `optional`, `sizes`:
+    what this run would write), not holding those arrays; the last two with a warning naming the file, so it is
+    recomputed. A fingerprint names the settings, not the content: a file that lost an array or holds arrays of
+    another layout (an older version's, an edited file) would crash the caller or change its numbers."""
     path = Path(path)
     if not path.exists():
         return None
@@ -117,7 +163,71 @@ def read_npz_cache(path: str | Path, fingerprint: str) -> dict | None:
         with np.load(path) as f:
             if str(f["fingerprint"]) != fingerprint:
                 return None
-            return {k: f[k] for k in f.files if k != "fingerprint"}
+            arrays = {k: f[k] for k in f.files if k != "fingerprint"}
     except Exception as e:  # noqa: BLE001 - a torn or damaged file: BadZipFile, EOFError, KeyError, ValueError
         warnings.warn(f"{path} cannot be read ({type(e).__name__}: {e}); recomputing it", stacklevel=3)
         return None
+    if shapes is not None:
+        try:
+            check_arrays(arrays, shapes, optional=optional, sizes=sizes)
+        except ValueError as e:
+            warnings.warn(f"{path} does not hold what this run writes ({e}); recomputing it", stacklevel=3)
+            return None
+    return arrays
+
+
+# A writer's temporary file (`open_for_write`): ".<target name>.<writer pid>.tmp".
+_TEMPORARY = re.compile(r"\.(?P<target>.+)\.(?P<pid>\d+)\.tmp")
+DEAD_WRITER_AGE_S = 10 * 60  # untouched this long and no such process here: its writer is gone
+ABANDONED_AGE_S = 24 * 3600  # untouched this long: abandoned, whatever process now has its pid
+
+
+def _process_exists(pid: int) -> bool:
+    """Whether a process `pid` runs on this host (signal 0 checks without signalling; EPERM: it exists)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OverflowError:  # beyond any pid this system can have
+        return False
+    except OSError:  # EPERM: another user's live process; anything else: assume alive, keep the file
+        return True
+    return True
+
+
+def remove_stale_temporaries(directory: str | Path, *, now: float | None = None) -> list[Path]:
+    """Removes the temporary files that writers killed mid-write (kill -9, a power cut) left in `directory`; returns
+    the paths removed. Call it where a folder is written: nothing else would ever remove them.
+
+    A temporary file (".<name>.<pid>.tmp") is removed only when its writer is provably gone, never a live
+    writer's:
+      * no process `pid` runs on this host and the file is untouched for `DEAD_WRITER_AGE_S`: the pid alone is not
+        proof, as the folder may be shared with other hosts (NFS), where `pid` is another machine's process; but a
+        live writer writes its file from start to end in one go (the data is computed before the write starts),
+        so ten minutes without a write and no such local process mean it died;
+      * the file is untouched for `ABANDONED_AGE_S`, whatever the pid: pids are reused, so a dead writer's pid may
+        now belong to an unrelated live process, and no writer goes a day without writing.
+    Files that vanish meanwhile (another process sweeping too) and files that cannot be removed are skipped.
+    """
+    directory = Path(directory)
+    now = time.time() if now is None else now
+    removed = []
+    try:
+        entries = list(directory.iterdir())
+    except OSError:
+        return removed
+    for path in entries:
+        match = _TEMPORARY.fullmatch(path.name)
+        if match is None:
+            continue
+        try:
+            age = now - path.stat().st_mtime
+            dead = age > DEAD_WRITER_AGE_S and not _process_exists(int(match["pid"]))
+            if dead or age > ABANDONED_AGE_S:
+                path.unlink()
+                removed.append(path)
+        except OSError:  # gone already, or not ours to remove: the write at hand matters more
+            continue
+    return removed

@@ -2,7 +2,30 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+
+from noisegroup.errors import BadInputError
+
+
+def check_workdir(workdir, what: str = "workdir") -> Path:
+    """A directory a run may create or write: an existing directory, or a path whose first existing ancestor is a
+    directory.
+
+    Raises:
+        BadInputError: the path, or a folder above it, is a file (naming which).
+    """
+    path = Path(workdir)
+    if path.exists() and not path.is_dir():
+        raise BadInputError(f"{what} {str(path)!r} is a file, not a directory; choose another {what}")
+    for parent in path.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise BadInputError(f"{what} {str(path)!r} cannot be created: {str(parent)!r} is a file")
+            break
+    return path
+
 
 
 def check_images(images, what: str = "images", shape: tuple[int, int, int] | None = None) -> np.ndarray:
@@ -29,6 +52,18 @@ def check_images(images, what: str = "images", shape: tuple[int, int, int] | Non
         if lo < 0 or hi > 1:
             raise ValueError(f"{what} must lie in [0, 1], got values in [{lo}, {hi}]")
     return images
+
+
+def check_features(features: np.ndarray) -> np.ndarray:
+    """`features` as float `[b, p, f]`; raises ValueError naming the first image with NaN or inf features (every
+    clustering method, on the host or the device, calls this: NaN distances would cluster without an error)."""
+    if features.ndim != 3:
+        raise ValueError(f"features must be [images, pixels, features], got shape {features.shape}")
+    bad = ~np.isfinite(features).all(axis=(1, 2))
+    if bad.any():
+        raise ValueError(f"non-finite features in image {int(np.flatnonzero(bad)[0])} "
+                         f"({int(bad.sum())} image(s) in all): the decoder produced NaN or inf")
+    return features
 
 
 def check_num_clusters(num_clusters, num_images: int, num_pixels: int) -> np.ndarray:

@@ -28,8 +28,10 @@ from datasets import good_gestalt as gg
 from datasets.good_gestalt import cache as gg_cache
 from experiments.configs import lns as lns_configs
 from experiments.configs import train as train_configs
-from noisegroup import atomic, metrics
+from noisegroup import atomic, cli, metrics
 from noisegroup.engine import checkpoint, loop, pretrained, runlog, workdir_lock
+from noisegroup.engine import config as engine_config
+from noisegroup.errors import BadInputError
 from noisegroup.lns import features as lns_features
 from noisegroup.lns import sweep
 from noisegroup.lns.pipeline import LNSConfig
@@ -332,6 +334,117 @@ def test_lns_decodes_refuse_images_outside_the_models_domain(images, message):
         lns_features.noisy_decodes(None, None, images, None, (0.1,), 5)
 
 
+# --- issue 28, second round: history, resume and one-line errors ---------------------------------------------------
+
+
+def test_when_no_kept_checkpoint_restores_nothing_is_moved_and_the_history_is_kept(tmp_path, tiny_data):
+    loop.train(tiny_config(), tmp_path, *tiny_data)
+    for step_dir in (tmp_path / "checkpoints").iterdir():  # every kept step's metadata zeroed
+        metadata = step_dir / "_CHECKPOINT_METADATA"
+        metadata.write_bytes(b"\0" * len(metadata.read_bytes()))
+    history = (tmp_path / "metrics.jsonl").read_bytes()
+    with pytest.raises(checkpoint.NoRestorableCheckpointError,
+                       match=r"no checkpoint .* restores .*step 6: .*_CHECKPOINT_METADATA is changed since it was "
+                             r"saved; step 3: .*nothing was moved or deleted. To start this run afresh, move"):
+        loop.train(tiny_config(), tmp_path, *tiny_data)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["3", "6"]  # nothing moved aside
+    assert (tmp_path / "metrics.jsonl").read_bytes() == history  # nor the metrics rewritten
+
+
+def test_an_empty_newest_step_directory_is_set_aside_and_the_previous_step_restores(tmp_path, tiny_data):
+    first = loop.train(tiny_config(), tmp_path, *tiny_data)
+    (tmp_path / "checkpoints" / "9").mkdir()  # a directory with no file cannot be a checkpoint
+    with pytest.warns(UserWarning, match=r"step 9 cannot be restored \(.*checkpoints/9 holds no file\): moved to"):
+        resumed = loop.train(tiny_config(num_steps=9), tmp_path, *tiny_data)
+    assert np.all(np.asarray(resumed.step) == 9)
+    assert not (tmp_path / "checkpoints" / "9").exists() or any((tmp_path / "checkpoints" / "9").iterdir())
+    fresh = loop.train(tiny_config(num_steps=9), tmp_path / "fresh", *tiny_data)  # the same as never interrupted
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(resumed.params), jax.tree.leaves(fresh.params)))
+    assert int(np.asarray(first.step)[0]) == 6
+
+
+def test_the_step_training_starts_from_is_the_restored_checkpoints_not_the_last_metrics_line(tmp_path, tiny_data):
+    loop.train(tiny_config(), tmp_path, *tiny_data)
+    shutil.rmtree(tmp_path / "checkpoints" / "6")  # killed after logging step 6, before its checkpoint was saved
+    (tmp_path / "checkpoints.digests" / "6.json").unlink(missing_ok=True)
+    started = []
+    loop.train(tiny_config(), tmp_path, *tiny_data, on_start=started.append)
+    assert started == [3]
+
+
+@pytest.mark.parametrize("weights, message", [
+    ({"reconstruction": float("nan")}, "loss_weights.reconstruction must be a finite number >= 0, got nan"),
+    ({"reconstruction": float("inf")}, "loss_weights.reconstruction must be a finite number >= 0, got inf"),
+    ({"reconstruction": -1.0}, "loss_weights.reconstruction must be a finite number >= 0, got -1.0"),
+    ({"kl": float("-inf")}, "loss_weights.kl must be a finite number >= 0, got -inf"),
+])
+def test_a_non_finite_or_negative_loss_weight_is_refused_before_training(weights, message):
+    config = {**train_configs.get_config("quick").to_dict(), "model": "vae", "loss_weights": weights}
+    with pytest.raises(ValueError, match=re.escape(message)):
+        engine_config.parse(config)
+
+
+def test_a_workdir_that_is_a_file_or_under_one_is_named(tmp_path, tiny_data):
+    (tmp_path / "a_file").write_text("not a directory")
+    with pytest.raises(BadInputError, match=r"workdir '.*a_file' is a file, not a directory"):
+        loop.train(tiny_config(), tmp_path / "a_file", *tiny_data)
+    with pytest.raises(BadInputError, match=r"workdir '.*a_file/run' cannot be created: '.*a_file' is a file"):
+        loop.train(tiny_config(), tmp_path / "a_file" / "run", *tiny_data)
+
+
+def test_clustering_more_groups_than_pixels_is_refused_before_training():
+    with pytest.raises(ValueError, match=r"num_clusters must be at most the number of pixels of an image \(4096"):
+        LNSConfig.from_mapping({**lns_configs.get_config("quick").to_dict(), "num_clusters": 5000})
+
+
+@pytest.mark.parametrize("module, args, status, line", [
+    ("experiments.train", ["--config=experiments/configs/train.py:quick", "--config.learnig_rate=0.1"], 2,
+     "error: unknown config key 'learnig_rate' in --config.learnig_rate (did you mean 'learning_rate'?)"),
+    ("experiments.train", ["--config=experiments/configs/train.py:quick", "--config.loss_weights.reconstrction=1"],
+     2, "error: unknown config key 'reconstrction' in --config.loss_weights.reconstrction (did you mean "
+        "'reconstruction'?)"),
+    ("experiments.lns", ["--config.nosie_stds=(0.1,)"], 2,  # the default config file: overridden at import
+     "error: unknown config key 'nosie_stds' in --config.nosie_stds (did you mean 'noise_stds'?)"),
+    ("experiments.monet", ["--config=experiments/configs/monet.py:quick", "--config.seedz=(1,)"], 2,
+     "error: unknown config key 'seedz' in --config.seedz (did you mean 'seeds'?)"),
+    ("experiments.lns", ["--config=experiments/configs/nowhere.py:quick"], 2,
+     "error: cannot load --config=experiments/configs/nowhere.py:quick: [Errno 2] No such file or directory: "
+     "'experiments/configs/nowhere.py'"),
+    ("experiments.train", ["--config=experiments/configs/train.py:quick", "--config.loss_weights.reconstruction=nan"],
+     2, "error: loss_weights.reconstruction must be a finite number >= 0, got nan"),
+    ("experiments.train", ["--config=experiments/configs/train.py:quick", "--workdir=README.md"], 2,
+     "error: workdir 'README.md' is a file, not a directory; choose another workdir"),
+])
+def test_command_line_mistakes_are_one_line_and_exit_status_2(tmp_path, module, args, status, line):
+    args = args if any(a.startswith("--workdir") for a in args) else [*args, f"--workdir={tmp_path}/run"]
+    result = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True,
+                            timeout=300, env={k: v for k, v in os.environ.items() if k != cli.DEBUG_ENV})
+    assert (result.returncode, result.stderr.strip().splitlines()) == (status, [line])
+    assert not (tmp_path / "run").exists()  # nothing was written
+
+
+def test_the_debug_switch_shows_the_traceback(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "experiments.train", "--config=experiments/configs/train.py:quick",
+                             "--config.learnig_rate=0.1", f"--workdir={tmp_path}"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300, env={**os.environ, cli.DEBUG_ENV: "1"})
+    assert result.returncode != 0 and "Traceback (most recent call last)" in result.stderr
+
+
+def test_expected_errors_are_one_line_with_their_status_and_bugs_keep_their_traceback(capfd):
+    """`cli.one_line_errors` in a child process (it exits the process): an expected error is one line with its
+    status; an unexpected one propagates."""
+    script = ("import sys\nfrom noisegroup import cli\nfrom noisegroup.errors import ExpectedError\n"
+              "with cli.one_line_errors():\n"
+              "    if sys.argv[1] == 'expected':\n        raise ExpectedError('the run cannot go on\\n(really)')\n"
+              "    raise KeyError('a bug')\n")
+    expected = subprocess.run([sys.executable, "-c", script, "expected"], cwd=ROOT, capture_output=True, text=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert (expected.returncode, expected.stderr) == (1, "error: the run cannot go on (really)\n")
+    bug = subprocess.run([sys.executable, "-c", script, "bug"], cwd=ROOT, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert bug.returncode == 1 and "Traceback (most recent call last)" in bug.stderr and "KeyError" in bug.stderr
+
+
 # --- 6. the NaN check for every clustering method -------------------------------------------------------------------
 
 
@@ -450,3 +563,198 @@ def test_a_full_disk_ends_a_training_command_in_one_line(tmp_path):
         r"\(it needs ~[0-9.]+ MB, 0.0 MB are free\)", lines[0]), lines
     assert not [p for p in tmp_path.rglob("*") if "tmp" in p.name]
     assert json.loads((tmp_path / "config.json").read_text())["num_steps"] == 2
+
+
+# --- issue 28, second round: caches, data files, library inputs, shipped weights ------------------------------------
+
+
+def _fake_lns_segmentation(calls: list, seeds: int = 2):
+    """A stand-in for `pipeline.segment_model`: the arrays it writes for the config of
+    `test_a_segmentation_cache_missing_an_array_or_misshapen_is_recomputed` (4 test images, 2 x 2 grid, 4 test_iid
+    images, control on 2), random ARIs; `calls` counts the segmentations."""
+
+    def segment(config, graphdef, params, dataset, key, model=""):
+        calls.append(dataset)
+        rng = np.random.default_rng(len(calls))
+        b, grid = 4, (seeds, 2, 2)
+        return {"test_ari": rng.random((*grid, b), np.float32), "test_ari_fg": rng.random((*grid, b), np.float32),
+                "zero_feature_fraction": np.zeros((*grid, b), np.float32),
+                "reconstructions": np.zeros((b, 64, 64, 3), np.float32), "images": np.zeros((b, 64, 64, 3), np.float32),
+                "masks": np.zeros((b, 64, 64), np.uint8), "paper_setting": np.array([1, 0]),
+                "labels": np.zeros((b, 64, 64), np.int32), "umap_features": np.zeros((1, 64 * 64, 3), np.float32),
+                "test_iid_ari": rng.random((*grid, 4), np.float32), "fair_setting": np.array([0, 1]),
+                "control_ari": rng.random((seeds, 2), np.float32)}
+
+    return segment
+
+
+def test_a_segmentation_cache_missing_an_array_or_misshapen_is_recomputed(tmp_path, monkeypatch):
+    from noisegroup.lns import pipeline
+
+    calls = []
+    monkeypatch.setattr(pipeline, "model_params", lambda *args: (None, {"w": np.zeros((2, 3))}, {"steps": 0}))
+    monkeypatch.setattr(pipeline, "segment_model", _fake_lns_segmentation(calls))
+    config = {**lns_configs.get_config("quick").to_dict(), "datasets": ("kanizsa",), "models": ("ae",),
+              "pretrained": "", "noise_stds": (0.01, 0.1), "num_noise_samples": (2, 5), "test_limit": 4,
+              "control_limit": 2, "umap_images": 1, "fair_protocol": True, "control": True, "figures": False,
+              "progress": False}
+    rows = pipeline.run(config, tmp_path)
+    assert pipeline.run(config, tmp_path) == rows and len(calls) == 1  # what this run writes: used as it is
+    path = pipeline.segmentation_path(tmp_path, "ae", "kanizsa")
+    with np.load(path) as f:
+        written = {k: f[k] for k in f.files}
+    atomic.save_npz(path, **{k: v for k, v in written.items() if k != "test_ari_fg"})  # one array lost
+    with pytest.warns(UserWarning, match=r"ae_kanizsa.npz does not hold what this run writes \(missing array\(s\) "
+                                         r"\['test_ari_fg'\]\); recomputing it"):
+        assert len(pipeline.run(config, tmp_path)) == len(rows)
+    assert len(calls) == 2
+    with np.load(path) as f:
+        written = {k: f[k] for k in f.files}
+    atomic.save_npz(path, **{**written, "test_ari": written["test_ari"][..., :3]})  # an image short: another ARI
+    with pytest.warns(UserWarning, match=r"array 'test_ari' has shape \(2, 2, 2, 3\), expected "
+                                         r"\(seeds=2, sigmas=2, Ns=2, images=4\)\); recomputing it"):
+        pipeline.run(config, tmp_path)
+    assert len(calls) == 3
+    with np.load(path) as f:
+        assert f["test_ari"].shape == (2, 2, 2, 4)
+
+
+def test_an_empty_tfrecord_file_is_named_unless_an_empty_split_is_allowed(tmp_path):
+    from datasets import multi_dsprites as md
+
+    zero_bytes = tmp_path / "copied.tfrecords"
+    zero_bytes.write_bytes(b"")  # an interrupted copy or download
+    no_records = tmp_path / "written.tfrecords"  # a valid gzip stream that holds no record
+    md.write_tfrecord_examples(no_records, "multi_dsprites", "colored_on_colored", np.zeros((0, 64, 64, 3), np.uint8),
+                               np.zeros((0, 5, 64, 64), np.uint8))
+    for path, size in ((zero_bytes, 0), (no_records, no_records.stat().st_size)):
+        message = rf"{path} holds no records \({size} bytes\): an empty dataset file \(pass allow_empty=True"
+        with pytest.raises(md.TFRecordError, match=message):
+            md.read_tfrecord(path, "multi_dsprites", "colored_on_colored")
+        with pytest.raises(md.TFRecordError, match=message):
+            next(md.iter_examples(path, "multi_dsprites", "colored_on_colored"))
+        empty = md.read_tfrecord(path, "multi_dsprites", "colored_on_colored", allow_empty=True)  # the user says so
+        assert len(empty) == 0 and empty.images.shape == (0, 64, 64, 3)
+
+
+def _lns_entry_points():
+    """{name: call(graphdef, params, stacked params, images, masks)} of the public LNS feature functions."""
+    from noisegroup.lns import tangent
+
+    key = jax.random.key(0)
+    settings = sweep.SweepSettings(noise_stds=(0.1,), num_noise_samples=(3,), method="kmeans", workers=1)
+    keys = lambda images: lns_features.image_keys(key, jnp.arange(len(images)))  # noqa: E731
+    return {
+        "noisy_decodes": lambda g, p, s, x, m: lns_features.noisy_decodes(g, p, x, keys(x), 0.1, 3),
+        "setting_features": lambda g, p, s, x, m: sweep.setting_features(g, p, x, key, 0.1, 3),
+        "sweep.evaluate": lambda g, p, s, x, m: sweep.evaluate(g, s, x, m, key, settings),
+        "jacobians": lambda g, p, s, x, m: tangent.jacobians(g, p, x),
+        "tangent_features": lambda g, p, s, x, m: tangent.tangent_features(g, p, x),
+        "bridge": lambda g, p, s, x, m: tangent.bridge(g, p, x, key, (0.1,), (3,)),
+        "tangent.evaluate": lambda g, p, s, x, m: tangent.evaluate(g, s, x, m, key, settings),
+    }
+
+
+@pytest.mark.parametrize("entry_point", list(_lns_entry_points()))
+def test_lns_entry_points_name_images_of_another_size_or_channel_count(entry_point):
+    """Each public feature function, given images the AE does not take, names them and the model's shape before any
+    work (abstract weights: the check needs the model's shapes only; a call that got past it would fail on them)."""
+    from flax import nnx
+
+    from noisegroup.models import AutoEncoder
+
+    graphdef, params = nnx.split(nnx.eval_shape(lambda: AutoEncoder(15, rngs=nnx.Rngs(params=0))), nnx.Param)
+    stacked = jax.tree.map(lambda x: jax.ShapeDtypeStruct((2, *x.shape), x.dtype), params)
+    call = _lns_entry_points()[entry_point]
+    for shape in ((32, 32, 3), (48, 48, 3), (65, 65, 3), (128, 128, 3), (64, 64, 1)):
+        images, masks = np.full((2, *shape), 0.5, np.float32), np.zeros((2, *shape[:2]), np.int32)
+        message = rf"images must have the model's shape \[n, 64, 64, 3\], got \[2, {', '.join(map(str, shape))}\]"
+        with pytest.raises(ValueError, match=message):
+            call(graphdef, params, stacked, images, masks)
+
+
+def test_a_float_image_size_is_named_by_the_good_gestalt_loaders(tmp_path):
+    for call in (lambda: gg.load("kanizsa", "test", image_size=64.0, cache_dir=tmp_path),
+                 lambda: gg.generate("kanizsa", "test", image_size=64.0, limit=2)):
+        with pytest.raises(ValueError, match=r"image_size must be an integer in \(64, 256\), got 64.0"):
+            call()
+    assert list(tmp_path.iterdir()) == []  # refused before any file was named after "64.0px"
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_jax_kmeans_called_directly_names_non_finite_features(bad):
+    from noisegroup.lns import kmeans
+
+    features = np.random.default_rng(0).normal(size=(3, 16, 4)).astype(np.float32)
+    features[2, 5, 1] = bad
+    with pytest.raises(ValueError, match=r"non-finite features in image 2 \(1 image\(s\) in all\)"):
+        kmeans.batch_kmeans(jnp.asarray(features), 2, jax.random.key(0))
+    with pytest.raises(ValueError, match=r"features must be \[images, pixels, features\], got shape \(16, 4\)"):
+        kmeans.batch_kmeans(features[0], 2, jax.random.key(0))
+
+
+def _set_first(name: str, value):
+    """A `rewrite_weights` change: the first weight of parameter `name` set to `value`."""
+
+    def change(arrays):
+        arrays[name] = arrays[name].copy()
+        arrays[name].reshape(-1)[0] = value
+
+    return change
+
+
+def test_sealed_weights_with_nan_or_a_missing_unknown_or_misshapen_parameter_are_refused_at_verify(
+        tmp_path, weights_file):
+    train_config, path = weights_file
+    with np.load(path) as f:
+        names = sorted(k for k in f.files if not k.startswith("__"))
+        kernel = next(k for k in names if f[k].ndim >= 3)
+    cases = {  # file name: (change with a matching digest, what the one-line error says)
+        "nan.npz": (_set_first(kernel, np.nan), rf"nan.npz: {kernel} holds non-finite values \(NaN or inf\), at "
+                                                r"index \[0, 0"),
+        "inf.npz": (_set_first(kernel, np.inf), rf"inf.npz: {kernel} holds non-finite values"),
+        "missing.npz": (lambda a: a.pop(kernel), rf"missing.npz lacks parameters \['{kernel}'\]"),
+        "unknown.npz": (lambda a: a.update({"encoder/extra/kernel": np.zeros((2, 3), np.float16)}),
+                        r"unknown.npz holds parameters \['encoder/extra/kernel'\] that the model does not have"),
+        "shape.npz": (lambda a: a.update({kernel: a[kernel][..., :-1]}),
+                      rf"shape.npz: parameter {kernel} has shape \(.*\), the model wants \("),
+    }
+    for file_name, (change, message) in cases.items():
+        damaged = tmp_path / file_name
+        rewrite_weights(path, damaged, change)
+        for check in (pretrained.verify, pretrained.load):  # verify: what LNS runs on every file before any work
+            with pytest.raises(ValueError, match=message) as error:
+                check(damaged, train_config)
+            assert "\n" not in str(error.value)
+    pretrained.verify(path, train_config)  # the intact file passes
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    rewrite_weights(path, shipped / "ae_kanizsa.npz", _set_first(kernel, np.nan))
+    lns_config = {**lns_configs.get_config("quick").to_dict(), "datasets": ("kanizsa",), "models": ("ae",),
+                  "train": train_config, "pretrained": str(shipped)}
+    with pytest.raises(ValueError, match=rf"ae_kanizsa.npz: {kernel} holds non-finite values"):
+        LNSConfig.from_mapping(lns_config)  # the config check: one line from the command line, no work done
+
+
+def test_a_killed_writers_temporary_files_are_swept_when_a_dataset_cache_folder_is_next_written(tmp_path):
+    """Only provably dead writers' files go: a live writer's, a fresh one (maybe another host's writer on a shared
+    folder) and files not named as our temporary files stay."""
+    import time
+
+    from datasets import multi_dsprites as md
+
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()  # its pid: no process now
+    dead, live = finished.pid, os.getppid()
+    hour, now = 3600.0, time.time()
+    for writer, folder in ((lambda: md.load("valid", 2, cache_dir=tmp_path / "md"), tmp_path / "md"),
+                           (lambda: gg.load("kanizsa", "test", cache_dir=tmp_path / "gg"), tmp_path / "gg")):
+        folder.mkdir()
+        ages = {f".a.npz.{dead}.tmp": hour, f".b.npz.{dead}.tmp": 0.0, f".c.npz.{live}.tmp": hour,
+                f".d.npz.{live}.tmp": 48 * hour, ".e.npz.tmp": 48 * hour, "f.npz.123.tmp": 48 * hour}
+        for name, age in ages.items():
+            (folder / name).write_bytes(b"partial")
+            os.utime(folder / name, (now - age, now - age))
+        writer()
+        left = sorted(p.name for p in folder.iterdir() if p.name in ages)
+        assert left == [f".b.npz.{dead}.tmp", f".c.npz.{live}.tmp", ".e.npz.tmp", "f.npz.123.tmp"], left

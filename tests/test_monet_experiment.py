@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -188,3 +189,12 @@ def test_quick_experiment_end_to_end_and_resume(tmp_path):
     assert second.stdout[second.stdout.index("Per condition"):second.stdout.rindex("\n\n")] == table
     assert json.loads((tmp_path / "results.json").read_text())["trained_steps"] == {"nll_m": 0, "ir_m": 0}
     assert list(csv.DictReader(open(tmp_path / "results.csv"))) == rows
+    # Killed during IR+M's training after its step-3 checkpoint: its metrics go to step 6, its checkpoints to 3.
+    # The report counts from the restored checkpoint (3 steps trained), not from the last metrics line (0).
+    run_dir = tmp_path / "models" / "ir_m"
+    shutil.rmtree(run_dir / "checkpoints" / "6")
+    (run_dir / "checkpoints.digests" / "6.json").unlink()
+    third = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert json.loads((tmp_path / "results.json").read_text())["trained_steps"] == {"nll_m": 0, "ir_m": 3}
+    assert "ir_m seeds [1, 2]: step 6, trained 3 steps" in third.stdout

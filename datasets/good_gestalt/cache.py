@@ -3,9 +3,10 @@
 One ``.npz`` file per (dataset, split, image size) holds an `EncodedSplit` (uint8 index maps, float32 palettes,
 masks), a JSON header saying what it is (dataset, split, image size, cache format) and a SHA-256 digest of the
 header and the arrays. A file is written to a temporary name in the same directory and renamed into place only when
-complete and flushed, so a crash never leaves a file that a later load trusts; a file that is unreadable, truncated,
-fails its digest, or is intact but holds another split (a file copied under another name) is regenerated with a
-warning that names the file and the field.
+complete and flushed, so a crash never leaves a file that a later load trusts (and the temporary file of a writer
+killed mid-write is removed the next time the folder is written: `atomic.remove_stale_temporaries`); a file that
+is unreadable, truncated, fails its digest, or is intact but holds another split (a file copied under another
+name) is regenerated with a warning that names the file and the field.
 
 Where: ``cache_dir`` if given, else ``$NOISEGROUP_DATA_DIR``, else ``$XDG_CACHE_HOME/noisegroup/good_gestalt``
 (``~/.cache/noisegroup/good_gestalt``).
@@ -67,6 +68,7 @@ def save(encoded: EncodedSplit, path: str | os.PathLike, header: dict | None = N
     header_json = json.dumps(header or {}, sort_keys=True)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        atomic.remove_stale_temporaries(path.parent)  # what killed writers left here (only provably dead ones)
         seal = atomic.content_digest(header_json, arrays)
         atomic.save_npz(path, header=np.array(header_json), digest=np.array(seal), **arrays)
     except OSError as e:

@@ -127,8 +127,9 @@ def check_args(name: str, split: str, image_size: int = 64, limit: int | None = 
         raise ValueError(f"unknown Good Gestalt dataset {name!r}; expected one of {NAMES}")
     if split not in SPLIT_SIZES:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
-    if isinstance(image_size, bool) or image_size not in IMAGE_SIZES:
-        raise ValueError(f"unsupported image_size {image_size!r}; expected one of {IMAGE_SIZES}")
+    # An integer, not merely equal to one: 64.0 == 64, but a float size would reach the array slicing.
+    if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size not in IMAGE_SIZES:
+        raise ValueError(f"image_size must be an integer in {IMAGE_SIZES}, got {image_size!r}")
     size = SPLIT_SIZES[split]
     if limit is None:
         return size

@@ -5,7 +5,9 @@ latent indices), a JSON header saying what the file is (generator version, split
 SHA-256 digest over the header and the arrays. On load the digest proves the file intact and the header proves it
 is the data asked for; a file that is unreadable, damaged, or describes other data (say an older generator version,
 or a file copied over from other options) is regenerated with a warning that names the file and the reason.
-Files are written by `noisegroup.atomic.save_npz`, so a crash never leaves a half-written file behind.
+Files are written by `noisegroup.atomic.save_npz`, so a crash never leaves a half-written file behind (the
+temporary file of a writer killed mid-write is removed the next time the folder is written:
+`atomic.remove_stale_temporaries`).
 
 Where: ``cache_dir`` if given, else ``$NOISEGROUP_DATA_DIR``, else ``$XDG_CACHE_HOME/noisegroup/multi_dsprites``
 (``~/.cache/noisegroup/multi_dsprites``). File names start with ``multi_dsprites_``, so the directory can be shared
@@ -86,6 +88,7 @@ def save(encoded: core.EncodedSplit, path: str | os.PathLike, file_header: dict)
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise OSError(e.errno, f"cannot create the Multi-dSprites cache directory {str(path.parent)!r}: {e}") from e
+    atomic.remove_stale_temporaries(path.parent)  # what killed writers left here (only provably dead ones)
     atomic.save_npz(path, header=np.array(header_json), digest=np.array(digest(header_json, arrays)), **arrays)
     return path
 

@@ -200,6 +200,7 @@ def iter_examples(
     *,
     compression: str | None = None,
     verify_crc: bool = True,
+    allow_empty: bool = False,
 ) -> Iterator[dict]:
     """Yields the decoded examples of a DeepMind TFRecord file one at a time (the files hold up to 1M images).
 
@@ -208,6 +209,7 @@ def iter_examples(
         dataset, name: the variant, e.g. ("multi_dsprites", "colored_on_colored").
         compression: "GZIP", "" or None (default: detect; the DeepMind files are GZIP).
         verify_crc: check each record's data CRC.
+        allow_empty: a file without records is an empty split (default: `TFRecordError`, naming the file).
 
     Yields:
         `decode_example`'s dictionaries.
@@ -218,7 +220,8 @@ def iter_examples(
         VariantMismatchError: a record that does not fit the variant, naming the file and the record.
     """
     expected = variant(dataset, name)
-    with contextlib.closing(tfrecord.read_records(path, compression=compression, verify_crc=verify_crc)) as records:
+    records = tfrecord.read_records(path, compression=compression, verify_crc=verify_crc, allow_empty=allow_empty)
+    with contextlib.closing(records):
         for index, record in enumerate(records):
             where = f"{Path(path)}: record {index}"
             try:
@@ -237,11 +240,12 @@ def read_tfrecord(
     entity_masks: bool = False,
     compression: str | None = None,
     verify_crc: bool = True,
+    allow_empty: bool = False,
 ) -> DeepMindExamples:
     """Reads (the first `limit` examples of) a DeepMind TFRecord file into arrays.
 
     Args:
-        path, dataset, name, compression, verify_crc: as in `iter_examples`.
+        path, dataset, name, compression, verify_crc, allow_empty: as in `iter_examples`.
         limit: read at most this many examples (default all).
         entity_masks: also return the per-entity masks (E times the labels' memory).
 
@@ -254,7 +258,9 @@ def read_tfrecord(
     expected = variant(dataset, name)
     images, labels, masks, factors = [], [], [], {f: [] for f in expected.factors}
     # closing(): stopping at `limit` closes the file now, not at garbage collection.
-    with contextlib.closing(iter_examples(path, dataset, name, compression=compression, verify_crc=verify_crc)) as it:
+    examples = iter_examples(path, dataset, name, compression=compression, verify_crc=verify_crc,
+                             allow_empty=allow_empty)
+    with contextlib.closing(examples) as it:
         for example in itertools.islice(it, limit):
             images.append(example["image"])
             labels.append(labels_from_masks(example["entity_masks"]))
@@ -346,7 +352,8 @@ def write_tfrecord_examples(
     if masks.shape != (n, e, *IMAGE_SHAPE):
         raise ValueError(f"{expected} needs entity masks [{n}, {e}, 64, 64] for {n} images, got {masks.shape}")
     factors = dict(factors or {})
-    defaults = {"visibility": masks.reshape(n, e, -1).any(-1).astype(np.float32), "color": np.zeros((n, e, c))}
+    pixels = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]  # not -1: an empty split (n = 0) cannot infer it
+    defaults = {"visibility": masks.reshape(n, e, pixels).any(-1).astype(np.float32), "color": np.zeros((n, e, c))}
     full = {f: factors[f] if f in factors else defaults.get(f, np.zeros((n, e))) for f in expected.factors}
     records = (
         encode_example(expected, np.asarray(images[i], np.uint8), masks[i], {f: v[i] for f, v in full.items()})

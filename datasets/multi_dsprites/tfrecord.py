@@ -34,6 +34,7 @@ from typing import BinaryIO
 import numpy as np
 
 from noisegroup import atomic
+from noisegroup.errors import BadInputError
 
 COMPRESSIONS = ("GZIP", "")  # TensorFlow's compression_type strings; "" = uncompressed
 _POLY = 0x82F63B78
@@ -41,8 +42,9 @@ _MASK_DELTA = 0xA282EAD8
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
-class TFRecordError(Exception):
-    """A TFRecord file that is damaged, truncated or not a TFRecord file; the message names file and record."""
+class TFRecordError(BadInputError):
+    """A TFRecord file that is damaged, truncated, empty or not a TFRecord file; the message names file and record
+    (bad input: the entry points report it in one line)."""
 
 
 def _byte_table() -> np.ndarray:
@@ -194,7 +196,7 @@ def _read(stream: BinaryIO, size: int, path: Path, index: int, what: str) -> byt
 
 
 def read_records(
-    path: str | os.PathLike, *, compression: str | None = None, verify_crc: bool = True
+    path: str | os.PathLike, *, compression: str | None = None, verify_crc: bool = True, allow_empty: bool = False
 ) -> Iterator[bytes]:
     """Yields the records of a TFRecord file, checking every CRC.
 
@@ -203,18 +205,24 @@ def read_records(
         compression: "GZIP", "" (none) or None (default: detect from the first bytes).
         verify_crc: check the data CRCs too (the length CRCs are always checked; they are cheap and catch
             reading a file with the wrong compression).
+        allow_empty: a file without records is a valid, empty dataset (default: an error, see Raises).
 
     Yields:
         Each record's data.
 
     Raises:
-        TFRecordError: a CRC mismatch or truncation, naming the file and the record's index (0-based).
+        TFRecordError: a CRC mismatch or truncation, naming the file and the record's index (0-based); or a file
+            that holds no record at all (zero bytes, or an empty gzip stream) unless `allow_empty`: an interrupted
+            download or copy looks like that, and would otherwise read as a dataset of zero examples.
     """
     path = Path(path)
     with _open(path, compression) as stream:
         for index in itertools.count():
             head = _read(stream, 12, path, index, "header")
             if not head:
+                if index == 0 and not allow_empty:
+                    raise TFRecordError(f"{path} holds no records ({path.stat().st_size} bytes): an empty dataset "
+                                        f"file (pass allow_empty=True if an empty split is meant)")
                 return
             if len(head) < 12:
                 raise TFRecordError(f"{path}: record {index}: truncated header ({len(head)} of 12 bytes)")

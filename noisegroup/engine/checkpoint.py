@@ -8,9 +8,10 @@ Every finished step is sealed with the SHA-256 of each of its files (``<director
 by process 0 once the step is complete), and checked before it is restored: a flipped byte that orbax would read as
 a changed weight is caught, naming the file.
 
-A checkpoint is moved aside as damaged only when it is proven so: its files differ from their seal, or it fails to
-restore while an older one restores into the same target. Any other failure (every step fails alike: a target of
-another shape, another family, a missing sharding) touches nothing and raises the newest step's error.
+A checkpoint is moved aside as damaged only when an older one restores in its place (its files differ from their
+seal, or it fails to restore while the older one restores into the same target), or when its directory holds no
+file. When no step restores (every one damaged, or a target of another shape, another family, a missing sharding),
+nothing is moved and `NoRestorableCheckpointError` names every step's failure: starting afresh is the user's call.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from noisegroup import atomic
+from noisegroup.errors import ExpectedError
 
 
 CHECKPOINT_SLACK_BYTES = 1 << 20  # orbax's metadata and the seal, generously
@@ -59,6 +61,10 @@ class DamagedCheckpointError(Exception):
     """A step whose files differ from the digests written when it was saved."""
 
 
+class NoRestorableCheckpointError(ExpectedError, ValueError):
+    """Checkpoints exist but none restores; nothing was moved (the user decides whether to start afresh)."""
+
+
 def file_digests(step_dir: Path) -> dict[str, str]:
     """{relative path: SHA-256} of every file of a checkpoint step."""
     digests = {}
@@ -85,11 +91,11 @@ class Checkpointer:
     def __init__(self, directory: str | Path, keep: int = 3, read_only: bool = False):
         # (Not orbax's own read_only option: it logs two warnings at every open; a reader never saves, so nothing
         # is deleted, and without create / cleanup_tmp_directories opening writes nothing.)
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only,
-                                               cleanup_tmp_directories=not read_only)
+        self.options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only,
+                                                    cleanup_tmp_directories=not read_only)
         self.read_only = read_only
         self.directory = Path(directory).absolute()
-        self.manager = ocp.CheckpointManager(self.directory, options=options)
+        self.manager = ocp.CheckpointManager(self.directory, options=self.options)
         self.seals = self.directory.with_name(self.directory.name + ".digests")
         self.unsealed: list[int] = []
 
@@ -155,30 +161,47 @@ class Checkpointer:
     def restore_latest(self, abstract_state: Any, step: int | None = None) -> tuple[int, Any] | None:
         """The newest restorable (step, state) (at most `step` if given), or None if there is no checkpoint.
 
+        Newer steps that fail while this one restores are moved aside as damaged (`_move_aside`). A step directory
+        holding no file at all (a crash between orbax's rename and its first write, or a hand-made directory) is no
+        checkpoint: it is moved aside at once with a warning.
+
         Args:
             abstract_state: the state's shapes, dtypes and shardings (``jax.eval_shape`` of the init).
             step: restore this step or the newest before it.
+
+        Raises:
+            NoRestorableCheckpointError: there are checkpoints but none restores (every one damaged, or all of
+                another run's shapes); nothing is moved or deleted, so the run's history is kept.
         """
         self.wait()
         failures: list[tuple[int, Exception]] = []
         for candidate in reversed([s for s in self.steps() if step is None or s <= step]):
-            try:
-                self.verify(candidate)
-            except DamagedCheckpointError as e:  # proven: moved aside whether or not an older one restores
-                self._move_aside([(candidate, e)])
+            if not any(p.is_file() for p in (self.directory / str(candidate)).rglob("*")):
+                self._move_aside([(candidate, DamagedCheckpointError(f"{self.directory / str(candidate)} holds no "
+                                                                     "file"))])
                 continue
             try:
+                self.verify(candidate)
                 state = self._restore(candidate, abstract_state)
             except Exception as e:  # noqa: BLE001 - damage and mismatch both land here; told apart below
                 failures.append((candidate, e))
+                self._reopen()  # a failed restore can leave orbax's manager unable to restore any other step
                 continue
             self._move_aside(failures)  # newer steps failed where this one restores: they are damaged
             return candidate, state
         if failures:
-            newest, error = failures[0]
-            raise ValueError(f"no checkpoint in {self.manager.directory} restores into this run's state (step {newest}: "
-                             f"{error}); nothing was moved or deleted") from error
+            reasons = "; ".join(f"step {s}: {' '.join(str(e).split())}" for s, e in failures)
+            raise NoRestorableCheckpointError(
+                f"no checkpoint in {self.directory} restores into this run's state ({reasons}); nothing was moved or "
+                f"deleted. To start this run afresh, move {self.directory} (and the metrics beside it, to keep "
+                "them) aside and run again") from failures[0][1]
         return None
+
+    def _reopen(self) -> None:
+        """A fresh orbax manager over the same directory (after a failed restore, orbax's manager may refuse to
+        restore any other step: "Must provide `args` of type `Composite`")."""
+        self.manager.close()
+        self.manager = ocp.CheckpointManager(self.directory, options=self.options)
 
     def _restore(self, step: int, abstract_state: Any) -> Any:
         """Restores `step` into `abstract_state`. A dataclass state (e.g. `TrainState`) whose None fields (features

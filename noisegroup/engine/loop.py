@@ -20,14 +20,15 @@ import json
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from noisegroup import atomic
-from noisegroup.checks import check_images
+from noisegroup.checks import check_images, check_workdir
+from noisegroup.errors import ExpectedError
 from noisegroup.engine import checkpoint, parallel, runlog, workdir_lock
 from noisegroup.engine import config as engine_config
 from noisegroup.engine.sampler import EpochSampler
@@ -69,35 +70,40 @@ def _keys(seeds):
 
 
 def train(config: Mapping[str, Any], workdir: str | Path, train_data: Data | np.ndarray,
-          valid_data: Data | np.ndarray) -> TrainState:
+          valid_data: Data | np.ndarray, on_start: Callable[[int], None] | None = None) -> TrainState:
     """Trains `config["seeds"]` (S seeds, one program) and checkpoints; resumes from `workdir`.
 
     Args:
         config: a flat training config (`noisegroup.engine.config`: the engine's keys and the family's).
         workdir: where config.json, run.json, metrics.jsonl and checkpoints/ go.
         train_data, valid_data: the examples (see the module docstring).
+        on_start: called with the step training starts from (0, or the restored checkpoint's), e.g. to report the
+            steps this call trained (the last metrics line may lie beyond the restored step after a crash).
 
     Returns:
         The final `TrainState`, stacked over seeds (leading axis S).
 
     Raises:
-        ValueError: bad config values or data, or a workdir holding another config's run.
-        FloatingPointError: a non-finite loss, with its step and seed.
+        ValueError: bad config values or data, or a workdir holding another config's run
+            (`errors.BadInputError`), or checkpoints none of which restores
+            (`checkpoint.NoRestorableCheckpointError`).
+        FloatingPointError: a non-finite loss, with its step and seed (`DivergedError`).
     """
     engine, family = engine_config.parse(config)  # every key and value checked before any work
+    workdir = check_workdir(workdir)
     train_data, valid_data = as_data(train_data, "train"), as_data(valid_data, "valid")
     image_shape = train_data["images"].shape[1:]
     if valid_data["images"].shape[1:] != image_shape:
         raise ValueError(f"valid images {valid_data['images'].shape[1:]} differ from train images {image_shape}")
-    workdir = Path(workdir)
     lead = jax.process_index() == 0
     workdir.mkdir(parents=True, exist_ok=True)
     # One run per workdir: process 0 holds the lock (all processes of one run share the workdir).
     with workdir_lock.hold(workdir) if lead else contextlib.nullcontext():
-        return _train(engine, family, workdir, train_data, valid_data, lead)
+        return _train(engine, family, workdir, train_data, valid_data, lead, on_start)
 
 
-def _train(engine, family, workdir: Path, train_data: dict, valid_data: dict, lead: bool) -> TrainState:
+def _train(engine, family, workdir: Path, train_data: dict, valid_data: dict, lead: bool,
+           on_start: Callable[[int], None] | None) -> TrainState:
     image_shape = train_data["images"].shape[1:]
     flat = engine_config.as_dict(engine, family)
     if lead:
@@ -120,6 +126,8 @@ def _train(engine, family, workdir: Path, train_data: dict, valid_data: dict, le
     else:
         state = restored[1]
     start = 0 if restored is None else restored[0]
+    if on_start is not None:
+        on_start(start)
     writer = runlog.MetricsWriter(workdir / "metrics.jsonl", resume_step=start) if lead else None
 
     sampler = EpochSampler(len(train_data["images"]), engine.batch_size, seeds)
@@ -250,12 +258,17 @@ def _early_stop(state, valid_metrics: dict, engine, mesh):
     return state.replace(early_stop=parallel.shard(early_stop, mesh)), stopped
 
 
+class DivergedError(ExpectedError, FloatingPointError):
+    """A non-finite loss: the run stops (its last checkpoint is from before it), reported in one line."""
+
+
 def _check_finite(pending: list[tuple[int, dict]], seeds: list[int]) -> None:
     for step, metrics in pending:
         loss = np.asarray(_host(metrics["loss"]))
         if not np.all(np.isfinite(loss)):
             s = int(np.flatnonzero(~np.isfinite(loss))[0])
-            raise FloatingPointError(f"non-finite loss {loss[s]} at step {step} (seed {seeds[s]}); stopping")
+            raise DivergedError(f"non-finite loss {loss[s]} at step {step} (seed {seeds[s]}); stopping (the newest "
+                                "checkpoint is from before it: try a lower learning rate or grad_clip_norm)")
 
 
 __all__ = ["as_data", "build", "restore", "train"]

@@ -8,6 +8,7 @@ A family declares its registry (`Family.loss_terms`: name -> `outputs -> [b]`); 
 from __future__ import annotations
 
 import difflib
+import math
 from typing import Callable, Mapping
 
 import jax
@@ -38,7 +39,8 @@ def resolve_weights(terms: Mapping[str, Callable], defaults: Mapping[str, float]
     """The weight of every term a loss sums: `defaults` overridden by the config's `weights` (None: not set).
 
     Raises:
-        ValueError: a weight for a term the family does not have, naming it and the known terms.
+        ValueError: a weight for a term the family does not have, naming it and the known terms; a weight that is
+            not a finite number >= 0 (a NaN or infinite weight would train and fail only at the NaN guard).
     """
     resolved = dict(defaults)
     for name, weight in (weights or {}).items():
@@ -46,7 +48,13 @@ def resolve_weights(terms: Mapping[str, Callable], defaults: Mapping[str, float]
             continue
         if name not in terms:
             raise ValueError(f"unknown loss term {name!r}{closest(name, terms)}; this family's terms: {sorted(terms)}")
-        resolved[name] = float(weight)
+        try:
+            value = float(weight)
+        except (TypeError, ValueError):
+            value = math.nan
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"loss_weights.{name} must be a finite number >= 0, got {weight!r}")
+        resolved[name] = value
     return resolved
 
 

@@ -8,8 +8,9 @@ A file holds every parameter under its path in the parameter tree ("encoder/conv
 (model, dataset, latent size, training config, steps) and `__digest__`, the SHA-256 of the meta and of every array
 (name, dtype, shape, bytes). `load` (and the cheap `verify`, which LNS runs before any work) recomputes the digest,
 so a flipped byte is an error naming the file, and checks what the file is: its model, dataset and latent size
-against the config asked for, one seed axis shared by every parameter, the storage dtypes, and the shapes of the
-model the config builds. The loaded float32 weights define the model that is segmented, so LNS differences stay
+against the config asked for, one seed axis shared by every parameter, the storage dtypes, finite values, and the
+parameter names and shapes of the model the config builds (`verify` checks all of it too, from the model's shapes
+alone). The loaded float32 weights define the model that is segmented, so LNS differences stay
 exact for it. Writes are atomic (temporary file, fsync, rename).
 
 Precisions:
@@ -24,6 +25,7 @@ Precisions:
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any, Mapping
@@ -34,6 +36,7 @@ import numpy as np
 from flax import nnx
 
 from noisegroup import atomic
+from noisegroup.errors import BadInputError
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 PRECISIONS = ("float16", "int8")
@@ -45,6 +48,9 @@ NOT_RECIPE = ("seeds", "progress", "log_every", "checkpoint_every", "keep_checkp
               "data_parallel", "micro_batch_size", "conv_impl")
 
 
+class WeightsFileError(BadInputError):
+    """A shipped weights file that is damaged or not what the config asks for (a ValueError; one line at the
+    command line)."""
 
 
 def _path_name(path) -> str:
@@ -82,14 +88,14 @@ def convert(source: str | Path, target: str | Path, precision: str) -> Path:
 
 def _write(path: Path, values: Mapping[str, np.ndarray], meta: Mapping[str, Any], precision: str) -> Path:
     if precision not in PRECISIONS:
-        raise ValueError(f"precision={precision!r}: expected one of {PRECISIONS}")
+        raise WeightsFileError(f"precision={precision!r}: expected one of {PRECISIONS}")
     for field in IDENTITY_FIELDS:
         if field not in meta:
-            raise ValueError(f"meta needs {field!r} (to refuse loading into another model); got {sorted(meta)}")
+            raise WeightsFileError(f"meta needs {field!r} (to refuse loading into another model); got {sorted(meta)}")
     arrays = {}
     for name, value in values.items():
         if not np.all(np.isfinite(value)) or np.abs(value).max() > FLOAT16_MAX:
-            raise ValueError(f"parameter {name} has values float16 cannot hold (max |w| = {np.abs(value).max()})")
+            raise WeightsFileError(f"parameter {name} has values float16 cannot hold (max |w| = {np.abs(value).max()})")
         if precision == "int8" and value.ndim >= 3:  # a kernel: seed axis, >= 1 input axis, output channels
             arrays[name], arrays[SCALE_PREFIX + name] = quantise_int8(value)
         else:
@@ -124,12 +130,12 @@ def _read(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
             arrays = {k: f[k] for k in f.files if k not in ("__meta__", "__digest__")}
         meta = json.loads(meta_json)
     except Exception as e:  # noqa: BLE001 - BadZipFile, EOFError, KeyError, JSONDecodeError: all say "damaged"
-        raise ValueError(f"{path} is not a readable weights file ({type(e).__name__}: {e})") from e
+        raise WeightsFileError(f"{path} is not a readable weights file ({type(e).__name__}: {e})") from e
     if stored_digest is None:
-        raise ValueError(f"{path} has no content digest (__digest__), so its weights cannot be trusted; "
+        raise WeightsFileError(f"{path} has no content digest (__digest__), so its weights cannot be trusted; "
                          "re-export it with `python -m experiments.export_pretrained`")
     if atomic.content_digest(meta_json, arrays) != stored_digest:
-        raise ValueError(f"{path} fails its SHA-256 content digest: the file was damaged after it was written")
+        raise WeightsFileError(f"{path} fails its SHA-256 content digest: the file was damaged after it was written")
     return meta, arrays
 
 
@@ -138,47 +144,90 @@ def read_meta(path: str | Path) -> dict:
     return _read(Path(path))[0]
 
 
-def verify(path: str | Path, train_config: Mapping[str, Any]) -> dict:
-    """Checks, without building the model, that `path` is intact and holds what `train_config` asks for; returns
-    its meta.
+def verify(path: str | Path, train_config: Mapping[str, Any], image_shape=(64, 64, 3)) -> dict:
+    """Checks, without building the model (its shapes only), that `path` is intact and holds what `train_config`
+    asks for, everything `load` checks; returns its meta. LNS runs it on every file before any work, so a file
+    that `load` would refuse is refused in one line, not after other (dataset, model) pairs have run.
 
     Raises:
         FileNotFoundError: no such file.
         ValueError: naming the file and the field: damaged, another model / dataset / latent size, a dtype other
-            than float16 or int8 (with its scale), or parameters that disagree on the number of seeds.
+            than float16 or int8 (with its scale), non-finite values, parameters that disagree on the number of
+            seeds, or parameters missing, unknown to the model or misshapen.
     """
     path = Path(path)
     meta, arrays = _read(path)
     _check_identity(path, meta, arrays, train_config)
+    _check_parameters(path, _dequantised(arrays), train_config, image_shape)
     return meta
+
+
+def _abstract_params(family, image_shape: tuple[int, ...]) -> Any:
+    """The parameter state of `family`'s model for `image_shape`, shapes only (`nnx.eval_shape`: nothing runs)."""
+    abstract = nnx.eval_shape(lambda: family.build(image_shape, nnx.Rngs(params=jax.random.key(0))))
+    return nnx.state(abstract, nnx.Param)
+
+
+@functools.lru_cache(maxsize=16)
+def _model_shapes(family, image_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+    """{parameter name: shape} of `family`'s model for `image_shape` (cached: LNS verifies one file per dataset of
+    each model)."""
+    leaves = jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(_abstract_params(family, image_shape)))[0]
+    return {_path_name(p): tuple(leaf.shape) for p, leaf in leaves}
+
+
+def _check_parameters(path: Path, stored: Mapping[str, np.ndarray], train_config: Mapping, image_shape) -> None:
+    """The file's parameters (`_dequantised`) are exactly the model's, each of its shape after the seed axis.
+
+    Raises:
+        ValueError: naming the file and the missing, unknown or misshapen parameter.
+    """
+    from noisegroup.engine import config as engine_config
+
+    _, family = engine_config.parse(train_config)
+    shapes = _model_shapes(family, tuple(image_shape))
+    missing = [name for name in shapes if name not in stored]
+    if missing:
+        raise WeightsFileError(f"{path} lacks parameters {missing}")
+    unknown = sorted(name for name in stored if name not in shapes)
+    if unknown:
+        raise WeightsFileError(f"{path} holds parameters {unknown} that the model does not have")
+    for name, shape in shapes.items():
+        if stored[name].shape[1:] != shape:
+            raise WeightsFileError(f"{path}: parameter {name} has shape {stored[name].shape[1:]}, the model wants {shape}")
 
 
 def _check_identity(path: Path, meta: Mapping, arrays: Mapping[str, np.ndarray], train_config: Mapping) -> None:
     for field in IDENTITY_FIELDS:
         if field not in meta:
-            raise ValueError(f"{path} does not say which {field} it holds (its meta has {sorted(meta)})")
+            raise WeightsFileError(f"{path} does not say which {field} it holds (its meta has {sorted(meta)})")
         if field in train_config and meta[field] != train_config[field]:
-            raise ValueError(f"{path} holds {field}={meta[field]!r}, not the {field}={train_config[field]!r} asked for")
+            raise WeightsFileError(f"{path} holds {field}={meta[field]!r}, not the {field}={train_config[field]!r} asked for")
     _check_recipe(path, meta, train_config)
     first_of_size: dict[int | None, str] = {}  # leading (seed) size -> the first parameter that has it
     for name, value in arrays.items():
+        # `save` refuses non-finite weights, so only a file made otherwise holds them; a digest made with it cannot
+        # tell. Caught here, a NaN names its array at once instead of surfacing as NaN features at clustering.
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            raise WeightsFileError(f"{path}: {name} holds non-finite values (NaN or inf), at index "
+                             f"{np.argwhere(~np.isfinite(value))[0].tolist()}")
         if name.startswith(SCALE_PREFIX):
             kernel = arrays.get(name[len(SCALE_PREFIX):])
             if kernel is None or kernel.dtype != np.int8 or value.dtype != np.float32 or value.ndim != kernel.ndim:
-                raise ValueError(f"{path}: {name} is not the float32 scale of an int8 kernel")
+                raise WeightsFileError(f"{path}: {name} is not the float32 scale of an int8 kernel")
             continue
         if value.dtype == np.int8:
             scale = arrays.get(SCALE_PREFIX + name)
             want = value.shape[:1] + (1,) * (value.ndim - 2) + value.shape[-1:]
             if scale is None or scale.shape != want:
-                raise ValueError(f"{path}: int8 parameter {name} needs a scale of shape {want} "
+                raise WeightsFileError(f"{path}: int8 parameter {name} needs a scale of shape {want} "
                                  f"({SCALE_PREFIX}{name}), found {None if scale is None else scale.shape}")
         elif value.dtype != np.float16:
-            raise ValueError(f"{path}: parameter {name} is {value.dtype}, shipped weights are float16 or int8")
+            raise WeightsFileError(f"{path}: parameter {name} is {value.dtype}, shipped weights are float16 or int8")
         first_of_size.setdefault(value.shape[0] if value.ndim else None, name)
     if len(first_of_size) > 1:
         sizes = ", ".join(f"{name} has {size}" for size, name in first_of_size.items())
-        raise ValueError(f"{path}: parameters disagree on the number of seeds (leading axis: {sizes})")
+        raise WeightsFileError(f"{path}: parameters disagree on the number of seeds (leading axis: {sizes})")
 
 
 def _check_recipe(path: Path, meta: Mapping, train_config: Mapping) -> None:
@@ -196,11 +245,11 @@ def _check_recipe(path: Path, meta: Mapping, train_config: Mapping) -> None:
     try:
         stored = recipe(meta["train"])
     except ValueError as error:
-        raise ValueError(f"{path} was trained with a recipe this version cannot read ({error})") from None
+        raise WeightsFileError(f"{path} was trained with a recipe this version cannot read ({error})") from None
     asked = recipe(train_config)
     for key in sorted(set(stored) | set(asked)):
         if key not in NOT_RECIPE and stored.get(key) != asked.get(key):
-            raise ValueError(f"{path} was trained with {key}={stored.get(key)!r}, not the {key}={asked.get(key)!r} "
+            raise WeightsFileError(f"{path} was trained with {key}={stored.get(key)!r}, not the {key}={asked.get(key)!r} "
                              f"of the config (shipped weights must come from the recipe the config names)")
 
 
@@ -218,18 +267,10 @@ def load(path: str | Path, train_config: Mapping[str, Any], image_shape=(64, 64,
     meta, arrays = _read(path)
     _check_identity(path, meta, arrays, train_config)
     stored = _dequantised(arrays)
+    _check_parameters(path, stored, train_config, image_shape)
     _, family = engine_config.parse(train_config)
-    abstract = nnx.eval_shape(lambda: family.build(tuple(image_shape), nnx.Rngs(params=jax.random.key(0))))
-    params = nnx.state(abstract, nnx.Param)  # shapes only
+    params = _abstract_params(family, tuple(image_shape))
     leaves, treedef = jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(params))
-    missing = [_path_name(p) for p, _ in leaves if _path_name(p) not in stored]
-    if missing:
-        raise ValueError(f"{path} lacks parameters {missing}")
-    values = []
-    for leaf_path, leaf in leaves:
-        name, value = _path_name(leaf_path), stored[_path_name(leaf_path)]
-        if value.shape[1:] != leaf.shape:
-            raise ValueError(f"{path}: parameter {name} has shape {value.shape[1:]}, the model wants {leaf.shape}")
-        values.append(jnp.asarray(value))
+    values = [jnp.asarray(stored[_path_name(p)]) for p, _ in leaves]
     nnx.replace_by_pure_dict(params, jax.tree_util.tree_unflatten(treedef, values))
     return params

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from noisegroup import atomic
+from noisegroup.errors import BadInputError
 
 
 def read_config(workdir: str | Path) -> dict:
@@ -23,7 +24,7 @@ def read_config(workdir: str | Path) -> dict:
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is damaged ({e}); restore it from the run's records or start a new workdir") from e
+        raise BadInputError(f"{path} is damaged ({e}); restore it from the run's records or start a new workdir") from e
 
 
 def check_or_write_config(workdir: Path, config: Mapping[str, Any], may_differ: tuple[str, ...] = (),
@@ -43,7 +44,7 @@ def check_or_write_config(workdir: Path, config: Mapping[str, Any], may_differ: 
         differ = sorted(k for k in set(old) | set(config) if k not in may_differ and old.get(k) != config.get(k))
         if differ:
             details = ", ".join(f"{k}: {old.get(k)!r} there, {config.get(k)!r} now" for k in differ)
-            raise ValueError(f"workdir {str(workdir)!r} holds a run of another config ({details}); "
+            raise BadInputError(f"workdir {str(workdir)!r} holds a run of another config ({details}); "
                              "use a new workdir or the same config")
     atomic.write_json(path, config)
 
@@ -66,7 +67,7 @@ def read_metrics(path: str | Path) -> list[dict]:
             if number == len(lines):
                 warnings.warn(f"{path}: dropped a torn last line ({len(line)} characters)", stacklevel=2)
                 break
-            raise ValueError(f"{path}, line {number}, is damaged: {e}") from e
+            raise BadInputError(f"{path}, line {number}, is damaged: {e}") from e
     return records
 
 

@@ -17,8 +17,10 @@ import socket
 from pathlib import Path
 from typing import Iterator
 
+from noisegroup.errors import ExpectedError
 
-class WorkdirBusyError(RuntimeError):
+
+class WorkdirBusyError(ExpectedError, RuntimeError):
     """Another process holds the workdir."""
 
 

@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from noisegroup import atomic, metrics
+from noisegroup.checks import check_workdir
 from noisegroup.engine import config as engine_config
 from noisegroup.engine import loop, runlog, workdir_lock
 from noisegroup.engine.losses import closest
@@ -233,12 +234,6 @@ def stop_steps(workdir: Path, seeds: tuple[int, ...]) -> list[int | None]:
     return stopped
 
 
-def _last_logged_step(workdir: Path) -> int:
-    path = workdir / "metrics.jsonl"
-    records = runlog.read_metrics(path) if path.exists() else []
-    return int(records[-1]["step"]) if records else 0
-
-
 def _fingerprint(config: AblationConfig, flat_train_config: Mapping, steps: list[int]) -> str:
     """Digest of everything an evaluation depends on (a cached evaluation with another digest is redone)."""
     items = {"train": flat_train_config, "steps": steps, "version": EVALUATION_VERSION,
@@ -265,6 +260,18 @@ class _Data:
         return self.cache[split]
 
 
+def evaluation_layout(config: AblationConfig, num_seeds: int) -> tuple[dict, tuple[str, ...]]:
+    """(`atomic.check_arrays` shapes, optional arrays) of what `train_and_evaluate` caches for a group of
+    `num_seeds` seeds: a cache that lost an array, or holds another number of seeds, is recomputed."""
+    side = config.image_size  # the images the experiment trains and scores on (downsampled to this size)
+    shapes = {"ari": ("seeds", "images"), "fg_ari": ("seeds", "images"), "deepmind_fg_ari_nan": ("seeds",),
+              "seeds": ("seeds",), "steps": ("seeds",), "stopped_at": ("seeds",),
+              "slot_images": ("slots", side, side, 3), "slot_reconstructions": ("slots", side, side, 3),
+              "slot_masks": ("slots", "k", side, side), "slot_means": ("slots", "k", side, side, 3)}
+    slots = tuple(k for k in shapes if k.startswith("slot_")) if not config.slot_images else ()
+    return shapes, slots
+
+
 def train_and_evaluate(config: AblationConfig, workdir: Path, run: str, group: tuple[int, ...], splits: _Data,
                        log: Callable[[str], None]) -> dict:
     """Trains (or resumes) one run's seed group, then evaluates it (or loads its cached evaluation).
@@ -275,18 +282,18 @@ def train_and_evaluate(config: AblationConfig, workdir: Path, run: str, group: t
     """
     train_config = config.train_config(run, group)
     run_dir = config.run_dir(workdir, run, group)
-    before = _last_logged_step(run_dir)
     tic = time.perf_counter()
     train = splits("train")
-    state = loop.train(train_config, run_dir, {"images": train["images"]}, splits("valid"))
+    started = []  # the step training resumed from: the restored checkpoint's, not the last metrics line's
+    state = loop.train(train_config, run_dir, {"images": train["images"]}, splits("valid"), on_start=started.append)
     seconds = time.perf_counter() - tic
     steps = [int(s) for s in np.asarray(jax.device_get(state.step))]
-    trained = max(steps) - before
+    trained = max(steps) - started[0]
     engine, family = engine_config.parse(train_config)
     flat = engine_config.as_dict(engine, family)
     fingerprint = _fingerprint(config, flat, steps)
     path = config.evaluation_path(workdir, run, group)
-    result = atomic.read_npz_cache(path, fingerprint)
+    result = atomic.read_npz_cache(path, fingerprint, *evaluation_layout(config, len(group)))
     cached = result is not None
     if result is None:
         test = splits("test")
@@ -321,7 +328,7 @@ def run(config: Mapping[str, Any], workdir: str | Path, log: Callable[[str], Non
         WorkdirBusyError: another process runs in `workdir`.
     """
     config = AblationConfig.from_mapping(config)
-    workdir = Path(workdir)
+    workdir = check_workdir(workdir)
     with workdir_lock.hold(workdir):  # one experiment per workdir (each run's directory has its own lock too)
         return _run(config, workdir, log)
 

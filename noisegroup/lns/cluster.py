@@ -32,7 +32,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from noisegroup.checks import check_num_clusters
+from noisegroup.checks import check_features, check_num_clusters
 
 METHODS = ("ward", "complete", "kmeans")
 
@@ -41,17 +41,6 @@ def num_clusters_from_masks(masks) -> np.ndarray:
     """k per image: the number of distinct labels in its ground-truth mask `[b, h, w]`, background included."""
     masks = np.asarray(masks)
     return np.array([len(np.unique(m)) for m in masks], np.int32)
-
-
-def check_features(features: np.ndarray) -> np.ndarray:
-    """`features` as float `[b, p, f]`; raises ValueError naming the first image with NaN or inf features."""
-    if features.ndim != 3:
-        raise ValueError(f"features must be [images, pixels, features], got shape {features.shape}")
-    bad = ~np.isfinite(features).all(axis=(1, 2))
-    if bad.any():
-        raise ValueError(f"non-finite features in image {int(np.flatnonzero(bad)[0])} "
-                         f"({int(bad.sum())} image(s) in all): the decoder produced NaN or inf")
-    return features
 
 
 def ward_tree(x: np.ndarray) -> np.ndarray:

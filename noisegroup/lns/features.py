@@ -54,6 +54,48 @@ def check_settings(noise_std=None, num_noise_samples=None, normalisation=None) -
         raise ValueError(f"unknown normalisation {normalisation!r}; expected one of {NORMALISATIONS}")
 
 
+@functools.lru_cache(maxsize=32)
+def _decoded_shape(graphdef, treedef, leaves: tuple) -> tuple[int, ...]:
+    def decode_one(params):
+        model = nnx.merge(graphdef, params)
+        return model.decode(jnp.zeros((1, int(model.latent_dim)), jnp.float32))
+
+    abstract = jax.tree.unflatten(treedef, [jax.ShapeDtypeStruct(shape, dtype) for shape, dtype in leaves])
+    return tuple(jax.eval_shape(decode_one, abstract).shape[1:])
+
+
+def model_image_shape(graphdef: nnx.GraphDef, params, *, stacked: bool = False) -> tuple[int, ...]:
+    """The image shape `(h, w, c)` a model takes: the shape its decoder returns for one latent (`latent_dim` of
+    them), as LNS compares the decodes with the image's mask pixel by pixel. Shapes only (`jax.eval_shape`, cached
+    per model): no weight is read and nothing is computed.
+
+    Args:
+        graphdef, params: the model; `stacked`: params carry a leading seed axis (a `TrainState`'s).
+    """
+    leaves, treedef = jax.tree.flatten(params)
+    shapes = tuple((tuple(leaf.shape[1:] if stacked else leaf.shape), jnp.dtype(leaf.dtype)) for leaf in leaves)
+    return _decoded_shape(graphdef, treedef, shapes)
+
+
+def check_model_images(graphdef: nnx.GraphDef, params, images, *, stacked: bool = False):
+    """`check_images` (dtype, finite, in [0, 1]), then that `images` have the model's shape (`model_image_shape`):
+    an image of another size or channel count would otherwise fail deep inside XLA (a `dot_general`, broadcast
+    or reshape error) or, worse, decode at the model's size without a word.
+
+    Returns:
+        The images as a NumPy array.
+
+    Raises:
+        ValueError: naming `images`, their shape and the model's.
+    """
+    images = check_images(images)  # first: these checks need no model
+    shape = model_image_shape(graphdef, params, stacked=stacked)
+    if images.shape[1:] != shape:
+        raise ValueError(f"images must have the model's shape [n, {', '.join(map(str, shape))}], got "
+                         f"{list(images.shape)}")
+    return images
+
+
 def image_keys(key: jax.Array, indices: jax.Array) -> jax.Array:
     """One key per image: `fold_in(key, index)` for image indices `[b]` -> keys `[b]`."""
     return jax.vmap(lambda i: jax.random.fold_in(key, i))(indices)
@@ -96,7 +138,7 @@ def noisy_decodes(graphdef: nnx.GraphDef, params, images: jax.Array, keys: jax.A
 
     Args:
         graphdef, params: the trained model (`nnx.split(model, nnx.Param)` or a `TrainState`'s params).
-        images: float32 `[b, h, w, c]` in [0, 1] (checked: ValueError otherwise).
+        images: float32 `[b, h, w, c]` in [0, 1], of the model's shape (checked: ValueError otherwise).
         keys: `[b]` one key per image (`image_keys(key, indices)`).
         noise_stds: `[s]` noise levels sigma (absolute latent units); they share the noise draws.
         num_noise_samples: N >= 2.
@@ -106,7 +148,7 @@ def noisy_decodes(graphdef: nnx.GraphDef, params, images: jax.Array, keys: jax.A
         (outputs `[s, b, n, h, w, c]` = sigmoid(decode(mean + sigma * eps)),
          reconstructions `[b, h, w, c]` = sigmoid(decode(mean)), the unperturbed ones).
     """
-    check_images(images)
+    check_model_images(graphdef, params, images)
     noise_stds = jnp.atleast_1d(jnp.asarray(noise_stds, jnp.float32))
     check_settings(noise_std=noise_stds, num_noise_samples=num_noise_samples)
     with jax.default_matmul_precision("highest"):

@@ -14,6 +14,9 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from noisegroup.checks import check_features, check_num_clusters
 
 
 def _squared_distances(x: jax.Array, centres: jax.Array) -> jax.Array:
@@ -93,12 +96,17 @@ def batch_kmeans(features: jax.Array, num_clusters, key: jax.Array, *, max_clust
 
     Returns:
         `[b, p]` int32 labels in [0, k_i).
+
+    Raises:
+        ValueError: features not `[b, p, f]` or holding NaN or inf (naming the image: Lloyd's iterations would
+            otherwise return labels without a word), or a k out of range.
     """
+    features = jnp.asarray(features)
+    if features.ndim != 3 or not bool(jnp.isfinite(features).all()):  # reduced on the device: one bool comes back
+        check_features(np.asarray(features))  # raises, naming the shape or the first bad image
     b, p = features.shape[:2]
-    k = jnp.broadcast_to(jnp.asarray(num_clusters, jnp.int32), (b,))
-    k_host = jax.device_get(k)
-    if k_host.size and (k_host.min() < 1 or k_host.max() > p):
-        raise ValueError(f"number of clusters must be in [1, {p}] (the number of pixels), got {k_host.tolist()}")
+    k_host = check_num_clusters(np.asarray(jax.device_get(num_clusters)), b, p)
+    k = jnp.asarray(k_host, jnp.int32)
     bound = int(max_clusters or (k_host.max() if k_host.size else 1))
     if k_host.size and k_host.max() > bound:
         raise ValueError(f"max_clusters={bound} is smaller than the largest k {int(k_host.max())}")

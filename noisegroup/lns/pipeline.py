@@ -43,6 +43,7 @@ import jax
 import numpy as np
 
 from noisegroup import atomic, stats
+from noisegroup.checks import check_workdir
 from noisegroup.engine import config as engine_config
 from noisegroup.engine import loop, pretrained, workdir_lock
 from noisegroup.engine.losses import closest
@@ -144,6 +145,10 @@ class LNSConfig:
             if int(getattr(c, key)) < 0:
                 raise ValueError(f"{key} must be >= 0, got {getattr(c, key)!r}")
         c.sweep_settings()  # checks the grid, normalisation, clustering method and k
+        pixels = GESTALT_IMAGE_SHAPE[0] * GESTALT_IMAGE_SHAPE[1]
+        if int(c.num_clusters) > pixels:  # what clustering would refuse after training: refused before it
+            raise ValueError(f"num_clusters must be at most the number of pixels of an image ({pixels} for "
+                             f"{GESTALT_IMAGE_SHAPE[0]} x {GESTALT_IMAGE_SHAPE[1]}), got {c.num_clusters!r}")
         if c.control_clustering:
             sweep.check_method(c.control_clustering)
         for dataset in c.datasets:
@@ -422,10 +427,52 @@ def run(config: Mapping[str, Any], workdir: str | Path) -> list[dict]:
         One summary row per (dataset, model, protocol), as written to results.csv / results.json.
     """
     config = LNSConfig.from_mapping(config)
-    workdir = Path(workdir)
+    workdir = check_workdir(workdir)
     (workdir / "segmentation").mkdir(parents=True, exist_ok=True)
     with workdir_lock.hold(workdir):
         return _run(config, workdir)
+
+
+def num_seeds(params) -> int:
+    """The number of seeds of parameters stacked over seeds (their leading axis)."""
+    return int(jax.tree.leaves(params)[0].shape[0])
+
+
+def segmentation_layout(config: LNSConfig, seeds: int) -> dict:
+    """What `segment_model` writes for `config` (its features kind) and `seeds` models: the arrays and shapes a
+    cached segmentation must hold to be used, as keyword arguments of `atomic.read_npz_cache` (shapes, optional,
+    sizes). The fingerprint says which settings a cache is of; this says that it holds their results whole.
+
+    Image counts follow `segment_model`'s limits on the Good Gestalt split sizes. "umap_features" is optional and of
+    any count: `umap_images` is not a segmentation setting (not in the fingerprint), so a cache of another count
+    is kept.
+    """
+    from datasets import good_gestalt as gg
+
+    h, w, c = GESTALT_IMAGE_SHAPE
+    n_test, n_iid = gg.SPLIT_SIZES["test"], gg.SPLIT_SIZES["test_iid"]
+    images = min(int(config.test_limit) or n_test, n_test)
+    sizes = {"seeds": seeds, "images": images, "sigmas": len(config.noise_stds),
+             "Ns": len(config.num_noise_samples)}
+    shapes = {"reconstructions": ("images", h, w, c), "images": ("images", h, w, c), "masks": ("images", h, w),
+              "labels": ("images", h, w), "umap_features": (None, h * w, "features")}
+    if config.features == "tangent":
+        per_image = ("seeds", "images")
+        sizes.update(jacobian_images=min(images, JACOBIAN_IMAGES), bridge_images=min(images, BRIDGE_IMAGES))
+        shapes.update(tangent_features=("jacobian_images", h * w, "features"), bridge_noise_stds=("sigmas",),
+                      bridge_sample_counts=("Ns",), bridge_distance=("sigmas", "Ns", "bridge_images"),
+                      bridge_linear_limit=("Ns", "bridge_images"), bridge_expected_fluctuation=("Ns",))
+    else:
+        per_image = ("seeds", "sigmas", "Ns", "images")
+        shapes["paper_setting"] = (2,)
+        if config.fair_protocol:
+            sizes["iid_images"] = min(int(config.fair_limit) or n_iid, int(config.test_limit) or n_iid)
+            shapes.update(test_iid_ari=("seeds", "sigmas", "Ns", "iid_images"), fair_setting=(2,))
+        if config.control:
+            sizes["control_images"] = min(int(config.control_limit) or images, images)
+            shapes["control_ari"] = ("seeds", "control_images")
+    shapes.update(test_ari=per_image, test_ari_fg=per_image, zero_feature_fraction=per_image)
+    return {"shapes": shapes, "optional": ("umap_features",), "sizes": sizes}
 
 
 def _run(config: LNSConfig, workdir: Path) -> list[dict]:
@@ -440,10 +487,11 @@ def _run(config: LNSConfig, workdir: Path) -> list[dict]:
             if config.features == "tangent":  # LNS rows beside the tangent ones, from this workdir's LNS cache
                 lns_config = dataclasses.replace(config, features="lns")
                 cached = atomic.read_npz_cache(segmentation_path(workdir, model, dataset),
-                                               lns_config.fingerprint(identity))
+                                               lns_config.fingerprint(identity),
+                                               **segmentation_layout(lns_config, num_seeds(params)))
                 if cached is not None:
                     rows.extend(_summary_rows(lns_config, dataset, model, cached))
-            seg = atomic.read_npz_cache(path, fingerprint)
+            seg = atomic.read_npz_cache(path, fingerprint, **segmentation_layout(config, num_seeds(params)))
             if seg is None:
                 seg = segment_model(config, graphdef, params, dataset, model_key(key, model, dataset), model)
                 atomic.save_npz(path, fingerprint=np.array(fingerprint), **seg)

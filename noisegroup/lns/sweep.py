@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from noisegroup import metrics
-from noisegroup.checks import check_images, check_num_clusters
+from noisegroup.checks import check_num_clusters
 from noisegroup.engine.parallel import resolve_seed_batching, seed_map
 from noisegroup.lns import cluster, kmeans
 from noisegroup.lns import features as lns
@@ -44,10 +44,7 @@ def segment(features, num_clusters, method: str, key: jax.Array, *, workers: int
         if restarts != 1:
             raise ValueError(f"kmeans_restarts={restarts} needs clustering='kmeans' (kmeans_jax runs one "
                              f"initialisation per image)")
-        features = jnp.asarray(features)
-        if not bool(jnp.isfinite(features).all()):
-            cluster.check_features(np.asarray(features))  # raises, naming the image
-        return np.asarray(kmeans.batch_kmeans(features, num_clusters, key))
+        return np.asarray(kmeans.batch_kmeans(features, num_clusters, key))  # checks the features, naming an image
     seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
     return cluster.cluster(features, num_clusters, method, seed=seed, workers=workers, progress=progress,
                            restarts=restarts)
@@ -161,14 +158,14 @@ def evaluate(graphdef, params, images, masks, key: jax.Array, settings: SweepSet
     Args:
         graphdef: the model's graph definition.
         params: parameters stacked over seeds (leading axis S), e.g. a trained `TrainState.params`.
-        images: `[b, h, w, c]` float32 in [0, 1]; masks: `[b, h, w]` ground truth.
+        images: `[b, h, w, c]` float32 in [0, 1] of the model's shape (checked); masks: `[b, h, w]` ground truth.
         key: noise key; seed s and image i use `fold_in(fold_in(key, s), i)`.
         settings: what to compute (`SweepSettings`).
 
     Returns:
         A `SweepResult`.
     """
-    images = check_images(images)
+    images = lns.check_model_images(graphdef, params, images, stacked=True)
     masks = np.asarray(masks)
     if masks.shape != images.shape[:3]:
         raise ValueError(f"masks {masks.shape} must be [b, h, w] matching images {images.shape}")

@@ -99,7 +99,7 @@ def jacobians(graphdef: nnx.GraphDef, params, images, *, conv_impl: str = "auto"
 
     Args:
         graphdef, params: one model (an AE: its code is the mean; a VAE: mu).
-        images: float32 `[b, h, w, c]` in [0, 1] (checked).
+        images: float32 `[b, h, w, c]` in [0, 1] of the model's shape (checked: ValueError naming the shapes).
         conv_impl: conv layers for the forward-mode program: "auto" (fast with forward-mode rules on CPU, native
             elsewhere), "fast" / "fast_jvp" (the same), or "native" (XLA's convolutions).
         chunk_size: images per forward-mode program step (memory: chunk x z tangent decodes at once).
@@ -108,7 +108,7 @@ def jacobians(graphdef: nnx.GraphDef, params, images, *, conv_impl: str = "auto"
         (jacobians `[b, z, h, w, c]`: entry `[i, k, y, x, ch]` = d y[y, x, ch] / d z_k of image i,
          reconstructions `[b, h, w, c]` = sigmoid(decode(mean))).
     """
-    check_images(images)
+    lns.check_model_images(graphdef, params, images)
     layers.resolve_impl(conv_impl)  # a bad impl fails here, naming it
     with jax.default_matmul_precision("highest"):
         return output_jacobians(graphdef, params, jnp.asarray(images), conv_impl, int(chunk_size))
@@ -259,7 +259,7 @@ def evaluate(graphdef, params, images, masks, key: jax.Array, settings: sweep.Sw
 
     Args:
         params: parameters stacked over seeds (leading axis S).
-        images: `[b, h, w, c]` float32 in [0, 1]; masks: `[b, h, w]`.
+        images: `[b, h, w, c]` float32 in [0, 1] of the model's shape (checked); masks: `[b, h, w]`.
         key: clustering key (the features are deterministic).
         settings: the sweep's settings, of which this reads normalisation, method, kmeans_restarts, num_clusters,
             workers, keep_labels and image_chunk (images per Jacobian program); None: the defaults. The noise
@@ -267,7 +267,7 @@ def evaluate(graphdef, params, images, masks, key: jax.Array, settings: sweep.Sw
         conv_impl: the layers' impl for the Jacobians (`jacobians`).
     """
     settings = sweep.SweepSettings() if settings is None else settings
-    images = check_images(images)  # the settings were checked when made
+    images = lns.check_model_images(graphdef, params, images, stacked=True)  # the settings were checked when made
     masks = np.asarray(masks)
     if masks.shape != images.shape[:3]:
         raise ValueError(f"masks {masks.shape} must be [b, h, w] matching images {images.shape}")
