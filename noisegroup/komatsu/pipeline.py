@@ -293,7 +293,8 @@ def train_and_evaluate(config: AblationConfig, workdir: Path, run: str, group: t
     flat = engine_config.as_dict(engine, family)
     fingerprint = _fingerprint(config, flat, steps)
     path = config.evaluation_path(workdir, run, group)
-    result = atomic.read_npz_cache(path, fingerprint, *evaluation_layout(config, len(group)))
+    shapes, optional = evaluation_layout(config, len(group))
+    result = atomic.read_npz_cache(path, fingerprint, shapes, optional=optional)
     cached = result is not None
     if result is None:
         test = splits("test")
