@@ -153,6 +153,11 @@ def torch_networks(vae: bool):
 
 
 def torch_step_time(model: str, repeats: int) -> float:
+    return timed(torch_step(model), repeats)
+
+
+def torch_step(model: str):
+    """PyTorch's training step of the reference network ("ae" or "vae") at batch 64, as a function of no arguments."""
     torch, encoder, decoder = torch_networks(vae=model == "vae")
     optimizer = torch.optim.Adam([*encoder.parameters(), *decoder.parameters()], lr=5e-5)
     x = torch.rand(BATCH, 3, 64, 64)
@@ -171,7 +176,7 @@ def torch_step_time(model: str, repeats: int) -> float:
         loss.backward()
         optimizer.step()
 
-    return timed(run, repeats)
+    return run
 
 
 def torch_decode_time(repeats: int) -> float:
