@@ -62,8 +62,8 @@ def main(argv):
             train_config, state = loop.restore(f"{_WORKDIR.value}/models/{model}_{dataset}")
             steps = int(state.step[0])
             if steps != train_config["num_steps"]:
-                raise ExpectedError(f"{model}_{dataset}: the run stands at step {steps} of {train_config['num_steps']}; "
-                                 "finish it first (re-run the training command)")
+                raise ExpectedError(f"{model}_{dataset}: the run stands at step {steps} of "
+                                    f"{train_config['num_steps']}; finish it first (re-run the training command)")
             seed0 = jax.tree.map(lambda x: x[:1], state.inference_params)
             meta = dict(model=model, dataset=dataset, latent_dim=train_config["latent_dim"], steps=steps,
                         seed=int(train_config["seeds"][0]), train=train_config)

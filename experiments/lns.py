@@ -20,7 +20,6 @@ import time  # noqa: E402
 from absl import flags  # noqa: E402
 
 from noisegroup import cli  # noqa: E402
-from noisegroup.checks import check_workdir  # noqa: E402
 from noisegroup.lns import pipeline  # noqa: E402
 
 _CONFIG = cli.define_config_file("experiments/configs/lns.py:default", "LNS experiment config")
@@ -32,7 +31,6 @@ def main(argv):
     config = _CONFIG.value
     with cli.config_errors():  # every key, value and shipped file checked before any work
         pipeline.LNSConfig.from_mapping(config.to_dict())
-        check_workdir(_WORKDIR.value)
     tic = time.perf_counter()
     rows = pipeline.run(config.to_dict(), _WORKDIR.value)
     minutes = (time.perf_counter() - tic) / 60

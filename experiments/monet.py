@@ -19,7 +19,6 @@ import time  # noqa: E402
 from absl import flags  # noqa: E402
 
 from noisegroup import cli  # noqa: E402
-from noisegroup.checks import check_workdir  # noqa: E402
 from noisegroup.komatsu import pipeline  # noqa: E402
 
 _CONFIG = cli.define_config_file("experiments/configs/monet.py:default", "MONet ablation config")
@@ -30,7 +29,6 @@ def main(argv):
     del argv
     with cli.config_errors():  # every key and value checked before any work
         pipeline.AblationConfig.from_mapping(_CONFIG.value.to_dict())
-        check_workdir(_WORKDIR.value)
     tic = time.perf_counter()
     results = pipeline.run(_CONFIG.value.to_dict(), _WORKDIR.value, log=lambda line: print(line, flush=True))
     print()

@@ -27,7 +27,6 @@ def check_workdir(workdir, what: str = "workdir") -> Path:
     return path
 
 
-
 def check_images(images, what: str = "images", shape: tuple[int, int, int] | None = None) -> np.ndarray:
     """Validates images: a float32 array `[n, h, w, c]`, finite, in [0, 1] (and of `shape` `(h, w, c)` if given).
 

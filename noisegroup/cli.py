@@ -78,24 +78,22 @@ def config_errors() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def one_line_errors(kinds: tuple[type[BaseException], ...] = (), exit_status: int | None = None) -> Iterator[None]:
-    """Turns expected errors raised in the block into one line on stderr and an immediate exit: `kinds` (status 2,
-    or `exit_status`), `errors.ExpectedError` (its own status) and disk errors (status 1). Others are re-raised, and
-    so is everything when `debugging()`."""
+def one_line_errors() -> Iterator[None]:
+    """Turns expected errors raised in the block into one line on stderr and an immediate exit:
+    `errors.ExpectedError` with its own status (2 for `BadInputError`), disk errors with status 1. Others are
+    re-raised, and so is everything when `debugging()`."""
     try:
         yield
     except BaseException as e:  # noqa: BLE001 - re-raised below unless it is one of ours
         if debugging():
             raise
-        if isinstance(e, kinds):
-            status = 2 if exit_status is None else exit_status
-        elif isinstance(e, ExpectedError):
-            status = e.exit_status if exit_status is None else exit_status
+        if isinstance(e, ExpectedError):
+            status = e.exit_status
         elif is_disk_error(e):
-            status = 1 if exit_status is None else exit_status
+            status = 1
         else:
             raise
-        fail(str(e) if not isinstance(e, KeyError) else f"missing key {e}", status)
+        fail(str(e), status)
 
 
 def _debug_requested(argv: list[str]) -> bool:
@@ -109,11 +107,9 @@ def parse_flags(argv: list[str]) -> list[str]:
     inside the parser, which absl's own parser lets through as a traceback)."""
     try:
         return flags.FLAGS(argv)
-    except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
-        if _debug_requested(argv):
-            raise
-        fail(flag_error_message(e) if isinstance(e, flags.Error) else unknown_override_message(argv, e), 2)
-        raise  # not reached: fail exits
+    except _FLAG_MISTAKES as e:
+        _report_flag_mistake(e, argv)
+        raise
 
 
 def define_config_file(default: str, help_text: str):
@@ -124,11 +120,20 @@ def define_config_file(default: str, help_text: str):
 
     try:
         return config_flags.DEFINE_config_file("config", default, help_text)
-    except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
-        if _debug_requested(sys.argv):
-            raise
-        fail(flag_error_message(e) if isinstance(e, flags.Error) else unknown_override_message(sys.argv, e), 2)
-        raise  # not reached: fail exits
+    except _FLAG_MISTAKES as e:
+        _report_flag_mistake(e, sys.argv)
+        raise
+
+
+# absl's own errors, and what ml_collections raises for an override of a key the config lacks (AttributeError from
+# KeyError) or under a value that has no keys (TypeError, ValueError).
+_FLAG_MISTAKES = (flags.Error, AttributeError, KeyError, TypeError, ValueError)
+
+
+def _report_flag_mistake(error: BaseException, argv: list[str]) -> None:
+    """One line and exit status 2 for a mistake in the flags; returns (the caller re-raises) when debugging."""
+    if not _debug_requested(argv):
+        fail(flag_error_message(error) if isinstance(error, flags.Error) else unknown_override_message(argv, error), 2)
 
 
 def flag_error_message(error: BaseException) -> str:

@@ -28,7 +28,7 @@ import numpy as np
 
 from noisegroup import atomic
 from noisegroup.checks import check_images, check_workdir
-from noisegroup.errors import ExpectedError
+from noisegroup.errors import ExpectedError, NotFoundError
 from noisegroup.engine import checkpoint, parallel, runlog, workdir_lock
 from noisegroup.engine import config as engine_config
 from noisegroup.engine.sampler import EpochSampler
@@ -201,7 +201,7 @@ def restore(workdir: str | Path, step: int | None = None) -> tuple[dict, TrainSt
     finally:
         ckpt.close()
     if restored is None:
-        raise FileNotFoundError(f"{workdir} holds no checkpoint{'' if step is None else f' at step {step}'}")
+        raise NotFoundError(f"{workdir} holds no checkpoint{'' if step is None else f' at step {step}'}")
     return config, restored[1]
 
 

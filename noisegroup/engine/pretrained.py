@@ -36,7 +36,7 @@ import numpy as np
 from flax import nnx
 
 from noisegroup import atomic
-from noisegroup.errors import BadInputError
+from noisegroup.errors import BadInputError, NotFoundError
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 PRECISIONS = ("float16", "int8")
@@ -122,7 +122,7 @@ def _read(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
         ValueError: naming the file: unreadable, without a digest, or failing it.
     """
     if not path.exists():
-        raise FileNotFoundError(f"no pretrained weights at {path}")
+        raise NotFoundError(f"no pretrained weights at {path}")
     try:
         with np.load(path, allow_pickle=False) as f:
             meta_json = str(f["__meta__"])

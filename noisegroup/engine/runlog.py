@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from noisegroup import atomic
-from noisegroup.errors import BadInputError
+from noisegroup.errors import BadInputError, NotFoundError
 
 
 def read_config(workdir: str | Path) -> dict:
@@ -20,7 +20,7 @@ def read_config(workdir: str | Path) -> dict:
     """
     path = Path(workdir) / "config.json"
     if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: {str(workdir)!r} holds no training run")
+        raise NotFoundError(f"{path} does not exist: {str(workdir)!r} holds no training run")
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:
