@@ -26,7 +26,10 @@ ROOT = Path(__file__).parents[1]
 PROBE = r'''
 import json, statistics, sys, time
 try:
-    from noisegroup.engine import malloc
+    try:
+        from noisegroup import malloc
+    except ImportError:  # trees before the house (issue 29) kept it in the engine package
+        from noisegroup.engine import malloc
     malloc.reuse_freed_memory()
     NEW = True
 except ImportError:

@@ -14,7 +14,7 @@ apart. Timing does not depend on what the weights are, so a fresh model is the d
 
 from __future__ import annotations
 
-from noisegroup.engine import malloc
+from noisegroup import malloc
 
 malloc.reuse_freed_memory()  # before JAX starts its threads, as every entry point
 

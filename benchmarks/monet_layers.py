@@ -8,7 +8,7 @@ largest convolutions of the step, at the sizes of one pass of MONet's CPU step (
 images: the U-Net at 8, the component VAE at 8 x K = 40), it times the three computations of a training step
 apart: the forward convolution, its input gradient and its weight gradient, each as
 
-    engine   what the engine runs on CPU (`noisegroup.models.layers`: `stride1_conv`, `upsampled_conv`; the
+    engine   what the engine runs on CPU (`noisegroup.models.conv_forms`: `stride1_conv`, `upsampled_conv`; the
              stride-2 encoder conv is XLA's own);
     xla      XLA's plain convolution and its autodiff (the layers' impl "native");
     torch    PyTorch's (oneDNN) `conv2d` and its autograd, NCHW, in this process (same malloc settings).
@@ -21,7 +21,7 @@ the median of the per-round ratios (below 1: PyTorch is faster).
 
 from __future__ import annotations
 
-from noisegroup.engine import malloc
+from noisegroup import malloc
 
 MALLOC_TUNED = malloc.reuse_freed_memory()  # before JAX starts its threads, as every entry point
 
@@ -34,13 +34,13 @@ import time  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from noisegroup.models import monet_ablation  # noqa: E402
+from noisegroup.models.monet import MonetFamily  # noqa: E402
 from noisegroup.models.blocks import upsample  # noqa: E402
-from noisegroup.models.layers import native_conv, stride1_conv, upsampled_conv  # noqa: E402
+from noisegroup.models.conv_forms import native_conv, stride1_conv, upsampled_conv  # noqa: E402
 from noisegroup.models.monet import MonetFamily  # noqa: E402
 
 PASS = MonetFamily.cpu_micro_batch  # images in one pass of the CPU step
-SLOTS = monet_ablation.NUM_SLOTS["multi_dsprites"]  # K of the benchmarked step (`benchmarks.monet_step`)
+SLOTS = MonetFamily.num_slots  # K of the benchmarked step (`benchmarks.monet_step`)
 
 # name, batch, input side, c_in, c_out, kind: "same" (3x3, padding 1), "valid" (3x3, padding 0), "upsampled"
 # (nearest x2, then 3x3 padding 1: the input side is the low resolution), "stride2" (3x3, stride 2, padding 1).

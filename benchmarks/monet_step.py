@@ -14,7 +14,7 @@ Measures:
   - the same network and loss restated in plain PyTorch (below; PyTorch is not a noisegroup requirement) with
     `torch.optim.RMSprop(lr=1e-4)` and PyTorch's defaults, timed the same way twice: in this process, under the malloc
     settings this entry point applies (like for like), and in a fresh process with glibc's defaults (PyTorch as
-    usually run; `noisegroup/engine/malloc.py` says why they differ). Both networks must have the same number of
+    usually run; `noisegroup/malloc.py` says why they differ). Both networks must have the same number of
     parameters (printed).
   - the like-for-like ratios: `--interleave` rounds of one JAX step in one pass, one in MONet's CPU passes, and one
     PyTorch step, taken in turn, so that a shared machine's drift (2 s a step over minutes, here) falls on all alike.
@@ -30,7 +30,7 @@ The machine's load average is printed at the start and the end: on a shared CPU 
 
 from __future__ import annotations
 
-from noisegroup.engine import malloc
+from noisegroup import malloc
 
 MALLOC_TUNED = malloc.reuse_freed_memory()  # before JAX starts its threads, as every entry point
 
@@ -48,7 +48,6 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from noisegroup.engine import loop, trainer  # noqa: E402
-from noisegroup.models import monet_ablation  # noqa: E402
 from noisegroup.models.monet import MonetFamily  # noqa: E402
 
 SIZE, CONDITION, LEARNING_RATE, MATMUL_SIDE = 64, "11", 1e-4, 2048
@@ -90,7 +89,8 @@ def step_config(batch: int, seeds: int = 1, micro: int | str = "auto", conv_impl
     the square root (PyTorch's defaults), the family's default widths (the light U-Net, c = 32). `conv_impl`
     "native" runs the U-Net's and the broadcast decoder's 3x3 convs as XLA's plain convolutions and the instance
     norms by autodiff."""
-    return {**monet_ablation.condition_config(CONDITION), "dataset": "multi_dsprites", "optimizer": "rmsprop",
+    # The family's defaults are condition 11 (MONet's weights, the latent sampled) with Multi-dSprites' K = 5.
+    return {"model": "monet", "dataset": "multi_dsprites", "optimizer": "rmsprop",
             "learning_rate": LEARNING_RATE, "rmsprop_decay": 0.99, "rmsprop_eps": 1e-8, "batch_size": batch,
             "seeds": tuple(range(seeds)), "micro_batch_size": micro, "conv_impl": conv_impl, "progress": False}
 
@@ -370,7 +370,7 @@ def report(label: str, jax_s: list[float | None], torch_s: float | None, torch_g
 def flops_report(flops: dict[str, int], batch: int, rates: tuple[float, float], steps: dict[str, float | None],
                  forwards: dict[str, float | None], xla_step_flops: float | None) -> None:
     """FLOPs per image and per step, the matmul rate, and the fraction of it each step reaches."""
-    k = monet_ablation.NUM_SLOTS["multi_dsprites"]
+    k = MonetFamily.num_slots
     per_image = (k - 1) * flops["unet"] + k * flops["encoder"] + k * flops["decoder"]
     step = 3 * per_image * batch
     print(f"\nFLOPs (convolutions and matrix products, 2 per multiply-add) of one forward pass per image: "

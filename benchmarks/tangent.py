@@ -19,7 +19,7 @@ the masks) of the tangent features against the best point of the LNS grid (chose
 
 from __future__ import annotations
 
-from noisegroup.engine import malloc
+from noisegroup import malloc
 
 malloc.reuse_freed_memory()  # before JAX starts its threads, as every entry point
 

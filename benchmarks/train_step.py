@@ -12,12 +12,12 @@ loop: `noisegroup.engine.parallel`) and the process's peak memory with it.
 Median of repeated runs after a warm-up (compilation excluded). The PyTorch network below is a plain restatement of the
 reference's (`models.py`), kept here as an optional baseline: PyTorch is not a noisegroup requirement. PyTorch is
 timed twice: in this process, under the malloc settings this entry point applies (like for like), and in a fresh
-process with glibc's defaults (PyTorch as usually run; `noisegroup/engine/malloc.py` says why they differ).
+process with glibc's defaults (PyTorch as usually run; `noisegroup/malloc.py` says why they differ).
 """
 
 from __future__ import annotations
 
-from noisegroup.engine import malloc
+from noisegroup import malloc
 
 MALLOC_TUNED = malloc.reuse_freed_memory()  # before JAX starts its threads, as every entry point
 
@@ -200,7 +200,7 @@ def torch_times(repeats: int) -> dict[str, float]:
 def torch_times_glibc_defaults(repeats: int) -> dict[str, float]:
     """PyTorch seconds per workload in a fresh process with glibc's default malloc: PyTorch as a user runs it.
 
-    This entry point tunes malloc for the whole process (`noisegroup/engine/malloc.py`), and PyTorch's large tensors
+    This entry point tunes malloc for the whole process (`noisegroup/malloc.py`), and PyTorch's large tensors
     gain from it too, so the in-process column is the like-for-like one and this column the usual baseline."""
     env = {**os.environ, malloc.ENV_VAR: "default"}
     command = [sys.executable, "-m", "benchmarks.train_step", "--torch-only", "--repeats", str(repeats)]

@@ -8,7 +8,7 @@ jaxlib 0.10.2's XLA:CPU sends dot products, convolutions and reductions to its Y
 (`xla_cpu_experimental_ynn_fusion_type`); the project keeps XLA's default, which this benchmark measured fastest
 (README, "XLA:CPU's YNNPACK fusions"). Each workload below is compiled once per variant in this one
 process, by default {YNN fusions on (XLA's default list), off} x {engine forms (conv_impl "fast": the
-custom-gradient forms of `noisegroup.models.layers`), XLA's plain convolutions and autodiff ("native")}; "ynn no
+custom-gradient forms of `noisegroup.models.conv_forms`), XLA's plain convolutions and autodiff ("native")}; "ynn no
 reduce" keeps the dot and convolution fusions without the reduction one. The option is given per program
 (`lower(...).compile(compiler_options=...)`), and the variants are checked to compute the same values before they
 are timed. Every cell (and PyTorch's same computation, in this process under the same malloc settings) is
@@ -28,7 +28,7 @@ faster).
 
 from __future__ import annotations
 
-from noisegroup.engine import malloc
+from noisegroup import malloc
 
 MALLOC_TUNED = malloc.reuse_freed_memory()  # before JAX starts its threads, as every entry point
 

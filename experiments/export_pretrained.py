@@ -37,6 +37,7 @@ from absl import flags
 from noisegroup import cli
 from noisegroup.engine import loop, pretrained
 from noisegroup.errors import ExpectedError
+from noisegroup.lns import results
 from noisegroup.lns.pipeline import LNSConfig
 
 _CONFIG = cli.define_config_file("experiments/configs/lns.py:default", "the LNS config trained")
@@ -59,7 +60,7 @@ def main(argv):
                                               f"{_OUT.value}/{model}_{dataset}.npz", _PRECISION.value)
                 print(f"{path}: {path.stat().st_size / 1e6:.1f} MB, {_PRECISION.value}")
                 continue
-            train_config, state = loop.restore(f"{_WORKDIR.value}/models/{model}_{dataset}")
+            train_config, state = loop.restore(results.model_dir(_WORKDIR.value, model, dataset))
             steps = int(state.step[0])
             if steps != train_config["num_steps"]:
                 raise ExpectedError(f"{model}_{dataset}: the run stands at step {steps} of "

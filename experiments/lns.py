@@ -11,16 +11,16 @@ With --config.features=tangent (the Jacobian limit, no sigma or N): segmentation
 gram_bridge.png and segmentation/<model>_<dataset>_tangent.npz instead.
 """
 
-from noisegroup.engine import malloc
+from noisegroup import malloc
 
-malloc.reuse_freed_memory()  # before JAX starts its threads (noisegroup/engine/malloc.py says why)
+malloc.reuse_freed_memory()  # before JAX starts its threads (noisegroup/malloc.py says why)
 
 import time  # noqa: E402
 
 from absl import flags  # noqa: E402
 
 from noisegroup import cli  # noqa: E402
-from noisegroup.lns import pipeline  # noqa: E402
+from noisegroup.lns import pipeline, results  # noqa: E402
 
 _CONFIG = cli.define_config_file("experiments/configs/lns.py:default", "LNS experiment config")
 _WORKDIR = flags.DEFINE_string("workdir", "workdirs/lns", "run directory (models, segmentations, results, figures)")
@@ -28,17 +28,16 @@ _WORKDIR = flags.DEFINE_string("workdir", "workdirs/lns", "run directory (models
 
 def main(argv):
     del argv
-    config = _CONFIG.value
-    with cli.config_errors():  # every key, value and shipped file checked before any work
-        pipeline.LNSConfig.from_mapping(config.to_dict())
+    with cli.config_errors():  # every key, value and shipped file checked before any work, and parsed once
+        config = pipeline.LNSConfig.from_mapping(_CONFIG.value.to_dict())
     tic = time.perf_counter()
-    rows = pipeline.run(config.to_dict(), _WORKDIR.value)
+    rows = pipeline.run(config, _WORKDIR.value)
     minutes = (time.perf_counter() - tic) / 60
     for protocol, title in (("paper", "best setting chosen on test (the paper's protocol)"),
                             ("fair", "setting chosen on test_iid, reported on test")):
         if any(r["protocol"] == protocol for r in rows):
             print(f"\nARI on the test sets, {config.clustering} clustering, {title}; (paper's value):")
-            print(pipeline.format_table(rows, protocol))
+            print(results.format_table(rows, protocol))
     print(f"\n{minutes:.1f} min; results and figures in {_WORKDIR.value}/")
 
 

@@ -46,9 +46,9 @@ def main(argv):
         if r["protocol"] != "paper" or r["model"] not in config.models:
             continue
         dataset, model = r["dataset"], r["model"]
-        train_config = config.model_train_config(model, dataset)
-        _, trainer, _ = loop.build(train_config, (64, 64, 3))
-        params = jax.tree.map(lambda x: x[0], pretrained.load(config.weights_path(model, dataset), train_config))
+        run = config.run_configs[(model, dataset)]
+        _, trainer, _ = loop.build(run, pipeline.GESTALT_IMAGE_SHAPE)
+        params = jax.tree.map(lambda x: x[0], pretrained.load(config.weights_path(model, dataset), run))
         data = gg.load(dataset, "test")
         images, masks = data.images[:_TEST_LIMIT.value], data.masks[:_TEST_LIMIT.value]
         # The run's key of this (model, dataset), then `segment_model`'s test sweep and seed 0.

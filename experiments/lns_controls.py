@@ -11,6 +11,7 @@ the mean absolute difference to the paper's row. The default control of `experim
 (README: "The control").
 """
 
+import dataclasses
 import itertools
 import json
 import time
@@ -19,11 +20,12 @@ from pathlib import Path
 import jax
 import numpy as np
 from absl import flags
+from tqdm.auto import tqdm
 
 from datasets import good_gestalt as gg
 from experiments.configs import lns as lns_configs
 from noisegroup import atomic, cli
-from noisegroup.lns import features, pipeline, sweep
+from noisegroup.lns import features, pipeline, results, sweep
 
 _PRETRAINED = flags.DEFINE_string("pretrained", "pretrained", "directory of shipped weights <model>_<dataset>.npz")
 _MODEL = flags.DEFINE_enum("model", "ae", ["ae", "vae"], "whose reconstructions the control perturbs")
@@ -59,11 +61,9 @@ def main(argv):
         readings = [parse_reading(r) for r in _READINGS.value] or all_readings()
         config = pipeline.LNSConfig.from_mapping({**lns_configs.get_config("default").to_dict(),
                                                   "models": (_MODEL.value,), "pretrained": _PRETRAINED.value})
-    paper = {d: pipeline.paper_value(f"{_MODEL.value}_control", d) for d in gg.NAMES}
-    results = {r.name: {} for r in readings}
+    paper = {d: results.paper_value(f"{_MODEL.value}_control", d) for d in gg.NAMES}
+    aris = {r.name: {} for r in readings}
     tic = time.perf_counter()
-    from tqdm.auto import tqdm
-
     bar = tqdm(total=len(readings) * len(gg.NAMES), desc="control readings", unit="run")
     for dataset in gg.NAMES:
         graphdef, params, _ = pipeline.model_params(config, Path(_OUT.value), _MODEL.value, dataset)  # shipped
@@ -71,20 +71,20 @@ def main(argv):
         limit = _TEST_LIMIT.value or len(data.images)
         for reading in readings:
             bar.set_postfix_str(f"{dataset} {reading.name}")
-            settings = config.sweep_settings(control=True, num_noise_samples=(_N.value,), method=_CLUSTERING.value,
-                                             control_reading=reading, progress=False)
+            settings = dataclasses.replace(config.control_sweep(_N.value), method=_CLUSTERING.value,
+                                           control_reading=reading, progress=False)
             result = sweep.evaluate(graphdef, params, data.images[:limit], data.masks[:limit],
                                     jax.random.key(config.lns_seed), settings)
-            results[reading.name][dataset] = float(result.ari.mean())
+            aris[reading.name][dataset] = float(result.ari.mean())
             bar.update()
     bar.close()
-    ranked = sorted(results, key=lambda name: distance_to_paper(results[name], paper))
+    ranked = sorted(aris, key=lambda name: distance_to_paper(aris[name], paper))
     out = Path(_OUT.value)
     out.mkdir(parents=True, exist_ok=True)
     atomic.write_text(out / "control_readings.json", json.dumps(
         {"model": _MODEL.value, "num_noise_samples": _N.value, "clustering": _CLUSTERING.value,
          "noise_std": config.control_noise_std, "test_images": limit, "paper": paper,
-         "readings": {name: {**results[name], "distance": distance_to_paper(results[name], paper)}
+         "readings": {name: {**aris[name], "distance": distance_to_paper(aris[name], paper)}
                       for name in ranked}}, indent=1))
     short = ["Kanizsa", "Closure", "Continuity", "Proximity", "GradOcc", "IlluOcc"]
     print(f"\n{_MODEL.value} control readings, {_CLUSTERING.value}, N = {_N.value}, noise std "
@@ -92,8 +92,8 @@ def main(argv):
     print(f"{'reading':<26}" + "".join(f"{s:>11}" for s in short) + f"{'distance':>10}")
     print(f"{'paper (Table 1)':<26}" + "".join(f"{paper[d]:>11.3f}" for d in gg.NAMES))
     for name in ranked:
-        print(f"{name:<26}" + "".join(f"{results[name][d]:>11.3f}" for d in gg.NAMES)
-              + f"{distance_to_paper(results[name], paper):>10.3f}")
+        print(f"{name:<26}" + "".join(f"{aris[name][d]:>11.3f}" for d in gg.NAMES)
+              + f"{distance_to_paper(aris[name], paper):>10.3f}")
     print(f"\n{(time.perf_counter() - tic) / 60:.1f} min; {out / 'control_readings.json'}")
 
 

@@ -24,9 +24,9 @@ from absl import flags
 
 from datasets import good_gestalt as gg
 from noisegroup import atomic, cli
-from noisegroup.engine import loop
+from noisegroup.engine import checkpoint, loop
 from noisegroup.errors import BadInputError
-from noisegroup.lns import coherence, sweep
+from noisegroup.lns import coherence, results, sweep
 
 _RUNS = flags.DEFINE_list("runs", None, "training workdirs (comma-separated)")
 _NOISE_STDS = flags.DEFINE_list("noise_stds", ["0.01", "0.1", "0.5"], "sigma grid")
@@ -38,9 +38,14 @@ _PLOT = flags.DEFINE_string("plot", "", "figure path (default: <first run>/curve
 
 
 def checkpoint_steps(workdir: Path) -> list[int]:
-    """Finished checkpoints of a run (orbax writes into `<step>.orbax-checkpoint-tmp*` and renames when done)."""
-    directory = workdir / "checkpoints"
-    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) if directory.exists() else []
+    """Finished checkpoints of a run (read-only: this may run beside the live training run)."""
+    if not (workdir / "checkpoints").exists():
+        return []
+    ckpt = checkpoint.Checkpointer(workdir / "checkpoints", read_only=True)
+    try:
+        return ckpt.steps()
+    finally:
+        ckpt.close()
 
 
 def evaluate_step(workdir: Path, step: int, settings: sweep.SweepSettings, images, masks) -> dict:
@@ -50,7 +55,7 @@ def evaluate_step(workdir: Path, step: int, settings: sweep.SweepSettings, image
     key = jax.random.key(42)
     result = sweep.evaluate(trainer.graphdef, params, images, masks, key, settings)
     mean = result.ari[0].mean(-1)  # [sigma, N]
-    best = np.unravel_index(np.argmax(mean), mean.shape)
+    best = results.best_setting(result.ari[:1])  # the paper's selection, seed 0
     per_image = result.ari[0][best]  # [b]
     sigma, n = float(settings.noise_stds[best[0]]), int(settings.num_noise_samples[best[1]])
     # The features at the best setting, as `evaluate` clustered them (seed 0's key), for their coherence.

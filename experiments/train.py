@@ -7,18 +7,18 @@ Several processes (one per host, e.g. a TPU pod slice or GPU nodes): the same co
 `--coordinator=HOST:PORT --num_processes=P --process_id=I` (README: "Many hosts").
 """
 
-from noisegroup.engine import malloc
+from noisegroup import malloc
 
-malloc.reuse_freed_memory()  # before JAX starts its threads (noisegroup/engine/malloc.py says why)
+malloc.reuse_freed_memory()  # before JAX starts its threads (noisegroup/malloc.py says why)
 
 from absl import flags  # noqa: E402
 
+from datasets import good_gestalt as gg  # noqa: E402
 from noisegroup import cli  # noqa: E402
 from noisegroup.checks import check_workdir  # noqa: E402
 from noisegroup.engine import config as engine_config  # noqa: E402
 from noisegroup.engine import loop, parallel  # noqa: E402
 from noisegroup.errors import BadInputError  # noqa: E402
-from noisegroup.lns.pipeline import load_training_data  # noqa: E402
 
 _CONFIG = cli.define_config_file("experiments/configs/train.py:default", "training config")
 _WORKDIR = flags.DEFINE_string("workdir", None, "run directory (checkpoints, metrics.jsonl, config.json)")
@@ -31,13 +31,14 @@ def main(argv):
     del argv
     if _WORKDIR.value is None:
         raise BadInputError("--workdir is required")
-    config = _CONFIG.value.to_dict()
-    with cli.config_errors():  # every key and value, and the workdir, checked before any work
-        engine_config.parse(config)
+    with cli.config_errors():  # every key and value, and the workdir, checked before any work (parsed once)
+        config = engine_config.parse(_CONFIG.value.to_dict())
         check_workdir(_WORKDIR.value)
     parallel.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-    state = loop.train(config, _WORKDIR.value, *load_training_data(config))
-    print(f"trained {config['model']} on {config['dataset']}: {int(state.step[0])} steps x {len(config['seeds'])} "
+    engine = config.engine
+    state = loop.train(config, _WORKDIR.value, *gg.training_images(engine.dataset, engine.train_limit,
+                                                                  engine.valid_limit))
+    print(f"trained {engine.model} on {engine.dataset}: {int(state.step[0])} steps x {len(engine.seeds)} "
           f"seed(s); metrics in {_WORKDIR.value}/metrics.jsonl")
 
 

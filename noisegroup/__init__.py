@@ -7,7 +7,7 @@
     noisegroup.stats     summaries and tests over seeds
     noisegroup.checks, noisegroup.atomic   input checks and the one atomic file writer
 
-Importing changes no process state: entry points call `noisegroup.engine.malloc.reuse_freed_memory()` themselves.
+Importing changes no process state: entry points call `noisegroup.malloc.reuse_freed_memory()` themselves.
 """
 
 __version__ = "0.1.0"

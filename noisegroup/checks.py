@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 
 import numpy as np
 
 from noisegroup.errors import BadInputError
+
+
+def closest(name: str, known) -> str:
+    """' (did you mean X?)' for the closest of `known` to a mistyped `name`, or ''."""
+    match = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {match[0]!r}?)" if match else ""
 
 
 def check_workdir(workdir, what: str = "workdir") -> Path:

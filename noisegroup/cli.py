@@ -35,6 +35,7 @@ from typing import Callable, Iterator
 
 from absl import app, flags
 from absl import logging as absl_logging
+from ml_collections import config_flags
 
 from noisegroup.errors import BadInputError, ExpectedError
 
@@ -116,8 +117,6 @@ def define_config_file(default: str, help_text: str):
     """`config_flags.DEFINE_config_file("config", default, help_text)`, whose `--config.<key>` overrides of the
     default file are applied at once, while the module defines its flags: a mistyped key ends there in one line
     and exit status 2, as in `parse_flags`."""
-    from ml_collections import config_flags
-
     try:
         return config_flags.DEFINE_config_file("config", default, help_text)
     except _FLAG_MISTAKES as e:

@@ -1,14 +1,16 @@
-"""Adjusted Rand index (ARI) in JAX, equal to `sklearn.metrics.adjusted_rand_score`.
+"""Adjusted Rand index (ARI) in JAX, equal to `sklearn.metrics.adjusted_rand_score`, and MONet's segmentation metrics.
 
     ari(pred, true)                      # all pixels, background included (what the paper reports)
     ari(pred, true, foreground=True)     # pixels with true != 0 only (the reference's ARI_FG)
     batch_ari(preds, masks)              # [b, H, W] label maps -> [b] scores: host-side, validated
     jax.jit(jax.vmap(partial(ari_jax, num_labels=8)))(preds, masks)   # inside jit/vmap (MONet's training program)
+    segmentation_metrics(log_masks, masks, num_labels=8)   # MONet's attention masks: ARI, FG-ARI, DeepMind's NaNs
 
 `ari_jax` is pure `jnp` with a static upper bound on the number of labels (labels must lie in [0, num_labels)),
 so it runs inside `jit` and `vmap` on the device and compiles once. `batch_ari` checks its inputs on the host,
 relabels each map to consecutive integers (memory grows with the number of labels present, not the largest label)
-and calls the same computation.
+and calls the same computation. `segmentation_metrics` scores MONet's attention masks inside its training program
+(ARI, FG-ARI, and how often DeepMind's FG-ARI would be NaN: `deepmind_fg_ari_is_nan`).
 
 The formulation is sklearn's pair-confusion form, so its degenerate cases come out the same way: when both
 labelings put every pair of pixels together (one cluster each) or every pixel apart, or there are fewer than two
@@ -111,3 +113,65 @@ def batch_ari(preds, trues, *, foreground: bool = False) -> np.ndarray:
 @functools.partial(jax.jit, static_argnums=3)
 def _batch_ari(preds: jax.Array, trues: jax.Array, weights: jax.Array, num_labels: int) -> jax.Array:
     return jax.vmap(functools.partial(ari_jax, num_labels=num_labels))(preds, trues, weights)
+
+
+# --- MONet's segmentation metrics -----------------------------------------------------------------------------------
+
+
+def deepmind_fg_ari_is_nan(pred: jax.Array, true: jax.Array, num_labels: int) -> jax.Array:
+    """Whether DeepMind's `segmentation_metrics.adjusted_rand_index` gives NaN for the FG-ARI of one image (spec 4.1).
+
+    DeepMind slices the background column off the one-hot ground truth, counts only pixels with a foreground label
+    (n of them) and returns 1 only when every true id (argmax of the sliced one-hot over all pixels: background
+    reads 0, like object 1) and every predicted id are equal. Otherwise its (RI - E) / (max - E) is 0/0 when
+    n (n - 1) = 0, or when max = E, i.e. both labelings of the n pixels are one cluster or both all singletons.
+
+    Args:
+        pred, true: integer label maps `[h, w]`, values in [0, num_labels); true 0 = background.
+
+    Returns:
+        bool scalar.
+    """
+    fg = true != 0
+    n = jnp.sum(fg)
+    ids = jnp.where(fg, true.astype(jnp.int32) - 1, 0)
+    special = jnp.all(ids == ids.ravel()[0]) & jnp.all(pred == pred.ravel()[0])
+    onehot = lambda x: jax.nn.one_hot(x.ravel(), num_labels, dtype=jnp.int32) * fg.ravel()[:, None]  # noqa: E731
+    true_counts, pred_counts = jnp.sum(onehot(true), 0), jnp.sum(onehot(pred), 0)  # [num_labels] over fg pixels
+    single = (jnp.sum(true_counts > 0) == 1) & (jnp.sum(pred_counts > 0) == 1)
+    singletons = (jnp.max(true_counts) <= 1) & (jnp.max(pred_counts) <= 1)
+    return ~special & ((n < 2) | single | singletons)
+
+
+def segmentation_metrics(log_masks: jax.Array, masks: jax.Array, num_labels: int) -> dict[str, jax.Array]:
+    """ARI and FG-ARI of the attention masks against ground truth, batch means (jittable).
+
+    The prediction is argmax_k m_k per pixel. sklearn semantics (`ari_jax`: 1.0 when degenerate); FG-ARI scores only
+    pixels with mask != 0. An image with a ground-truth label >= `num_labels` scores NaN (the static bound of the
+    contingency table would drop its pixels silently).
+
+    Args:
+        log_masks: `[b, k, h, w]`.
+        masks: integer labels `[b, h, w]`, 0 = background.
+        num_labels: static bound on the labels of both maps (>= k).
+
+    Returns:
+        {"ari", "fg_ari", "deepmind_fg_ari_nan": the fraction of images whose FG-ARI DeepMind's code gives NaN}.
+
+    Raises:
+        ValueError: masks that are not label maps `[b, h, w]` matching `log_masks`, or num_labels < k.
+    """
+    b, k, h, w = log_masks.shape
+    if masks.shape != (b, h, w):
+        raise ValueError(f"ground-truth masks must be integer label maps [b, h, w] = {[b, h, w]}, got {masks.shape}")
+    if num_labels < k:
+        raise ValueError(f"num_labels={num_labels} must be >= the number of slots {k}")
+    pred = jnp.argmax(log_masks, axis=1).astype(jnp.int32)
+    true = masks.astype(jnp.int32)
+    in_range = jnp.all(true < num_labels, axis=(1, 2))
+    ari = jax.vmap(lambda p, t: ari_jax(p, t, num_labels=num_labels))(pred, true)
+    fg_ari = jax.vmap(lambda p, t: ari_jax(p, t, t != 0, num_labels=num_labels))(pred, true)
+    nan = jax.vmap(lambda p, t: deepmind_fg_ari_is_nan(p, t, num_labels))(pred, true)
+    return {"ari": jnp.mean(jnp.where(in_range, ari, jnp.nan)),
+            "fg_ari": jnp.mean(jnp.where(in_range, fg_ari, jnp.nan)),
+            "deepmind_fg_ari_nan": jnp.mean(nan.astype(jnp.float32))}

@@ -96,20 +96,20 @@ def test_auto_micro_batches_are_the_familys_cpu_default():
     from noisegroup.engine.trainer import Trainer
 
     for model, want in (("ae", 8), ("monet", 8)):
-        engine, family = engine_config.parse({"model": model, "batch_size": 64, "micro_batch_size": "auto"})
-        assert family.cpu_micro_batch == want
-        assert Trainer.from_config(engine, family, (64, 64, 3)).micro_batch_size == want
-        engine, family = engine_config.parse({"model": model, "batch_size": 64, "micro_batch_size": 32})
-        assert Trainer.from_config(engine, family, (64, 64, 3)).micro_batch_size == 32
-    engine, family = engine_config.parse({"model": "monet", "batch_size": 8, "micro_batch_size": "auto"})
-    assert Trainer.from_config(engine, family, (16, 16, 3)).micro_batch_size is None  # the `default` config's batch
+        run = engine_config.parse({"model": model, "batch_size": 64, "micro_batch_size": "auto"})
+        assert run.family.cpu_micro_batch == want
+        assert Trainer.from_config(run.engine, run.family, (64, 64, 3)).micro_batch_size == want
+        run = engine_config.parse({"model": model, "batch_size": 64, "micro_batch_size": 32})
+        assert Trainer.from_config(run.engine, run.family, (64, 64, 3)).micro_batch_size == 32
+    run = engine_config.parse({"model": "monet", "batch_size": 8, "micro_batch_size": "auto"})
+    assert Trainer.from_config(run.engine, run.family, (16, 16, 3)).micro_batch_size is None  # the `default` config's batch
 
 
 def test_rmsprop_is_pytorchs_flavour():
-    engine, family = engine_config.parse(tiny_config(optimizer="rmsprop", learning_rate=1e-3))
+    run = engine_config.parse(tiny_config(optimizer="rmsprop", learning_rate=1e-3))
     from noisegroup.engine.trainer import Trainer
 
-    optimizer = Trainer.from_config(engine, family, (16, 16, 1)).optimizer
+    optimizer = Trainer.from_config(run.engine, run.family, (16, 16, 1)).optimizer
     grad = {"w": jnp.array([0.5, -2.0])}
     state = optimizer.init(grad)
     v = np.zeros(2)

@@ -589,7 +589,7 @@ def _fake_lns_segmentation(calls: list, seeds: int = 2):
 
 
 def test_a_segmentation_cache_missing_an_array_or_misshapen_is_recomputed(tmp_path, monkeypatch):
-    from noisegroup.lns import pipeline
+    from noisegroup.lns import pipeline, results
 
     calls = []
     monkeypatch.setattr(pipeline, "model_params", lambda *args: (None, {"w": np.zeros((2, 3))}, {"steps": 0}))
@@ -600,7 +600,7 @@ def test_a_segmentation_cache_missing_an_array_or_misshapen_is_recomputed(tmp_pa
               "progress": False}
     rows = pipeline.run(config, tmp_path)
     assert pipeline.run(config, tmp_path) == rows and len(calls) == 1  # what this run writes: used as it is
-    path = pipeline.segmentation_path(tmp_path, "ae", "kanizsa")
+    path = results.segmentation_path(tmp_path, "ae", "kanizsa")
     with np.load(path) as f:
         written = {k: f[k] for k in f.files}
     atomic.save_npz(path, **{k: v for k, v in written.items() if k != "test_ari_fg"})  # one array lost

@@ -337,8 +337,8 @@ def test_sweep_matches_direct_computation(model, test_data):
     stacked = jax.tree.map(lambda x: jnp.stack([x, x * 1.01]), params)  # two "seeds"
     key = jax.random.key(10)
     settings = sweep.SweepSettings(noise_stds=(1e-2, 0.3), num_noise_samples=(2, 5), method="kmeans", image_chunk=4,
-                                   keep_labels=True, workers=1)
-    result = sweep.evaluate(graphdef, stacked, images, masks, key, settings)
+                                   workers=1)
+    result = sweep.evaluate(graphdef, stacked, images, masks, key, settings, keep_labels=True)
     chex.assert_shape(result.ari, (2, 2, 2, 6))
     chex.assert_shape(result.labels, (2, 2, 2, 6, 64, 64))
     # Seed 1, sigma 0.3, N 5 by hand: features, scikit-learn's k-means labels -> the same ARI as the sweep's.
@@ -465,7 +465,7 @@ def test_the_default_prints_four_rows_from_shipped_weights(tmp_path):
 
 
 def test_a_finished_dataset_is_summarised_in_one_line():
-    from noisegroup.lns.pipeline import summary_line
+    from noisegroup.lns.results import summary_line
 
     rows = [dict(protocol="paper", model="ae", ari=0.6871, paper_ari=0.854, noise_std=0.5, num_noise_samples=40),
             dict(protocol="fair", model="ae", ari=0.6, paper_ari=0.8, noise_std=0.1, num_noise_samples=5),
@@ -476,7 +476,7 @@ def test_a_finished_dataset_is_summarised_in_one_line():
 
 
 def test_ae_vae_comparison_over_seeds_or_images_with_bonferroni_stars():
-    from noisegroup.lns.pipeline import format_table, model_comparisons
+    from noisegroup.lns.results import format_table, model_comparisons
 
     rng = np.random.default_rng(1)
 

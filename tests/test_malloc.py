@@ -1,4 +1,4 @@
-"""noisegroup.engine.malloc: with the settings, XLA:CPU's per-call temporary buffer is reused, not page-faulted in anew."""
+"""noisegroup.malloc: with the settings, XLA:CPU's per-call temporary buffer is reused, not page-faulted in anew."""
 
 import os
 import subprocess
@@ -6,13 +6,13 @@ import sys
 
 import pytest
 
-from noisegroup.engine import malloc
+from noisegroup import malloc
 
 # A jitted call whose ~128 MB intermediate is XLA's temporary buffer; minor page faults over 30 calls after
 # 6 warm-up calls (the heap grows to its working size in the first few). 30, not 10: the tuned heap still grows
 # now and then, a one-off of up to ~4 x 32,768 pages in a busy test run, which 10 calls' bound did not absorb.
 PROBE = """
-from noisegroup.engine import malloc
+from noisegroup import malloc
 tuned = malloc.reuse_freed_memory()  # as the entry points do, before JAX starts
 import resource, jax, jax.numpy as jnp
 f = jax.jit(lambda x, w: ((x @ w) ** 2) @ w.T)  # [4096, 8192] intermediate

@@ -1,8 +1,7 @@
 """MONet: masks, loss terms against closed forms and NumPy oracles, U-Net shapes and size, the multi-seed step,
-segmentation metrics against scikit-learn and DeepMind's formula, the ablation conditions, and a run through the
-engine with restore. Tiny widths; K = 3 (2 in the multi-seed step, one U-Net copy less to compile); 8 x 8 images
-(cheaper to compile), 16 x 16 Multi-dSprites for the run. The run time is XLA:CPU compilation of the training
-programs."""
+the evaluation metrics, the ablation conditions, and a run through the engine with restore. Tiny widths; K = 3 (2 in
+the multi-seed step, one U-Net copy less to compile); 8 x 8 images (cheaper to compile), 16 x 16 Multi-dSprites for
+the run. The run time is XLA:CPU compilation of the training programs."""
 
 import chex
 import jax
@@ -11,16 +10,15 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
-from sklearn.metrics import adjusted_rand_score
 
 from noisegroup.engine import checkpoint, loop, runlog
 from noisegroup.engine import config as engine_config
 from noisegroup.engine.losses import resolve_weights
 from noisegroup.engine.trainer import Trainer
+from noisegroup.metrics import segmentation_metrics
 from noisegroup.models import FAMILIES
 from noisegroup.models import monet as M
 from noisegroup.models import monet_losses as L
-from noisegroup.models.monet_ablation import CONDITIONS, MASK_MSE_GAMMA, condition_config
 from noisegroup.models.unet import UNet
 
 TINY = dict(num_slots=3, latent_dim=4, unet_channels=4, unet_mlp_hidden=8, encoder_channels=(4, 4, 8, 8),
@@ -283,76 +281,19 @@ def test_sample_latent_false_means_no_noise():
     chex.assert_shape(noise, (2, 3, 4))
 
 
-# --- segmentation metrics ------------------------------------------------------------------------------------------
+# --- segmentation metrics (tests/test_metrics.py checks them against scikit-learn and DeepMind's formula) -----------
 
 
-def deepmind_ari(true_labels: np.ndarray, pred_labels: np.ndarray, num_groups: int, foreground: bool) -> float:
-    """NumPy port of DeepMind's `segmentation_metrics.adjusted_rand_index` on one image (NaN where it gives NaN)."""
-    true_oh = np.eye(num_groups)[true_labels.ravel()]
-    if foreground:
-        true_oh = true_oh[:, 1:]
-    pred_oh = np.eye(num_groups)[pred_labels.ravel()]
-    true_ids, pred_ids = true_oh.argmax(-1), pred_labels.ravel()
-    n = true_oh.sum()
-    nij = pred_oh.T @ true_oh
-    a, b = nij.sum(0), nij.sum(1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rindex, aindex, bindex = (nij * (nij - 1)).sum(), (a * (a - 1)).sum(), (b * (b - 1)).sum()
-        expected = aindex * bindex / (n * (n - 1))
-        ari = (rindex - expected) / ((aindex + bindex) / 2 - expected)
-    if np.all(true_ids == true_ids[0]) and np.all(pred_ids == pred_ids[0]):
-        return 1.0
-    return float(ari)
-
-
-def test_ari_metrics_equal_sklearn_and_count_deepmind_nans():
-    k, side = 3, 6
+def test_eval_metrics_are_the_mse_and_the_segmentation_metrics():
     rng = _rng(5)
-    log_masks = rng.normal(size=(12, k, side, side)) * 3
-    masks = rng.integers(0, 4, size=(12, side, side))
-    # corner cases: one object, predicted by one slot, background by another (DeepMind: NaN; sklearn: 1)
-    masks[0] = 0
-    masks[0, :3] = 2
-    log_masks[0] = -10.0
-    log_masks[0, 1, :3] = 0.0
-    log_masks[0, 0, 3:] = 0.0
-    masks[1] = 0  # no foreground (DeepMind: NaN unless the prediction is constant)
-    masks[2], log_masks[2] = 0, np.where(np.arange(k)[:, None, None] == 1, 0.0, -10.0)  # constant prediction: 1.0
-    masks[3] = np.where(np.arange(side)[:, None] < 3, 1, 3)  # perfect segmentation, object labels 1 and 3
-    log_masks[3] = np.where(np.arange(k)[:, None, None] == np.where(np.arange(side) < 3, 0, 2)[None, :, None], 0., -9.)
-    outputs = {"log_masks": jnp.asarray(log_masks, jnp.float32), "images": jnp.zeros((12, side, side, 3)),
-               "reconstruction": jnp.full((12, side, side, 3), 0.5)}
-    family = M.MonetFamily(**TINY, max_mask_labels=4)
-    metrics = jax.jit(family.eval_metrics)(outputs, {"masks": jnp.asarray(masks, jnp.uint8)})
-
-    pred = log_masks.argmax(1)
-    full = [adjusted_rand_score(t.ravel(), p.ravel()) for t, p in zip(masks, pred)]
-    fg = [adjusted_rand_score(t[t != 0], p[t != 0]) for t, p in zip(masks, pred)]
-    np.testing.assert_allclose(metrics["ari"], np.mean(full), rtol=1e-5)
-    np.testing.assert_allclose(metrics["fg_ari"], np.mean(fg), rtol=1e-5)
-    dm = [deepmind_ari(t, p, 4, foreground=True) for t, p in zip(masks, pred)]
-    assert np.isnan(dm[0]) and np.isnan(dm[1]) and dm[2] == 1.0 and dm[3] == pytest.approx(1.0)
-    assert float(metrics["deepmind_fg_ari_nan"]) == pytest.approx(np.mean(np.isnan(dm)))
-    assert float(metrics["mse"]) == pytest.approx(0.25)
-    # where DeepMind's score is finite it is sklearn's
-    finite = ~np.isnan(dm)
-    np.testing.assert_allclose(np.asarray(dm)[finite], np.asarray(fg)[finite], rtol=1e-6, atol=1e-9)
-
-
-def test_deepmind_nan_rule_matches_the_port_on_small_random_maps():
-    rng = _rng(6)
-    preds = rng.integers(0, 2, size=(400, 2, 2)) * rng.integers(0, 2, size=(400, 1, 1))  # often constant
-    trues = rng.integers(0, 3, size=(400, 2, 2)) * rng.integers(0, 2, size=(400, 1, 1))
-    got = jax.jit(jax.vmap(lambda p, t: M.deepmind_fg_ari_is_nan(p, t, 3)))(preds, trues)
-    expected = [np.isnan(deepmind_ari(t, p, 3, foreground=True)) for t, p in zip(trues, preds)]
-    np.testing.assert_array_equal(got, expected)
-    assert 20 < sum(expected) < 380  # both outcomes exercised
-
-
-def test_labels_beyond_the_bound_give_nan_not_a_silent_score():
-    metrics = jax.jit(M.segmentation_metrics, static_argnums=2)(jnp.zeros((1, 2, 4, 4)),
-                                                                jnp.full((1, 4, 4), 7, jnp.uint8), 4)
-    assert np.isnan(metrics["ari"]) and np.isnan(metrics["fg_ari"])
+    log_masks = jnp.asarray(rng.normal(size=(4, 3, 6, 6)) * 3, jnp.float32)
+    masks = jnp.asarray(rng.integers(0, 4, size=(4, 6, 6)), jnp.uint8)
+    outputs = {"log_masks": log_masks, "images": jnp.zeros((4, 6, 6, 3)),
+               "reconstruction": jnp.full((4, 6, 6, 3), 0.5)}
+    scores = jax.jit(M.MonetFamily(**TINY, max_mask_labels=4).eval_metrics)(outputs, {"masks": masks})
+    assert float(scores.pop("mse")) == pytest.approx(0.25)
+    chex.assert_trees_all_close(scores, segmentation_metrics(log_masks, masks, 4))
+    assert set(jax.jit(M.MonetFamily(**TINY).eval_metrics)(outputs, {})) == {"mse"}  # no masks: no ARI
 
 
 # --- configuration ---------------------------------------------------------------------------------------------------
@@ -369,25 +310,6 @@ def test_fewer_than_two_slots_is_an_error_naming_k():
         M.MonetFamily(rgb_activation="relu")
 
 
-def test_ablation_conditions():
-    family = M.MonetFamily()
-    for name, (weights, overrides) in CONDITIONS.items():
-        resolved = resolve_weights(family.loss_terms, family.default_weights, weights)
-        for term in family.default_weights:  # every default term is set: the condition decides
-            assert term in weights
-        used = {t for t, w in resolved.items() if w}
-        assert used == {"11": {"nll", "kl", "mask_kl"}, "01": {"nll", "mask_kl"}, "10": {"nll", "kl"}, "00": {"nll"},
-                        "nll_m": {"nll", "mask_kl"}, "ir_m": {"ir", "mask_kl"}, "mse_m": {"mse", "mask_mse"},
-                        "mw_m": {"mw", "mask_mse"}}[name]
-        assert overrides["sample_latent"] == ("kl" in used)  # beta = 0 -> eps = 0
-        engine_config.parse({"model": "monet", "loss_weights": weights, **overrides})
-    assert CONDITIONS["mw_m"][0]["mask_mse"] == 0.01 and CONDITIONS["ir_m"][0]["mask_kl"] == 0.25
-    room = condition_config("mw_m", dataset="objects_room")
-    assert room["loss_weights"]["mask_mse"] == MASK_MSE_GAMMA["objects_room"] == 0.1 and room["num_slots"] == 7
-    with pytest.raises(ValueError, match="known"):
-        condition_config("nll+m")
-
-
 # --- a run through the engine ---------------------------------------------------------------------------------------
 
 
@@ -400,7 +322,7 @@ def test_a_short_run_through_the_engine_and_restore(tmp_path):
 
     config = {"model": "monet", **TINY, "seeds": (0,), "batch_size": 4, "num_steps": 3, "eval_every": 3,
               "log_every": 1, "checkpoint_every": 3, "learning_rate": 1e-3, "progress": False,
-              "loss_weights": CONDITIONS["01"][0], **CONDITIONS["01"][1]}
+              "loss_weights": {"nll": 1.0, "kl": 0.0, "mask_kl": 0.25}, "sample_latent": False}  # condition 01
     state = loop.train(config, tmp_path, small("train", 8), small("valid", 4))
     assert int(state.step[0]) == 3
     records = runlog.read_metrics(tmp_path / "metrics.jsonl")

@@ -23,12 +23,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def quick(**overrides) -> dict:
+    """The quick config with `overrides`; a dotted key sets a nested value ("train.num_slots",
+    "conditions.ir_m.loss_weights.kl")."""
     config = monet_configs.get_config("quick").to_dict()
     for key, value in overrides.items():
-        if key.startswith("train."):
-            config["train"][key.removeprefix("train.")] = value
-        else:
-            config[key] = value
+        *path, last = key.split(".")
+        node = config
+        for part in path:
+            node = node[part]
+        node[last] = value
     return config
 
 
@@ -38,18 +41,20 @@ def quick(**overrides) -> dict:
 @pytest.mark.parametrize("mode", ["quick", "default", "paper"])
 def test_every_mode_validates(mode):
     config = pipeline.AblationConfig.from_mapping(monet_configs.get_config(mode).to_dict())
-    assert set(config.conditions) <= set(analysis.LABELS)
+    assert set(config.conditions) == set(analysis.LABELS) and set(config.names) <= set(analysis.LABELS)
 
 
 def test_paper_mode_is_the_papers_protocol():
     config = pipeline.AblationConfig.from_mapping(monet_configs.get_config("paper").to_dict())
     assert config.seeds == tuple(range(1, 101)) and config.image_size == 64
-    t = config.train_config("mw_m")
+    assert config.names == ("11", "01", "10", "00", "nll_m", "ir_m", "mse_m", "mw_m")
+    t = config.train_config("mw_m").as_dict()
     assert (t["num_slots"], t["unet_channels"], t["batch_size"], t["optimizer"], t["learning_rate"]) == \
         (5, 32, 64, "rmsprop", 1e-4)
     assert (t["num_steps"], t["eval_every"], t["early_stop_metric"], t["early_stop_below"]) == \
         (1_000_000, 100_000, "valid/mse", 0.001)
-    assert t["loss_weights"] == {"nll": 0.0, "kl": 0.0, "mask_kl": 0.0, "mw": 1.0, "mask_mse": 0.01}
+    assert t["loss_weights"] == {"nll": 0.0, "kl": 0.0, "mask_kl": 0.0, "ir": 0.0, "mse": 0.0, "mw": 1.0,
+                                 "mask_mse": 0.01}
     runs = config.run_names()
     assert runs["nll_m"] == "01" and len(set(runs.values())) == 7  # NLL+M is condition 01: trained once
     assert [len(g) for g in config.seed_groups()] == [10] * 10
@@ -58,8 +63,14 @@ def test_paper_mode_is_the_papers_protocol():
 
 @pytest.mark.parametrize("overrides, message", [
     ({"condtions": ("nll_m",)}, "did you mean 'conditions'"),
-    ({"conditions": ("nll+m",)}, "unknown condition 'nll+m'"),
-    ({"conditions": ()}, "non-empty"),
+    ({"selected": ("nll+m",)}, "unknown condition 'nll+m' (did you mean 'nll_m'?)"),
+    ({"selected": ("ir_m", "ir_m")}, "distinct"),
+    ({"conditions": {}}, "conditions must map condition names to their loss weights"),
+    ({"conditions.ir_m.loss_weights.mask_kll": 0.5},
+     "(train + conditions.ir_m): unknown loss term 'mask_kll' (did you mean 'mask_kl'?)"),
+    ({"conditions.mw_m.loss_weights.mw": -1.0}, "(train + conditions.mw_m): loss_weights.mw must be a finite number >= 0"),
+    ({"conditions.mw_m.sample_latnt": True}, "unknown key conditions.mw_m.sample_latnt (did you mean 'sample_latent'?)"),
+    ({"conditions.mw_m.sample_latent": "yes"}, "conditions.mw_m.sample_latent must be true, false or None"),
     ({"seeds": (1, 1)}, "distinct"),
     ({"dataset": "objects_room"}, "no offline source"),
     ({"image_size": 24}, "power of two"),
@@ -76,12 +87,33 @@ def test_config_errors_are_one_line_naming_the_key(overrides, message):
     assert "\n" not in str(error.value)
 
 
-def test_the_config_num_slots_wins_over_the_datasets():
+def test_the_config_num_slots_is_the_familys_when_not_set():
     config = pipeline.AblationConfig.from_mapping(quick())
-    assert config.train_config("ir_m")["num_slots"] == 3
+    assert config.train_config("ir_m").family.num_slots == 3
     without = quick()
     del without["train"]["num_slots"]
-    assert pipeline.AblationConfig.from_mapping(without).train_config("ir_m")["num_slots"] == 5
+    assert pipeline.AblationConfig.from_mapping(without).train_config("ir_m").family.num_slots == 5  # Multi-dSprites'
+
+
+def test_the_condition_table_is_the_papers():
+    """The table of experiments/configs/monet.py (spec 2.2-2.4): every condition gives each of MONet's seven terms a
+    weight; the eps = 0 rule samples the latent exactly where beta > 0; a weight set on the command line reaches the
+    parsed config and only the weights differ between the default's conditions, so they share one program."""
+    table = pipeline.AblationConfig.from_mapping(monet_configs.get_config("paper").to_dict())
+    nonzero = {name: {t: w for t, w in run.weights.items() if w} for name, run in table.run_configs.items()}
+    assert nonzero == {"11": {"nll": 1.0, "kl": 0.5, "mask_kl": 0.25}, "01": {"nll": 1.0, "mask_kl": 0.25},
+                       "10": {"nll": 1.0, "kl": 0.5}, "00": {"nll": 1.0}, "nll_m": {"nll": 1.0, "mask_kl": 0.25},
+                       "ir_m": {"ir": 1.0, "mask_kl": 0.25}, "mse_m": {"mse": 1.0, "mask_mse": 0.01},
+                       "mw_m": {"mw": 1.0, "mask_mse": 0.01}}
+    assert {n: r.family.sample_latent for n, r in table.run_configs.items()} == \
+        {n: n in ("11", "10") for n in table.run_configs}
+    room = monet_configs.ablation_conditions(monet_configs.MASK_MSE_GAMMA["objects_room"])
+    assert room.mw_m.loss_weights.mask_mse == 0.1 and room.ir_m.loss_weights.mask_kl == 0.25
+    forced = pipeline.AblationConfig.from_mapping(quick(**{"conditions.ir_m.sample_latent": True}))
+    assert forced.train_config("ir_m").family.sample_latent
+    default = pipeline.AblationConfig.from_mapping(monet_configs.get_config("default").to_dict())
+    assert len({default.train_config(n).program_key() for n in default.names}) == 1
+    assert len({default.train_config(n) for n in default.names}) == 4
 
 
 def test_downsampling_keeps_labels_and_colours_together():
@@ -160,8 +192,9 @@ def test_test_table_shows_the_papers_p_values():
 
 
 def test_quick_experiment_end_to_end_and_resume(tmp_path):
+    # A loss weight set on the command line (item 3 of issue 29) reaches the loss: its metrics log it.
     command = [sys.executable, "-m", "experiments.monet", "--config=experiments/configs/monet.py:quick",
-               f"--workdir={tmp_path}"]
+               "--config.conditions.ir_m.loss_weights.mask_kl=0.5", f"--workdir={tmp_path}"]
     # One CPU device, as a user runs it: conftest's fake devices would put the seeds on a mesh, where XLA fails to
     # partition the U-Net's one-channel head conv under the seed vmap (reported to the engine's owner).
     flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if "host_platform_device_count" not in f]
@@ -180,6 +213,8 @@ def test_quick_experiment_end_to_end_and_resume(tmp_path):
     assert [len(g) for g in results["tests"].values()] == [1, 1]  # NLL+M vs IR+M, on ARI and on FG-ARI
     records = [json.loads(line) for line in open(tmp_path / "models" / "ir_m" / "metrics.jsonl")]
     assert [r["step"] for r in records if "valid/ari" in r] == [3, 6]
+    assert {tuple(r["train/mask_kl_weight"]) for r in records} == {(0.5, 0.5)}  # both seeds, every logged step
+    assert json.loads((tmp_path / "models" / "ir_m" / "config.json").read_text())["loss_weights"]["mask_kl"] == 0.5
     for figure in ("boxplots.png", "slots.png", "training.png"):
         assert (tmp_path / figure).stat().st_size > 10_000, figure
     # A second run resumes: nothing is trained, the evaluation is cached, the table is the same.

@@ -16,7 +16,7 @@ from noisegroup.engine import loop, trainer
 
 
 def engine(**overrides) -> engine_config.TrainConfig:
-    return engine_config.parse(tiny_config(**overrides))[0]
+    return engine_config.parse(tiny_config(**overrides)).engine
 
 
 def expected_rate(t: int, peak: float, warmup: int, decay: int, schedule: str) -> float:

@@ -1,8 +1,7 @@
-"""Tangent-limit LNS: forward-mode conv rules against XLA's, the Jacobian against finite differences, the finite-N
+"""Tangent-limit LNS: the layers' impl switch, the Jacobian against finite differences, the finite-N
 theory against Monte Carlo, the LNS Gram matrix converging to the tangent one, bad input, the pipeline end to end."""
 
 import dataclasses
-import functools
 import math
 
 import chex
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from noisegroup.lns import pipeline, tangent
+from noisegroup.lns import pipeline, results, tangent
 from noisegroup.models import layers as L
 
 
@@ -64,44 +63,7 @@ def images():
     return np.random.default_rng(1).uniform(size=(3, 8, 8, 3)).astype(np.float32)
 
 
-# --- forward-mode rules of the fast layers -------------------------------------------------------------------------
-
-
-FORMS = {  # name: (forward-mode fast form, native reference, x shape, w shape)
-    "strided_conv": (L.strided_conv_jvp, lambda x, w: L.native_conv(x, w, 2, 1), (2, 8, 6, 5), (4, 4, 5, 7)),
-    "strided_conv_transpose": (L.strided_conv_transpose_jvp, lambda x, w: L.native_conv_transpose(x, w, 2, 1),
-                               (2, 5, 4, 6), (4, 4, 6, 5)),
-    "same_conv_narrow_in": (L.same_conv_jvp, lambda x, w: L.native_conv(x, w, 1, 1), (2, 7, 9, 3), (3, 3, 3, 8)),
-    "same_conv_wide": (L.same_conv_jvp, lambda x, w: L.native_conv(x, w, 1, 1), (2, 7, 9, 6), (3, 3, 6, 3)),
-    "same_conv_as_transpose": (L.same_conv_jvp, lambda x, w: L.native_conv_transpose(x, w, 1, 1), (2, 5, 5, 3),
-                               (3, 3, 3, 4)),
-}
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _derivatives(f, x, w, dx, dw, cotangent):
-    """(jvp in both arguments, jvps by the input only vmapped over two tangents, gradient) of `f` at (x, w)."""
-    both = jax.jvp(f, (x, w), (dx, dw))
-    # By the input only: the weights' tangent is a symbolic zero, as in a latent Jacobian.
-    by_x = jax.vmap(lambda t: jax.jvp(lambda x: f(x, w), (x,), (t,))[1])(jnp.stack([dx, -2 * dx]))
-    grads = jax.grad(lambda x, w: jnp.sum(f(x, w) * cotangent), argnums=(0, 1))(x, w)
-    return both, by_x, grads
-
-
-@pytest.mark.parametrize("name", FORMS)
-def test_forward_mode_rules_equal_native_jvp(name):
-    """jvp, jvp by the input under vmap, and reverse mode (JAX transposes the rule) all equal the native layer's."""
-    fast, native, x_shape, w_shape = FORMS[name]
-    x, w, dx, dw = _normal(0, *x_shape), _normal(1, *w_shape), _normal(2, *x_shape), _normal(3, *w_shape)
-    cotangent = _normal(4, *jax.eval_shape(native, x, w).shape)
-    chex.assert_trees_all_close(_derivatives(fast, x, w, dx, dw, cotangent),
-                                _derivatives(native, x, w, dx, dw, cotangent), atol=1e-4, rtol=1e-5)
-
-
-def test_training_forms_refuse_forward_mode_which_is_why_the_twins_exist():
-    x, w = _normal(0, 1, 4, 4, 2), _normal(1, 4, 4, 2, 3)
-    with pytest.raises(TypeError, match="custom_vjp"):
-        jax.jvp(L.strided_conv, (x, w), (x, w))
+# --- the layers' impl switch ----------------------------------------------------------------------------------------
 
 
 def test_with_conv_impl_switches_every_layer(tiny):
@@ -250,9 +212,9 @@ def test_tangent_pipeline_end_to_end(tmp_path):
     rows = pipeline.run(config, tmp_path)
     assert {(r["model"], r["protocol"]) for r in rows} == {("ae_tangent", "paper"), ("ae_tangent", "fair")}
     assert all(r["selection"] == "none" and r["noise_std"] is None and -1 <= r["ari"] <= 1 for r in rows)
-    table = pipeline.format_table(rows)
+    table = results.format_table(rows)
     assert "ae_tangent (paper)" in table and "*" in table and "no (sigma, N) setting" in table
-    seg = np.load(pipeline.segmentation_path(tmp_path, "ae", "kanizsa", "tangent"))
+    seg = np.load(results.segmentation_path(tmp_path, "ae", "kanizsa", "tangent"))
     assert seg["test_ari"].shape == (1, 4) and seg["labels"].shape == (4, 64, 64)
     assert seg["bridge_distance"].shape == (2, 2, pipeline.BRIDGE_IMAGES)
     assert not (tmp_path / "segmentation" / "ae_kanizsa.npz").exists()  # LNS's cache untouched

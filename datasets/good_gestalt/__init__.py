@@ -9,7 +9,7 @@ reference generator, fast, and cached.
 Command line: ``python -m datasets.good_gestalt --name all --out DIR`` writes every split and a preview PNG.
 """
 
-from datasets.good_gestalt.cache import CACHE_ENV, default_cache_dir, load
+from datasets.good_gestalt.cache import CACHE_ENV, default_cache_dir, load, training_images
 from datasets.good_gestalt.core import (
     IMAGE_SIZES,
     NAMES,
@@ -33,4 +33,5 @@ __all__ = [
     "encode_splits",
     "generate",
     "load",
+    "training_images",
 ]

@@ -23,7 +23,7 @@ import numpy as np
 
 from noisegroup import atomic  # NumPy only: no JAX import
 
-from datasets.good_gestalt.core import EncodedSplit, GestaltSplit, check_args, encode_splits
+from datasets.good_gestalt.core import EncodedSplit, GestaltSplit, check_args, encode_splits, generate
 
 CACHE_ENV = "NOISEGROUP_DATA_DIR"
 FORMAT_VERSION = 1  # bump when the generated data or the file layout changes: old files are then ignored
@@ -135,3 +135,12 @@ def load(name: str, split: str, *, image_size: int = 64, cache_dir: str | os.Pat
         OSError: the cache directory cannot be written.
     """
     return load_encoded(name, split, image_size=image_size, cache_dir=cache_dir).decode()
+
+
+def training_images(name: str, train_limit: int = 0, valid_limit: int = 0):
+    """(train, valid) images `[n, 64, 64, 3]` of dataset `name` for training: each split whole from the cache, or
+    its first `*_limit` images generated (0: the whole split)."""
+    def split(which: str, limit: int):
+        return generate(name, which, limit=limit).images if limit else load(name, which).images
+
+    return split("train", int(train_limit)), split("valid", int(valid_limit))

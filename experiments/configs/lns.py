@@ -58,8 +58,9 @@ Fields:
 
 import ml_collections
 
+from experiments.configs import defaults
 from experiments.configs import train as train_configs
-from noisegroup.lns.features import CONTROL_NOISE_STD, ControlReading
+from noisegroup.lns.pipeline import LNSConfig
 
 
 def _budget_recipe(c: ml_collections.ConfigDict) -> None:
@@ -80,35 +81,9 @@ def _budget_recipe(c: ml_collections.ConfigDict) -> None:
 def get_config(mode: str = "default") -> ml_collections.ConfigDict:
     if mode not in ("quick", "default", "paper", "paper_budget"):
         raise ValueError(f"unknown mode {mode!r}; expected quick, default, paper or paper_budget")
-    c = ml_collections.ConfigDict()
-    c.datasets = ("kanizsa", "closure", "continuity", "proximity", "gradient_occlusion", "illusory_occlusion")
-    c.models = ("ae", "vae")
-    c.seeds = (0,)
+    c = ml_collections.ConfigDict(defaults(LNSConfig, leave_out=("train", "model_train")))  # the schema's defaults
     c.train = train_configs.get_config("paper" if mode == "paper" else "default")
     c.model_train = {}
-    c.noise_stds = (1e-3, 1e-2, 1e-1, 0.5)
-    c.num_noise_samples = (5, 20)
-    c.normalisation = "channel"
-    c.features = "lns"
-    c.clustering = "kmeans"
-    c.kmeans_restarts = 1
-    c.num_clusters = 0
-    c.fair_protocol = True
-    c.control = True
-    c.control_noise_std = CONTROL_NOISE_STD
-    reading = ControlReading()
-    c.control_space, c.control_noise = reading.space, reading.noise
-    c.control_difference, c.control_normalisation = reading.difference, reading.normalisation
-    c.control_clustering = "ward"
-    c.test_limit = 0
-    c.fair_limit = 0
-    c.control_limit = 0
-    c.pretrained = ""
-    c.lns_seed = 42
-    c.umap_images = 1
-    c.cluster_workers = 0
-    c.figures = True
-    c.progress = True
     if mode == "default":
         # Segments with the AEs and VAEs shipped in pretrained/ (int8 kernels, 1.8 MB each): training all twelve on a
         # 2-core CPU takes ~3.5 hours (--config.pretrained="" does it, with exactly the recipe below), and the

@@ -35,44 +35,19 @@ Every key is checked before any work (`noisegroup.engine.config`): a typo gets o
 import ml_collections
 from ml_collections import config_dict
 
+from experiments.configs import defaults
+from noisegroup.engine.config import TrainConfig
+from noisegroup.models.autoencoder import AutoEncoderFamily
+
 
 def get_config(mode: str = "default") -> ml_collections.ConfigDict:
     if mode not in ("quick", "default", "paper"):
         raise ValueError(f"unknown mode {mode!r}; expected quick, default or paper")
-    c = ml_collections.ConfigDict()
-    c.model = "ae"
-    c.dataset = "kanizsa"
-    c.latent_dim = 15
-    c.seeds = (0,)
-    c.batch_size = 64
-    c.learning_rate = 5e-5
-    c.lr_warmup_steps = 0
-    c.lr_schedule = "constant"
-    c.lr_decay_steps = 0
-    c.grad_clip_norm = 0.0
-    c.ema_decay = 0.0
-    c.adam_b1, c.adam_b2, c.adam_eps = 0.9, 0.999, 1e-8
+    # Every key at its schema's default (the engine's `TrainConfig`, the AE / beta-VAE family's fields): the paper's
+    # recipe, one seed. The loss weights are placeholders (None: the family's weight), so that either can be set.
+    c = ml_collections.ConfigDict(defaults(TrainConfig, AutoEncoderFamily, leave_out=("loss_weights",)))
     c.loss_weights = ml_collections.ConfigDict({"reconstruction": config_dict.placeholder(float),
                                                 "kl": config_dict.placeholder(float)})
-    c.geco = True
-    c.geco_goal = 0.0006
-    c.geco_step_size = 1e-5
-    c.geco_alpha = 0.99
-    c.geco_speedup = 10.0
-    c.geco_tracks_validation = True
-    c.output_bias_init = "reference"
-    c.num_steps = 1_100_000
-    c.eval_every = 0
-    c.log_every = 100
-    c.checkpoint_every = 5_000
-    c.keep_checkpoints = 3
-    c.conv_impl = "auto"
-    c.micro_batch_size = "auto"
-    c.seed_batching = "auto"
-    c.data_parallel = 1
-    c.train_limit = 0  # 0: the whole split
-    c.valid_limit = 0
-    c.progress = True
     if mode == "paper":
         c.seeds = (0, 1, 2, 3, 4)
     elif mode == "default":

@@ -15,13 +15,9 @@ Modules, one concern each:
     checkpoint  orbax checkpoints behind one small class
     runlog      config.json and metrics.jsonl
     pretrained  small float16 weight files to ship
-    malloc      glibc settings under which XLA:CPU reuses its buffers (applied by the entry points)
 """
 
 
-def __getattr__(name):  # `train` and `restore` on first use: the models import `engine.losses` while loading
-    if name in ("train", "restore"):
-        from noisegroup.engine import loop
+from noisegroup.engine.loop import restore, train
 
-        return getattr(loop, name)
-    raise AttributeError(f"module 'noisegroup.engine' has no attribute {name!r}")
+__all__ = ["restore", "train"]

@@ -1,6 +1,7 @@
 """The one schema of a training config: the engine's keys here, each family's keys on the family.
 
-    config, family = parse(mapping)     # validated: every key known, every value checked, before any work
+    config = parse(mapping)             # a RunConfig (engine, family, weights), validated before any work
+    config.as_dict()                    # the flat config again (config.json)
 
 `TrainConfig`'s fields are the engine's keys and the family's dataclass fields are the model's; a key in neither is
 an error naming the closest known key. Fields marked ``resumable`` may change when a run resumes (more steps, other
@@ -15,7 +16,8 @@ import math
 from typing import Any, Mapping
 
 from noisegroup.atomic import jsonable
-from noisegroup.engine.losses import closest, resolve_weights
+from noisegroup.checks import closest
+from noisegroup.engine.losses import resolve_weights
 from noisegroup.engine.parallel import SEED_BATCHING  # the mappings `parallel` knows
 from noisegroup.models import get_family
 from noisegroup.models.family import Family
@@ -130,7 +132,59 @@ class TrainConfig:
         return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get("resumable"))
 
 
-def parse(config: Mapping[str, Any]) -> tuple[TrainConfig, Family]:
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """A parsed training config (`parse`): the engine's part, the model family, and the weight of every loss term.
+
+    Attributes:
+        engine: the engine's keys.
+        family: the model family (its fields are its keys).
+        weights: {term: weight} of every term the loss sums (the family's defaults under the config's
+            `loss_weights`), resolved and checked once, here.
+    """
+
+    engine: TrainConfig
+    family: Family
+    weights: Mapping[str, float]
+
+    def __hash__(self):  # by value (the weights mapping would make the generated hash fail)
+        return hash((self.engine, self.family, tuple(sorted(self.weights.items()))))
+
+    def as_dict(self) -> dict:
+        """The flat config of a run (what `config.json` holds)."""
+        return {**dataclasses.asdict(self.engine), **dataclasses.asdict(self.family)}
+
+    def with_seeds(self, seeds: tuple[int, ...]) -> "RunConfig":
+        """The same run with other seeds (e.g. one group of an experiment's seeds)."""
+        return dataclasses.replace(self, engine=dataclasses.replace(self.engine, seeds=tuple(seeds)))
+
+    def program_key(self) -> tuple:
+        """What the compiled programs depend on: everything but the loss weights' values (they are an input of the
+        step, `Trainer.programs`), so runs with equal keys share their programs."""
+        return (dataclasses.replace(self.engine, loss_weights={}), self.family, tuple(sorted(self.weights)))
+
+
+def comparable(flat: Mapping[str, Any]) -> dict:
+    """A flat config with `loss_weights` as the loss it gives: every term of the family's defaults and every other
+    term of nonzero weight, each at its resolved weight. Two configs that differ only in how they spell the same loss
+    (an absent term, or one listed at weight 0; a weight left None or set to the default) compare equal, so a run
+    written before an ablation listed its zero-weight terms still resumes (`runlog.check_or_write_config`)."""
+    flat = dict(flat)
+    try:
+        family = get_family(flat.get("model", TrainConfig.model))
+        weights = resolve_weights(family.loss_terms, family.default_weights, flat.get("loss_weights"))
+    except ValueError:
+        return flat  # compared as written
+    flat["loss_weights"] = {k: w for k, w in weights.items() if w != 0 or k in family.default_weights}
+    return flat
+
+
+def as_run_config(config: "RunConfig | Mapping[str, Any]") -> RunConfig:
+    """`config` parsed (a flat mapping, at a library's public boundary) or as it is (already a `RunConfig`)."""
+    return config if isinstance(config, RunConfig) else parse(config)
+
+
+def parse(config: Mapping[str, Any]) -> RunConfig:
     """Validates a flat training config and splits it into the engine's part and the model family.
 
     Raises:
@@ -145,10 +199,5 @@ def parse(config: Mapping[str, Any]) -> tuple[TrainConfig, Family]:
             raise ValueError(f"unknown config key {key!r}{closest(key, known)} for model {config.get('model')!r}")
     engine = TrainConfig(**{k: v for k, v in config.items() if k in TrainConfig.keys()})
     family = family_cls.from_config(config)
-    resolve_weights(family.loss_terms, family.default_weights, engine.loss_weights)
-    return engine, family
-
-
-def as_dict(engine: TrainConfig, family: Family) -> dict:
-    """The flat config of a run (what `config.json` holds)."""
-    return {**dataclasses.asdict(engine), **dataclasses.asdict(family)}
+    weights = resolve_weights(family.loss_terms, family.default_weights, engine.loss_weights)
+    return RunConfig(engine, family, weights)

@@ -14,8 +14,8 @@ only its devices' part of every batch, orbax writes one checkpoint from all of t
 
 from __future__ import annotations
 
+import collections
 import contextlib
-import functools
 import json
 import time
 import warnings
@@ -25,6 +25,8 @@ from typing import Any, Callable, Mapping
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
+from tqdm.auto import tqdm
 
 from noisegroup import atomic
 from noisegroup.checks import check_images, check_workdir
@@ -35,6 +37,7 @@ from noisegroup.engine.sampler import EpochSampler
 from noisegroup.engine.trainer import Trainer, TrainState
 
 Data = Mapping[str, np.ndarray]
+Config = engine_config.RunConfig | Mapping[str, Any]  # a parsed config, or a flat mapping (parsed on entry)
 
 
 def as_data(data: Data | np.ndarray, what: str) -> dict[str, np.ndarray]:
@@ -49,19 +52,28 @@ def as_data(data: Data | np.ndarray, what: str) -> dict[str, np.ndarray]:
     return data
 
 
-@functools.lru_cache(maxsize=8)
-def _trainer_and_programs(engine: engine_config.TrainConfig, family, image_shape, batching: str):
-    """Trainer and its jitted multi-seed programs, memoised so repeated runs of a config (resume, tests, notebooks)
-    reuse the compiled code."""
-    trainer = Trainer.from_config(engine, family, image_shape)
-    return trainer, trainer.multi_seed(batching)
+_PROGRAMS: collections.OrderedDict = collections.OrderedDict()  # the 8 newest programs (`_programs`)
 
 
-def build(config: Mapping[str, Any], image_shape, batching: str = "vmap"):
-    """(engine config, trainer, (init, train_step, eval_step)) of a flat config for data of `image_shape`."""
-    engine, family = engine_config.parse(config)
-    trainer, programs = _trainer_and_programs(engine, family, tuple(image_shape), batching)
-    return engine, trainer, programs
+def _programs(run: engine_config.RunConfig, image_shape: tuple, batching: str):
+    """The jitted multi-seed programs of `run` (`Trainer.programs`), memoised by everything but the loss weights'
+    values, so repeated runs of a config (resume, tests, notebooks) and the conditions of an ablation reuse the
+    compiled code."""
+    key = (run.program_key(), image_shape, batching)
+    if key not in _PROGRAMS:
+        _PROGRAMS[key] = Trainer.from_config(run.engine, run.family, image_shape, run.weights).programs(batching)
+        if len(_PROGRAMS) > 8:
+            _PROGRAMS.popitem(last=False)
+    _PROGRAMS.move_to_end(key)
+    return _PROGRAMS[key]
+
+
+def build(config: Config, image_shape, batching: str = "vmap"):
+    """(engine config, trainer, (init, train_step, eval_step)) of a config for data of `image_shape`: the
+    trainer's programs with its loss weights bound (`Trainer.multi_seed`)."""
+    run = engine_config.as_run_config(config)
+    trainer = Trainer.from_config(run.engine, run.family, tuple(image_shape), run.weights)
+    return run.engine, trainer, trainer.multi_seed(batching, _programs(run, tuple(image_shape), batching))
 
 
 def _keys(seeds):
@@ -69,12 +81,13 @@ def _keys(seeds):
     return run_keys, jax.vmap(lambda k: jax.random.fold_in(k, 2**31 - 1))(run_keys)
 
 
-def train(config: Mapping[str, Any], workdir: str | Path, train_data: Data | np.ndarray,
+def train(config: Config, workdir: str | Path, train_data: Data | np.ndarray,
           valid_data: Data | np.ndarray, on_start: Callable[[int], None] | None = None) -> TrainState:
     """Trains `config["seeds"]` (S seeds, one program) and checkpoints; resumes from `workdir`.
 
     Args:
-        config: a flat training config (`noisegroup.engine.config`: the engine's keys and the family's).
+        config: a training config: a `RunConfig` (`noisegroup.engine.config.parse`), or a flat mapping of the engine's
+            keys and the family's, parsed here.
         workdir: where config.json, run.json, metrics.jsonl and checkpoints/ go.
         train_data, valid_data: the examples (see the module docstring).
         on_start: called with the step training starts from (0, or the restored checkpoint's), e.g. to report the
@@ -89,7 +102,7 @@ def train(config: Mapping[str, Any], workdir: str | Path, train_data: Data | np.
             (`checkpoint.NoRestorableCheckpointError`).
         FloatingPointError: a non-finite loss, with its step and seed (`DivergedError`).
     """
-    engine, family = engine_config.parse(config)  # every key and value checked before any work
+    run = engine_config.as_run_config(config)  # every key and value checked before any work
     workdir = check_workdir(workdir)
     train_data, valid_data = as_data(train_data, "train"), as_data(valid_data, "valid")
     image_shape = train_data["images"].shape[1:]
@@ -99,23 +112,25 @@ def train(config: Mapping[str, Any], workdir: str | Path, train_data: Data | np.
     workdir.mkdir(parents=True, exist_ok=True)
     # One run per workdir: process 0 holds the lock (all processes of one run share the workdir).
     with workdir_lock.hold(workdir) if lead else contextlib.nullcontext():
-        return _train(engine, family, workdir, train_data, valid_data, lead, on_start)
+        return _train(run, workdir, train_data, valid_data, lead, on_start)
 
 
-def _train(engine, family, workdir: Path, train_data: dict, valid_data: dict, lead: bool,
+def _train(run: engine_config.RunConfig, workdir: Path, train_data: dict, valid_data: dict, lead: bool,
            on_start: Callable[[int], None] | None) -> TrainState:
+    engine, family = run.engine, run.family
     image_shape = train_data["images"].shape[1:]
-    flat = engine_config.as_dict(engine, family)
+    flat = run.as_dict()
     if lead:
         # Keys added since an older run was written are compared at their defaults (what that run ran with).
-        defaults = engine_config.as_dict(engine_config.TrainConfig(), type(family)())
-        runlog.check_or_write_config(workdir, flat, may_differ=engine.resumable_keys(), defaults=defaults)
+        defaults = engine_config.parse({"model": engine.model}).as_dict()
+        runlog.check_or_write_config(workdir, flat, may_differ=engine.resumable_keys(), defaults=defaults,
+                                     comparable=engine_config.comparable)
         _note_processes(workdir, image_shape)
 
     seeds = list(engine.seeds)
     mesh = parallel.make_mesh(len(seeds), engine.data_parallel)
     batching = parallel.resolve_seed_batching(engine.seed_batching, sharded=mesh is not None)
-    _, trainer, (init, train_step, eval_step) = build(flat, image_shape, batching)
+    _, trainer, (init, train_step, eval_step) = build(run, image_shape, batching)
 
     run_keys, init_keys = (parallel.shard(k, mesh) for k in _keys(seeds))
     abstract = parallel.abstract_on_mesh(jax.eval_shape(init, init_keys), mesh)
@@ -138,8 +153,6 @@ def _train(engine, family, workdir: Path, train_data: dict, valid_data: dict, le
     pending: list[tuple[int, dict]] = []  # per-step metrics still on the device (checked for NaN at log time)
     if engine.early_stop_metric and restored is not None and np.all(_host(state.early_stop["stopped"])):
         return state  # every seed met the termination rule before: nothing left to train
-
-    from tqdm.auto import tqdm
 
     bar = tqdm(total=engine.num_steps, initial=start, desc=f"{engine.model} {engine.dataset} x{len(seeds)} seeds",
                unit="step", disable=not (engine.progress and lead))
@@ -223,8 +236,6 @@ def _host(tree):
     metrics; seed-sharded ones are gathered)."""
     if jax.process_count() == 1:
         return jax.device_get(tree)
-    from jax.experimental import multihost_utils
-
     return jax.tree.map(np.asarray, multihost_utils.process_allgather(tree, tiled=True))
 
 

@@ -2,36 +2,19 @@
 
 A family declares its registry (`Family.loss_terms`: name -> `outputs -> [b]`); the config gives the weights.
 `weighted_loss` averages every term over the batch and reports each term's value and weight in the metrics
-(SAVi's `compute_full_loss`), so an ablation is only a config. The terms every image family shares are here.
+(SAVi's `compute_full_loss`), so an ablation is only a config. The terms themselves live with the models
+(`noisegroup.models.terms` holds the shared ones).
 """
 
 from __future__ import annotations
 
-import difflib
 import math
 from typing import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
 
-
-def sum_squared_error(logits: jax.Array, images: jax.Array) -> jax.Array:
-    """Per-image sum over pixels and channels of (sigmoid(logits) - images)^2: `[b, h, w, c]` x2 -> `[b]`.
-
-    The LNS reference's reconstruction loss (the paper's "MSE" is this sum, not a per-pixel mean; it sets the scale
-    of GECO's goal and of the KL balance)."""
-    return jnp.sum(jnp.square(jax.nn.sigmoid(logits) - images), axis=(1, 2, 3))
-
-
-def kl_to_standard_normal(mean: jax.Array, logvar: jax.Array) -> jax.Array:
-    """KL(N(mean, exp(logvar)) || N(0, I)) summed over the latent axis: `[b, ..., z]` x2 -> `[b, ...]`."""
-    return jnp.sum(-0.5 * (1.0 + logvar - jnp.square(mean) - jnp.exp(logvar)), axis=-1)
-
-
-def closest(name: str, known) -> str:
-    """' (did you mean X?)' for the closest of `known` to a mistyped `name`, or ''."""
-    match = difflib.get_close_matches(name, list(known), n=1)
-    return f" (did you mean {match[0]!r}?)" if match else ""
+from noisegroup.checks import closest
 
 
 def resolve_weights(terms: Mapping[str, Callable], defaults: Mapping[str, float],

@@ -36,6 +36,7 @@ import numpy as np
 from flax import nnx
 
 from noisegroup import atomic
+from noisegroup.engine import config as engine_config
 from noisegroup.errors import BadInputError, NotFoundError
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)
@@ -144,7 +145,7 @@ def read_meta(path: str | Path) -> dict:
     return _read(Path(path))[0]
 
 
-def verify(path: str | Path, train_config: Mapping[str, Any], image_shape=(64, 64, 3)) -> dict:
+def verify(path: str | Path, train_config: engine_config.RunConfig | Mapping[str, Any], image_shape=(64, 64, 3)) -> dict:
     """Checks, without building the model (its shapes only), that `path` is intact and holds what `train_config`
     asks for, everything `load` checks; returns its meta. LNS runs it on every file before any work, so a file
     that `load` would refuse is refused in one line, not after other (dataset, model) pairs have run.
@@ -157,8 +158,9 @@ def verify(path: str | Path, train_config: Mapping[str, Any], image_shape=(64, 6
     """
     path = Path(path)
     meta, arrays = _read(path)
-    _check_identity(path, meta, arrays, train_config)
-    _check_parameters(path, _dequantised(arrays), train_config, image_shape)
+    run = engine_config.as_run_config(train_config)
+    _check_identity(path, meta, arrays, run)
+    _check_parameters(path, _dequantised(arrays), run, image_shape)
     return meta
 
 
@@ -176,16 +178,13 @@ def _model_shapes(family, image_shape: tuple[int, ...]) -> dict[str, tuple[int, 
     return {_path_name(p): tuple(leaf.shape) for p, leaf in leaves}
 
 
-def _check_parameters(path: Path, stored: Mapping[str, np.ndarray], train_config: Mapping, image_shape) -> None:
+def _check_parameters(path: Path, stored: Mapping[str, np.ndarray], run: engine_config.RunConfig, image_shape) -> None:
     """The file's parameters (`_dequantised`) are exactly the model's, each of its shape after the seed axis.
 
     Raises:
         ValueError: naming the file and the missing, unknown or misshapen parameter.
     """
-    from noisegroup.engine import config as engine_config
-
-    _, family = engine_config.parse(train_config)
-    shapes = _model_shapes(family, tuple(image_shape))
+    shapes = _model_shapes(run.family, tuple(image_shape))
     missing = [name for name in shapes if name not in stored]
     if missing:
         raise WeightsFileError(f"{path} lacks parameters {missing}")
@@ -197,13 +196,14 @@ def _check_parameters(path: Path, stored: Mapping[str, np.ndarray], train_config
             raise WeightsFileError(f"{path}: parameter {name} has shape {stored[name].shape[1:]}, the model wants {shape}")
 
 
-def _check_identity(path: Path, meta: Mapping, arrays: Mapping[str, np.ndarray], train_config: Mapping) -> None:
+def _check_identity(path: Path, meta: Mapping, arrays: Mapping[str, np.ndarray], run: engine_config.RunConfig) -> None:
+    asked = run.as_dict()
     for field in IDENTITY_FIELDS:
         if field not in meta:
             raise WeightsFileError(f"{path} does not say which {field} it holds (its meta has {sorted(meta)})")
-        if field in train_config and meta[field] != train_config[field]:
-            raise WeightsFileError(f"{path} holds {field}={meta[field]!r}, not the {field}={train_config[field]!r} asked for")
-    _check_recipe(path, meta, train_config)
+        if field in asked and meta[field] != asked[field]:
+            raise WeightsFileError(f"{path} holds {field}={meta[field]!r}, not the {field}={asked[field]!r} asked for")
+    _check_recipe(path, meta, run)
     first_of_size: dict[int | None, str] = {}  # leading (seed) size -> the first parameter that has it
     for name, value in arrays.items():
         # `save` refuses non-finite weights, so only a file made otherwise holds them; a digest made with it cannot
@@ -230,30 +230,26 @@ def _check_identity(path: Path, meta: Mapping, arrays: Mapping[str, np.ndarray],
         raise WeightsFileError(f"{path}: parameters disagree on the number of seeds (leading axis: {sizes})")
 
 
-def _check_recipe(path: Path, meta: Mapping, train_config: Mapping) -> None:
-    """The file's training recipe (its meta's "train", defaults filled in) must be the one `train_config` names."""
-    from noisegroup.engine import config as engine_config
-    from noisegroup.engine.losses import resolve_weights
-
+def _check_recipe(path: Path, meta: Mapping, run: engine_config.RunConfig) -> None:
+    """The file's training recipe (its meta's "train", defaults filled in) must be the one `run` names."""
     if "train" not in meta:
         return  # a file saved without its recipe (tests' toy files): nothing to compare
-    def recipe(config):
-        engine, family = engine_config.parse({k: v for k, v in config.items() if k not in NOT_RECIPE})
-        weights = resolve_weights(family.loss_terms, family.default_weights, engine.loss_weights)
-        return {**engine_config.as_dict(engine, family), "loss_weights": weights}  # None: the family's weight
+
+    def recipe(run: engine_config.RunConfig) -> dict:
+        return {**run.as_dict(), "loss_weights": run.weights}  # None: the family's weight
 
     try:
-        stored = recipe(meta["train"])
+        stored = recipe(engine_config.parse({k: v for k, v in meta["train"].items() if k not in NOT_RECIPE}))
     except ValueError as error:
         raise WeightsFileError(f"{path} was trained with a recipe this version cannot read ({error})") from None
-    asked = recipe(train_config)
+    asked = recipe(run)
     for key in sorted(set(stored) | set(asked)):
         if key not in NOT_RECIPE and stored.get(key) != asked.get(key):
             raise WeightsFileError(f"{path} was trained with {key}={stored.get(key)!r}, not the {key}={asked.get(key)!r} "
                              f"of the config (shipped weights must come from the recipe the config names)")
 
 
-def load(path: str | Path, train_config: Mapping[str, Any], image_shape=(64, 64, 3)) -> Any:
+def load(path: str | Path, train_config: engine_config.RunConfig | Mapping[str, Any], image_shape=(64, 64, 3)) -> Any:
     """The float32 parameters in `path`, stacked over seeds, for the model a training config describes.
 
     Raises:
@@ -261,15 +257,13 @@ def load(path: str | Path, train_config: Mapping[str, Any], image_shape=(64, 64,
         ValueError: naming the file: damaged (`verify`), another model, dataset or latent size, or missing or
             misshapen parameters.
     """
-    from noisegroup.engine import config as engine_config
-
     path = Path(path)
     meta, arrays = _read(path)
-    _check_identity(path, meta, arrays, train_config)
+    run = engine_config.as_run_config(train_config)
+    _check_identity(path, meta, arrays, run)
     stored = _dequantised(arrays)
-    _check_parameters(path, stored, train_config, image_shape)
-    _, family = engine_config.parse(train_config)
-    params = _abstract_params(family, tuple(image_shape))
+    _check_parameters(path, stored, run, image_shape)
+    params = _abstract_params(run.family, tuple(image_shape))
     leaves, treedef = jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(params))
     values = [jnp.asarray(stored[_path_name(p)]) for p, _ in leaves]
     nnx.replace_by_pure_dict(params, jax.tree_util.tree_unflatten(treedef, values))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from noisegroup import atomic
 from noisegroup.errors import BadInputError, NotFoundError
@@ -28,10 +28,12 @@ def read_config(workdir: str | Path) -> dict:
 
 
 def check_or_write_config(workdir: Path, config: Mapping[str, Any], may_differ: tuple[str, ...] = (),
-                          defaults: Mapping[str, Any] | None = None) -> None:
+                          defaults: Mapping[str, Any] | None = None,
+                          comparable: Callable[[Mapping[str, Any]], Mapping[str, Any]] = dict) -> None:
     """Writes ``config.json``, or, if the workdir already has one, checks that the run is the same.
 
     `defaults` gives the value of a key that a run written before the key existed lacks (it ran as the default).
+    `comparable` maps both configs to what is compared (e.g. two spellings of the same loss to one).
 
     Raises:
         ValueError: naming every key whose value differs (keys in `may_differ`, e.g. the number of steps, may).
@@ -41,9 +43,10 @@ def check_or_write_config(workdir: Path, config: Mapping[str, Any], may_differ: 
     if path.exists():
         old = read_config(workdir)
         old = {**{k: v for k, v in atomic.jsonable(dict(defaults or {})).items() if k not in old}, **old}
-        differ = sorted(k for k in set(old) | set(config) if k not in may_differ and old.get(k) != config.get(k))
+        old, new = atomic.jsonable(dict(comparable(old))), atomic.jsonable(dict(comparable(config)))
+        differ = sorted(k for k in set(old) | set(new) if k not in may_differ and old.get(k) != new.get(k))
         if differ:
-            details = ", ".join(f"{k}: {old.get(k)!r} there, {config.get(k)!r} now" for k in differ)
+            details = ", ".join(f"{k}: {old.get(k)!r} there, {new.get(k)!r} now" for k in differ)
             raise BadInputError(f"workdir {str(workdir)!r} holds a run of another config ({details}); "
                              "use a new workdir or the same config")
     atomic.write_json(path, config)

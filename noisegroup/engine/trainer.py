@@ -4,9 +4,12 @@
     state = trainer.init(key, init_data)                       # init_data = family.init_data(train)
     state, metrics = trainer.train_step(state, batch, run_key)  # batch = {"images": [b, h, w, c], ...}
 
-`Trainer` holds the static parts: the family, the loss weights, an optax optimizer, and GECO when the config turns
-it on for a family with a `geco_term`. `multi_seed` maps them over a leading seed axis (`parallel.seed_map`). The
-per-step key is ``fold_in(run_key, step)``, so a resumed run replays the same noise.
+`Trainer` holds the static parts: the family, the loss terms and their config weights, an optax optimizer, and GECO
+when the config turns it on for a family with a `geco_term`. `multi_seed` maps them over a leading seed axis
+(`parallel.seed_map`). The per-step key is ``fold_in(run_key, step)``, so a resumed run replays the same noise.
+
+The loss weights are an input of the compiled step (float32 scalars, `weight_arrays`), not constants in it: runs
+that differ only in their weights (the conditions of an ablation) share one program (`programs`).
 """
 
 from __future__ import annotations
@@ -99,7 +102,8 @@ class Trainer:
         family: the model family.
         image_shape: `(h, w, c)` of the data.
         optimizer: an optax transformation.
-        weights: {loss term: weight} (validated against the family's terms).
+        weights: {loss term: weight} (validated against the family's terms): the config's, passed to the compiled
+            programs as arrays (`weight_arrays`); a step called without weights uses them as constants.
         geco: GECO's constants, controlling the weight of `family.geco_term`; None: fixed weights.
         geco_tracks_validation: validation batches move GECO's moving average (the LNS reference's behaviour).
         micro_batch_size: images per forward/backward pass (None: one pass); the passes run as an unrolled loop and
@@ -121,14 +125,17 @@ class Trainer:
     ema_decay: float = 0.0
 
     @classmethod
-    def from_config(cls, config: TrainConfig, family: Family, image_shape) -> "Trainer":
-        """The trainer a validated config describes, for data of `image_shape` `(h, w, c)`."""
+    def from_config(cls, config: TrainConfig, family: Family, image_shape,
+                    weights: Mapping[str, float] | None = None) -> "Trainer":
+        """The trainer a validated config describes, for data of `image_shape` `(h, w, c)`; `weights` the resolved
+        loss weights (`RunConfig.weights`; None: resolved here from the config)."""
         geco = None
         if config.geco and family.geco_term is not None:
             geco = Geco.for_images(tuple(image_shape), goal_per_value=config.geco_goal,
                                    step_size_64=config.geco_step_size, alpha=config.geco_alpha,
                                    speedup=config.geco_speedup)
-        weights = losses.resolve_weights(family.loss_terms, family.default_weights, config.loss_weights)
+        if weights is None:
+            weights = losses.resolve_weights(family.loss_terms, family.default_weights, config.loss_weights)
         return cls(family=family, image_shape=tuple(image_shape), optimizer=optimizer(config), weights=weights,
                    geco=geco, ema_decay=float(config.ema_decay),
                    geco_tracks_validation=config.geco_tracks_validation,
@@ -157,20 +164,26 @@ class Trainer:
         ema = jax.tree.map(jnp.copy, params) if self.ema_decay else None
         return TrainState(jnp.int32(0), params, self.optimizer.init(params), geco, early_stop, ema)
 
-    def _weights(self, geco_state) -> dict:
-        """The loss weights, GECO's beta multiplying the weight of the term it controls (the pre-update beta, as the
-        reference)."""
-        weights = dict(self.weights)
+    def weight_arrays(self) -> dict[str, jax.Array]:
+        """The config's loss weights as float32 scalars: the programs' weight input."""
+        return {name: jnp.float32(w) for name, w in self.weights.items()}
+
+    def _weights(self, geco_state, weights: Mapping[str, Any] | None) -> dict:
+        """The loss weights (`weights`, or the config's when None), GECO's beta multiplying the weight of the term it
+        controls (the pre-update beta, as the reference)."""
+        weights = dict(self.weights if weights is None else weights)
+        if set(weights) != set(self.weights):
+            raise ValueError(f"loss weights for terms {sorted(weights)}, but this trainer sums {sorted(self.weights)}")
         if self.geco is not None:
             weights[self.family.geco_term] = weights[self.family.geco_term] * geco_state.beta
         return weights
 
-    def loss(self, params, batch: Batch, noise: Any, geco_state: Any):
-        """(loss, metrics) of a batch: the family's terms with the config's weights."""
+    def loss(self, params, batch: Batch, noise: Any, geco_state: Any, weights: Mapping[str, Any] | None = None):
+        """(loss, metrics) of a batch: the family's terms with `weights` (None: the config's)."""
         outputs = self.family.outputs(self.model_fn(params), batch, noise)
-        return losses.weighted_loss(self.family.loss_terms, outputs, self._weights(geco_state))
+        return losses.weighted_loss(self.family.loss_terms, outputs, self._weights(geco_state, weights))
 
-    def gradients(self, params, batch: Batch, noise: Any, geco_state: Any):
+    def gradients(self, params, batch: Batch, noise: Any, geco_state: Any, weights: Mapping[str, Any] | None = None):
         """(metrics, gradients) of the batch-mean loss, in passes of `micro_batch_size` examples of each data shard
         (metrics and gradients are means over the passes, so equal to one pass's up to rounding). A pass takes the
         same slice of every shard, so a batch split over a mesh's data axis stays where it is."""
@@ -178,7 +191,7 @@ class Trainer:
         m, shards = self.micro_batch_size, self.data_shards
         per_shard = jax.tree.leaves(batch)[0].shape[0] // shards
         if m is None or m >= per_shard or per_shard % m:
-            grads, metrics = grad_fn(params, batch, noise, geco_state)
+            grads, metrics = grad_fn(params, batch, noise, geco_state, weights)
             return metrics, grads
         passes = per_shard // m
 
@@ -190,7 +203,7 @@ class Trainer:
         total = None
         for i in range(passes):
             part = jax.tree.map(lambda x: take(x, i), (batch, noise))
-            grads, metrics = grad_fn(params, *part, geco_state)
+            grads, metrics = grad_fn(params, *part, geco_state, weights)
             total = (metrics, grads) if total is None else jax.tree.map(jnp.add, total, (metrics, grads))
         return jax.tree.map(lambda x: x / passes, total)
 
@@ -201,11 +214,13 @@ class Trainer:
         metrics["geco_ema"] = geco_state.ema
         return geco_state
 
-    def train_step(self, state: TrainState, batch: Batch, run_key: jax.Array):
-        """One optimizer step of one seed: `(state, batch, key) -> (state, metrics)`."""
+    def train_step(self, state: TrainState, batch: Batch, run_key: jax.Array,
+                   weights: Mapping[str, Any] | None = None):
+        """One optimizer step of one seed: `(state, batch, key[, weights]) -> (state, metrics)`; `weights` {term:
+        float32 scalar} (None: the config's, as constants)."""
         key = jax.random.fold_in(run_key, state.step)
         noise = self.family.sample_noise(key, batch)
-        metrics, grads = self.gradients(state.params, batch, noise, state.geco)
+        metrics, grads = self.gradients(state.params, batch, noise, state.geco, weights)
         updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         geco = self._update_geco(state.geco, metrics)
@@ -221,25 +236,37 @@ class Trainer:
             new = new.replace(params=kept[0], opt_state=kept[1], geco=kept[2], ema_params=kept[3])
         return new, metrics
 
-    def eval_step(self, state: TrainState, batch: Batch, run_key: jax.Array, index: jax.Array):
+    def eval_step(self, state: TrainState, batch: Batch, run_key: jax.Array, index: jax.Array,
+                  weights: Mapping[str, Any] | None = None):
         """A validation batch: metrics (the loss terms and the family's `eval_metrics`), and (the LNS reference's
         behaviour, `geco_tracks_validation`) GECO's moving average absorbs its error with beta frozen. `index`
         numbers the validation batches for their noise."""
         key = jax.random.fold_in(jax.random.fold_in(run_key, state.step), 1_000_000 + index)
         noise = self.family.sample_noise(key, batch)
         outputs = self.family.outputs(self.model_fn(state.params), batch, noise)
-        _, metrics = losses.weighted_loss(self.family.loss_terms, outputs, self._weights(state.geco))
+        _, metrics = losses.weighted_loss(self.family.loss_terms, outputs, self._weights(state.geco, weights))
         metrics.update(self.family.eval_metrics(outputs, batch))
         geco = state.geco
         if self.geco_tracks_validation:
             geco = self._update_geco(geco, metrics, freeze_beta=True)
         return state.replace(geco=geco), metrics
 
-    def multi_seed(self, batching: str = "vmap", mesh=None):
-        """(init, train_step, eval_step) over a leading seed axis, jitted (state buffers donated); see
-        `parallel.seed_map`. With a mesh, batches are split over its data axis."""
+    def programs(self, batching: str = "vmap"):
+        """(init, train_step, eval_step) over a leading seed axis, jitted (state buffers donated; see
+        `parallel.seed_map`), the loss weights an input shared by the seeds: `train_step(states, batches, run_keys,
+        weights)`, `eval_step(states, batches, run_keys, index, weights)`. Trainers that differ only in their
+        weights' values can run each other's programs."""
         init_seeds = parallel.seed_map(self.init, (0, None), batching)
         init = jax.jit(lambda keys, init_data=None: init_seeds(keys, init_data))  # one init_data for every seed
-        step = parallel.seed_jit(self.train_step, (0, 0, 0), batching, donate=True)
-        evaluate = parallel.seed_jit(self.eval_step, (0, 0, 0, None), batching, donate=True)
+        step = parallel.seed_jit(self.train_step, (0, 0, 0, None), batching, donate=True)
+        evaluate = parallel.seed_jit(self.eval_step, (0, 0, 0, None, None), batching, donate=True)
         return init, step, evaluate
+
+    def multi_seed(self, batching: str = "vmap", programs=None):
+        """(init, train_step, eval_step) over a leading seed axis with this trainer's weights bound:
+        `train_step(states, batches, run_keys)`, `eval_step(states, batches, run_keys, index)`. `programs`: those of
+        `programs(batching)` to bind (default: this trainer's own, compiled on first call)."""
+        init, step, evaluate = self.programs(batching) if programs is None else programs
+        weights = self.weight_arrays()
+        return (init, lambda states, batches, keys: step(states, batches, keys, weights),
+                lambda states, batches, keys, index: evaluate(states, batches, keys, index, weights))

@@ -1,5 +1,5 @@
 """The MONet loss ablation of Komatsu, Ohmura & Kuniyoshi (spec section 2) as an experiment over the MONet family
-(`noisegroup.models.monet`, conditions in `noisegroup.models.monet_ablation`) and the engine.
+(`noisegroup.models.monet`, the condition table in `experiments/configs/monet.py`) and the engine.
 
 Modules, one concern each:
     data        Multi-dSprites splits at the experiment's image size (64 x 64, or downsampled for CPU runs)

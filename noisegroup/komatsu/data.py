@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from datasets import multi_dsprites as md
+
 NATIVE_SIZE = 64
 MAX_SPRITES = 4  # scenes hold 1 to 4 sprites (DeepMind's colored_on_colored)
 DOWNSAMPLING = ("nearest", "area")
@@ -61,8 +63,6 @@ def load_split(split: str, num_images: int, image_size: int, method: str = "near
     Returns:
         {"images": float32 `[n, s, s, 3]` in [0, 1], "masks": uint8 `[n, s, s]` (0 background, 1.. sprites)}.
     """
-    from datasets import multi_dsprites as md
-
     data = md.load(split, int(num_images) or None, max_sprites=int(max_sprites))
     images, masks = downsample(data.images, data.masks, image_size, method)
     return {"images": images, "masks": masks}

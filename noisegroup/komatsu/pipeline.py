@@ -4,11 +4,13 @@ tables, figures.
     results = run(config, workdir)     # what `python -m experiments.monet` does
     print(format_report(results))
 
-For every condition of the config (names of `noisegroup.models.monet_ablation.CONDITIONS`):
+For every condition the config runs (its `conditions` table, the paper's in ``experiments/configs/monet.py``, or
+the `selected` names of it):
 
-1. train or resume its S seeds with `noisegroup.engine.train` (one program, the seeds vmapped or looped) in
+1. train or resume its S seeds with `noisegroup.engine.loop.train` (one program, the seeds vmapped or looped) in
    `workdir/models/<condition>/` (or `.../seeds_<first>-<last>/` per group of `seeds_per_run` seeds). Conditions
-   with the same training config (nll_m is 01) share one run, trained once: `run_names` says which;
+   with the same training config (nll_m is 01) share one run, trained once: `run_names` says which. The loss
+   weights are an input of the compiled step, so conditions that differ only in their weights share one program;
 2. evaluate every seed on held-out images (the `test` split; training validates on `valid`): the attention masks'
    argmax over slots against the ground truth, ARI and FG-ARI per image with scikit-learn's semantics
    (`noisegroup.metrics.batch_ari`), the per-seed value is the mean over images; saved to
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -38,12 +41,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from noisegroup import atomic, metrics
-from noisegroup.checks import check_workdir
+from noisegroup.checks import check_workdir, closest
 from noisegroup.engine import config as engine_config
 from noisegroup.engine import loop, runlog, workdir_lock
-from noisegroup.engine.losses import closest
 from noisegroup.komatsu import analysis, data
-from noisegroup.models import monet, monet_ablation
+from noisegroup import stats
+from noisegroup.komatsu import plots
+from noisegroup.models import monet
 
 DATASETS = ("multi_dsprites",)  # Objects Room has no offline source (spec section 9)
 METRICS = ("ari", "fg_ari")
@@ -51,11 +55,51 @@ EVALUATION_VERSION = 1  # bump when the evaluation changes: cached evaluations o
 
 
 @dataclasses.dataclass(frozen=True)
-class AblationConfig:
-    """The keys of a MONet ablation config (``experiments/configs/monet.py`` says what each means)."""
+class Condition:
+    """One condition of the ablation: a weight for each MONet loss term, and whether the latent is sampled.
 
-    conditions: tuple[str, ...] = ("11", "01", "10", "00", "nll_m", "ir_m", "mse_m", "mw_m")
-    seeds: tuple[int, ...] = (1, 2, 3)
+    Attributes:
+        loss_weights: {term of `MonetFamily.loss_terms`: weight}; a term left out keeps the family's default weight
+            (so a condition lists every term, 0 where it drops one).
+        sample_latent: z = mu + sigma eps (True) or z = mu (False); None applies the paper's eps = 0 rule: the latent
+            is sampled exactly when beta (the "kl" weight) is > 0.
+    """
+
+    loss_weights: Mapping[str, float]
+    sample_latent: bool | None = None
+
+    @classmethod
+    def from_mapping(cls, name: str, value: Any) -> "Condition":
+        if not isinstance(value, Mapping):
+            raise ValueError(f"conditions.{name} must map loss_weights (and sample_latent) to values, got {value!r}")
+        known = [f.name for f in dataclasses.fields(cls)]
+        for key in value:
+            if key not in known:
+                raise ValueError(f"unknown key conditions.{name}.{key}{closest(key, known)}")
+        if not isinstance(value.get("loss_weights"), Mapping):
+            raise ValueError(f"conditions.{name}.loss_weights must map loss terms to weights, got "
+                             f"{value.get('loss_weights')!r}")
+        if value.get("sample_latent") not in (None, True, False):
+            raise ValueError(f"conditions.{name}.sample_latent must be true, false or None (the eps = 0 rule), got "
+                             f"{value.get('sample_latent')!r}")
+        return cls(loss_weights=dict(value["loss_weights"]), sample_latent=value.get("sample_latent"))
+
+    def train_overrides(self) -> dict:
+        """The training-config keys this condition sets: model, loss_weights, sample_latent."""
+        sample = self.sample_latent
+        if sample is None:  # eps = 0 rule
+            sample = float(self.loss_weights.get("kl") or 0.0) > 0
+        return {"model": "monet", "loss_weights": dict(self.loss_weights), "sample_latent": bool(sample)}
+
+
+@dataclasses.dataclass(frozen=True)
+class AblationConfig:
+    """The keys of a MONet ablation config (``experiments/configs/monet.py`` says what each means and holds the
+    paper's condition table)."""
+
+    conditions: Mapping[str, Condition]
+    selected: tuple[str, ...] = ()
+    seeds: tuple[int, ...] = tuple(range(1, 101))  # the paper's 100
     train: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     dataset: str = "multi_dsprites"
     image_size: int = 64
@@ -74,7 +118,7 @@ class AblationConfig:
     @classmethod
     def from_mapping(cls, config: Mapping[str, Any]) -> "AblationConfig":
         """The validated config: every key known, every value checked, and every condition's training config
-        parsed by the engine's schema, so a typo fails in one line before any work.
+        parsed by the engine's schema (once: `run_configs`), so a typo fails in one line before any work.
 
         Raises:
             ValueError: naming the key (and the closest known key for a typo) or the bad value.
@@ -84,16 +128,21 @@ class AblationConfig:
             if key not in known:
                 raise ValueError(f"unknown MONet ablation config key {key!r}{closest(key, known)}")
         values = dict(config)
-        for key in ("conditions", "seeds", "test_metrics"):
+        table = values.get("conditions")
+        if not isinstance(table, Mapping) or not table:
+            raise ValueError(f"conditions must map condition names to their loss weights (the table in "
+                             f"experiments/configs/monet.py), got {table!r}")
+        values["conditions"] = {str(name): Condition.from_mapping(name, v) for name, v in table.items()}
+        for key in ("selected", "seeds", "test_metrics"):
             if key in values:
                 if isinstance(values[key], (str, int)):
                     raise ValueError(f"{key} must be a sequence, got {values[key]!r}")
                 values[key] = tuple(values[key])
         c = cls(**values)
-        names = tuple(monet_ablation.CONDITIONS)
-        if not c.conditions or len(set(c.conditions)) != len(c.conditions):
-            raise ValueError(f"conditions must be a non-empty list of distinct names, got {c.conditions!r}")
-        for name in c.conditions:
+        names = tuple(c.conditions)
+        if len(set(c.selected)) != len(c.selected):
+            raise ValueError(f"selected must list distinct condition names, got {c.selected!r}")
+        for name in c.selected:
             if name not in names:
                 raise ValueError(f"unknown condition {name!r}{closest(name, names)}; known: {names}")
         if not c.seeds or len(set(c.seeds)) != len(c.seeds) or not all(isinstance(s, int) for s in c.seeds):
@@ -116,24 +165,42 @@ class AblationConfig:
             if key in c.train:
                 raise ValueError(f"train.{key} is set by the pipeline (per condition or from the top-level fields); "
                                  f"remove it from the training config")
-        for name in c.conditions:
-            engine_config.parse(c.train_config(name))
+        c.run_configs  # noqa: B018  (every condition parsed by the engine's schema, once)
         return c
 
-    def train_config(self, condition: str, seeds: tuple[int, ...] | None = None) -> dict:
-        """The flat training config of `condition` (its loss weights and family overrides over `train`)."""
-        overrides = monet_ablation.condition_config(condition, self.dataset)
-        if "num_slots" in self.train:  # the config's K wins over the dataset's
-            overrides.pop("num_slots")
-        return {**self.train, **overrides, "seeds": tuple(self.seeds if seeds is None else seeds),
-                "dataset": self.dataset, "progress": self.progress}
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The conditions this experiment runs, in order: `selected`, or every condition of the table."""
+        return self.selected or tuple(self.conditions)
+
+    @functools.cached_property
+    def run_configs(self) -> dict[str, engine_config.RunConfig]:
+        """{condition: its training config, parsed once}: `train` under the condition's loss weights and latent
+        sampling, with every seed. Conditions that differ only in their weights share one compiled step."""
+        runs = {}
+        for name, condition in self.conditions.items():
+            try:
+                runs[name] = engine_config.parse({**self.train, **condition.train_overrides(),
+                                                  "seeds": tuple(self.seeds), "dataset": self.dataset,
+                                                  "progress": self.progress})
+            except ValueError as error:  # named with its condition
+                raise ValueError(f"condition {name!r} (train + conditions.{name}): {error}") from None
+        return runs
+
+    def train_config(self, condition: str, seeds: tuple[int, ...] | None = None) -> engine_config.RunConfig:
+        """The training config of `condition` for `seeds` (default: every seed)."""
+        run = self.run_configs[condition]
+        if seeds is None or tuple(seeds) == run.engine.seeds:
+            return run
+        return run.with_seeds(seeds)
 
     def run_names(self) -> dict[str, str]:
         """{condition: the run it is evaluated from}: the first listed condition with the same training config."""
         first: dict[str, str] = {}
         runs = {}
-        for name in self.conditions:
-            key = json.dumps(atomic.jsonable(self.train_config(name)), sort_keys=True)
+        for name in self.names:
+            key = json.dumps(atomic.jsonable(engine_config.comparable(self.train_config(name).as_dict())),
+                             sort_keys=True)
             runs[name] = first.setdefault(key, name)
         return runs
 
@@ -185,7 +252,7 @@ def evaluate(trainer, params, images: np.ndarray, masks: np.ndarray, batch_size:
     def forward(p, x, m):  # one program: the winning slot per pixel, DeepMind's NaN cases, and the outputs
         outputs = family.outputs(trainer.model_fn(p), {"images": x}, None)  # z = mu
         pred = jnp.argmax(outputs["log_masks"], axis=1).astype(jnp.int32)  # [b, h, w]
-        nan = jax.vmap(lambda a, b: monet.deepmind_fg_ari_is_nan(a, b, num_labels))(pred, m.astype(jnp.int32))
+        nan = jax.vmap(lambda a, b: metrics.deepmind_fg_ari_is_nan(a, b, num_labels))(pred, m.astype(jnp.int32))
         return pred, nan, outputs
 
     n = len(images)
@@ -234,9 +301,10 @@ def stop_steps(workdir: Path, seeds: tuple[int, ...]) -> list[int | None]:
     return stopped
 
 
-def _fingerprint(config: AblationConfig, flat_train_config: Mapping, steps: list[int]) -> str:
-    """Digest of everything an evaluation depends on (a cached evaluation with another digest is redone)."""
-    items = {"train": flat_train_config, "steps": steps, "version": EVALUATION_VERSION,
+def _fingerprint(config: AblationConfig, run: engine_config.RunConfig, steps: list[int]) -> str:
+    """Digest of everything an evaluation depends on (a cached evaluation with another digest is redone). The loss
+    weights enter as the loss they give (`engine_config.comparable`), as before conditions listed every term."""
+    items = {"train": engine_config.comparable(run.as_dict()), "steps": steps, "version": EVALUATION_VERSION,
              **{key: getattr(config, key) for key in ("dataset", "image_size", "downsample", "max_sprites",
                                                       "eval_images", "slot_images")}}
     return hashlib.sha256(json.dumps(atomic.jsonable(items), sort_keys=True).encode()).hexdigest()[:16]
@@ -254,8 +322,8 @@ class _Data:
     def __call__(self, split: str) -> dict[str, np.ndarray]:
         if split not in self.cache:
             c = self.config
-            count = {"train": c.train.get("train_limit", 0), "valid": c.train.get("valid_limit", 0),
-                     "test": c.eval_images}[split]
+            engine = c.run_configs[c.names[0]].engine  # every condition trains on the same data
+            count = {"train": engine.train_limit, "valid": engine.valid_limit, "test": c.eval_images}[split]
             self.cache[split] = data.load_split(split, count, c.image_size, c.downsample, c.max_sprites)
         return self.cache[split]
 
@@ -289,9 +357,7 @@ def train_and_evaluate(config: AblationConfig, workdir: Path, run: str, group: t
     seconds = time.perf_counter() - tic
     steps = [int(s) for s in np.asarray(jax.device_get(state.step))]
     trained = max(steps) - started[0]
-    engine, family = engine_config.parse(train_config)
-    flat = engine_config.as_dict(engine, family)
-    fingerprint = _fingerprint(config, flat, steps)
+    fingerprint = _fingerprint(config, train_config, steps)
     path = config.evaluation_path(workdir, run, group)
     shapes, optional = evaluation_layout(config, len(group))
     result = atomic.read_npz_cache(path, fingerprint, shapes, optional=optional)
@@ -299,7 +365,7 @@ def train_and_evaluate(config: AblationConfig, workdir: Path, run: str, group: t
     if result is None:
         test = splits("test")
         _, trainer, _ = loop.build(train_config, test["images"].shape[1:])
-        result = evaluate(trainer, state.inference_params, test["images"], test["masks"], engine.batch_size,
+        result = evaluate(trainer, state.inference_params, test["images"], test["masks"], train_config.engine.batch_size,
                           config.slot_images)
         stopped = stop_steps(run_dir, group)
         result.update(seeds=np.asarray(group), steps=np.asarray(steps),
@@ -311,11 +377,13 @@ def train_and_evaluate(config: AblationConfig, workdir: Path, run: str, group: t
     return {**result, "trained_steps": trained, "train_seconds": seconds if trained > 0 else 0.0}
 
 
-def run(config: Mapping[str, Any], workdir: str | Path, log: Callable[[str], None] = lambda text: None) -> dict:
+def run(config: AblationConfig | Mapping[str, Any], workdir: str | Path,
+        log: Callable[[str], None] = lambda text: None) -> dict:
     """Runs the ablation of `config` (see ``experiments/configs/monet.py``) in `workdir`; resumes.
 
     Args:
-        config: the experiment config (validated by `AblationConfig.from_mapping` before any work).
+        config: the experiment config: an `AblationConfig`, or a mapping (validated by `AblationConfig.from_mapping`
+            before any work).
         workdir: where models/, evaluation/, results and figures go.
         log: called with one line per trained or resumed run.
 
@@ -328,7 +396,8 @@ def run(config: Mapping[str, Any], workdir: str | Path, log: Callable[[str], Non
         ValueError: a bad config (before any work), or a workdir holding runs of another config.
         WorkdirBusyError: another process runs in `workdir`.
     """
-    config = AblationConfig.from_mapping(config)
+    if not isinstance(config, AblationConfig):
+        config = AblationConfig.from_mapping(config)
     workdir = check_workdir(workdir)
     with workdir_lock.hold(workdir):  # one experiment per workdir (each run's directory has its own lock too)
         return _run(config, workdir, log)
@@ -344,7 +413,7 @@ def _run(config: AblationConfig, workdir: Path, log: Callable[[str], None]) -> d
                                  for k in ("ari", "fg_ari", "deepmind_fg_ari_nan", "seeds", "steps", "stopped_at")}
         evaluations[run_name]["trained_steps"] = sum(p["trained_steps"] for p in parts)
         seconds[run_name] = sum(p["train_seconds"] for p in parts)
-    rows = [condition_row(config, name, run_names[name], evaluations[run_names[name]]) for name in config.conditions]
+    rows = [condition_row(config, name, run_names[name], evaluations[run_names[name]]) for name in config.names]
     tests = {}
     for metric in config.test_metrics:
         per_seed = {r["condition"]: r[f"per_seed_{metric}"] for r in rows}
@@ -354,8 +423,6 @@ def _run(config: AblationConfig, workdir: Path, log: Callable[[str], None]) -> d
                "trained_steps": {r: int(e["trained_steps"]) for r, e in evaluations.items()}}
     write_results(workdir, results)
     if config.figures:
-        from noisegroup.komatsu import plots
-
         plots.write_all(workdir, config, results)
     return results
 
@@ -411,8 +478,6 @@ def format_report(results: Mapping) -> str:
 
 
 def _group_from_dict(group: Mapping) -> analysis.TestGroup:
-    from noisegroup import stats
-
     tests = tuple(stats.PairedTest(**t) for t in group["tests"])
     correction = group.get("correction")
     if correction is not None:

@@ -127,7 +127,7 @@ def write_all(workdir: str | Path, config, results: Mapping) -> list[Path]:
     run_names = results["runs"]
     evaluations = {}
     if config.slot_images:
-        for condition in config.conditions:
+        for condition in config.names:
             path = config.evaluation_path(workdir, run_names[condition], groups[0])
             with np.load(path) as f:
                 evaluations[condition] = {k: f[k] for k in f.files if k.startswith("slot_")}
@@ -135,7 +135,7 @@ def write_all(workdir: str | Path, config, results: Mapping) -> list[Path]:
         written.append(workdir / "slots.png")
     runs = {}
     for run in dict.fromkeys(run_names.values()):
-        label = " = ".join(c for c in config.conditions if run_names[c] == run)
+        label = " = ".join(c for c in config.names if run_names[c] == run)
         files = [config.run_dir(workdir, run, g) / "metrics.jsonl" for g in groups]
         runs[label] = [runlog.read_metrics(f) for f in files if f.exists()]
     training_curves(runs, workdir / "training.png")

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+from tqdm.auto import tqdm
 
 from noisegroup.checks import check_features, check_num_clusters
 
@@ -45,7 +46,7 @@ def num_clusters_from_masks(masks) -> np.ndarray:
 
 def ward_tree(x: np.ndarray) -> np.ndarray:
     """SciPy linkage matrix `[p-1, 4]` of Ward clustering of points `[p, f]` (scikit-learn's exact computation)."""
-    from scipy.cluster.hierarchy import linkage
+    from scipy.cluster.hierarchy import linkage  # heavy (SciPy, scikit-learn): imported where a worker clusters
     from scipy.spatial.distance import pdist
 
     return linkage(pdist(np.asarray(x, np.float64)), method="ward")
@@ -188,7 +189,6 @@ def cluster(features, num_clusters, method: str = "ward", *, seed: int = 0, work
     if workers is None:  # k-means takes ~8 ms an image: shipping features to a worker costs more than that
         workers = 1 if method == "kmeans" else os.cpu_count() or 1
     workers = min(int(workers), b) or 1
-    from tqdm.auto import tqdm
 
     results = map(_cluster_one, tasks) if workers == 1 else _pool(workers).map(tasks)
     labels = list(tqdm(results, total=b, desc=f"{method} clustering", unit="img", disable=not progress, leave=False))

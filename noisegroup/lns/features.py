@@ -126,7 +126,7 @@ def perturbed_decodes(graphdef, params, images, keys, noise_stds, num_noise_samp
     model = nnx.merge(graphdef, params)
     means = model.encode(images)["mean"]  # [b, z]
     eps = standard_noise(keys, num_noise_samples, means.shape[-1])  # [b, n, z]
-    latents = means[None, :, None, :] + noise_stds[:, None, None, None] * eps[None]  # [s, b, n, z]
+    latents = means[None, :, None, :] + noise_stds[:, None, None, None] * eps[None]  # [sigma, b, n, z]
     probs = decode_in_chunks(model.decode, latents.reshape(-1, means.shape[-1]), chunk_size)
     reconstructions = jax.nn.sigmoid(model.decode(means))
     return probs.reshape(*latents.shape[:3], *probs.shape[1:]), reconstructions
@@ -140,12 +140,12 @@ def noisy_decodes(graphdef: nnx.GraphDef, params, images: jax.Array, keys: jax.A
         graphdef, params: the trained model (`nnx.split(model, nnx.Param)` or a `TrainState`'s params).
         images: float32 `[b, h, w, c]` in [0, 1], of the model's shape (checked: ValueError otherwise).
         keys: `[b]` one key per image (`image_keys(key, indices)`).
-        noise_stds: `[s]` noise levels sigma (absolute latent units); they share the noise draws.
+        noise_stds: `[sigma]` noise levels (absolute latent units); they share the noise draws.
         num_noise_samples: N >= 2.
         chunk_size: decoder batch size inside the program.
 
     Returns:
-        (outputs `[s, b, n, h, w, c]` = sigmoid(decode(mean + sigma * eps)),
+        (outputs `[sigma, b, n, h, w, c]` = sigmoid(decode(mean + sigma * eps)),
          reconstructions `[b, h, w, c]` = sigmoid(decode(mean)), the unperturbed ones).
     """
     check_model_images(graphdef, params, images)

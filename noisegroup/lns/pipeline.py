@@ -28,11 +28,9 @@ generated or any model trained.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import functools
 import hashlib
-import io
 import json
 import time
 import zlib
@@ -41,27 +39,18 @@ from typing import Any, Mapping
 
 import jax
 import numpy as np
+from tqdm.auto import tqdm
 
-from noisegroup import atomic, stats
-from noisegroup.checks import check_workdir
+from datasets import good_gestalt as gg
+from noisegroup import atomic
+from noisegroup.checks import check_workdir, closest
 from noisegroup.engine import config as engine_config
 from noisegroup.engine import loop, pretrained, workdir_lock
-from noisegroup.engine.losses import closest
-from noisegroup.lns import features, sweep, tangent
+from noisegroup.lns import features, plots, results, sweep, tangent
+from noisegroup.lns.results import segmentation_path
+from noisegroup.models import FAMILIES
 
 GESTALT_IMAGE_SHAPE = (64, 64, 3)
-
-
-@functools.cache
-def _paper_table() -> dict:
-    return json.loads((Path(__file__).with_name("paper_ari.json")).read_text())
-
-
-def paper_value(model: str, dataset: str, clustering: str = "ward") -> float | None:
-    """The paper's ARI for (model, dataset) with Ward or k-means clustering (`paper_ari.json`), or None."""
-    table = _paper_table()
-    values = table["kmeans" if "kmeans" in clustering else "ward"].get(model)
-    return None if values is None or dataset not in table["datasets"] else values[table["datasets"].index(dataset)]
 
 
 def _segmentation(default):
@@ -79,11 +68,11 @@ class LNSConfig:
     seeds: tuple[int, ...] = (0,)
     train: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     model_train: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
-    noise_stds: tuple[float, ...] = _segmentation((1e-3, 1e-2, 1e-1, 0.5))
-    num_noise_samples: tuple[int, ...] = _segmentation((5, 20))
-    normalisation: str = _segmentation("channel")
+    noise_stds: tuple[float, ...] = _segmentation(sweep.SweepSettings.noise_stds)
+    num_noise_samples: tuple[int, ...] = _segmentation(sweep.SweepSettings.num_noise_samples)
+    normalisation: str = _segmentation(sweep.SweepSettings.normalisation)
     clustering: str = _segmentation("kmeans")
-    kmeans_restarts: int = _segmentation(1)
+    kmeans_restarts: int = _segmentation(sweep.SweepSettings.kmeans_restarts)
     num_clusters: int = _segmentation(0)
     fair_protocol: bool = _segmentation(True)
     control: bool = _segmentation(True)
@@ -107,14 +96,13 @@ class LNSConfig:
     @classmethod
     def from_mapping(cls, config: Mapping[str, Any]) -> "LNSConfig":
         """The validated config: every key known, the grid, datasets, models, each training config and shipped file
-        checked, so a typo fails in one line before any work.
+        checked, so a typo fails in one line before any work. Parsed once: the sweep settings (`sweep`) and every
+        (model, dataset)'s training config (`run_configs`) are made here and passed down.
 
         Raises:
             ValueError: naming the key (and the closest known key for a typo) or the bad value.
             FileNotFoundError: a shipped weight file the config needs is missing.
         """
-        from datasets import good_gestalt as gg
-
         known = [f.name for f in dataclasses.fields(cls)]
         for key in config:
             if key not in known:
@@ -125,8 +113,6 @@ class LNSConfig:
             if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
                 raise ValueError(f"{key} must be a sequence, got {value!r} (a tuple such as \"(0.01, 0.1)\")")
         c = cls(**dict(config))
-        from noisegroup.models import FAMILIES
-
         for model, overrides in c.model_train.items():
             if model not in FAMILIES:
                 raise ValueError(f"model_train names model {model!r}{closest(model, list(FAMILIES))}; known: "
@@ -144,45 +130,54 @@ class LNSConfig:
         for key in ("umap_images", "cluster_workers"):
             if int(getattr(c, key)) < 0:
                 raise ValueError(f"{key} must be >= 0, got {getattr(c, key)!r}")
-        c.sweep_settings()  # checks the grid, normalisation, clustering method and k
+        c.sweep  # noqa: B018  (the grid, normalisation, clustering method and k, checked once)
         pixels = GESTALT_IMAGE_SHAPE[0] * GESTALT_IMAGE_SHAPE[1]
         if int(c.num_clusters) > pixels:  # what clustering would refuse after training: refused before it
             raise ValueError(f"num_clusters must be at most the number of pixels of an image ({pixels} for "
                              f"{GESTALT_IMAGE_SHAPE[0]} x {GESTALT_IMAGE_SHAPE[1]}), got {c.num_clusters!r}")
         if c.control_clustering:
             sweep.check_method(c.control_clustering)
-        for dataset in c.datasets:
-            for model in c.models:
-                engine_config.parse(c.model_train_config(model, dataset))
-                if c.pretrained and not c.weights_path(model, dataset).exists():
-                    raise FileNotFoundError(
-                        f"no shipped weights {c.weights_path(model, dataset)} for model {model!r} on {dataset!r} "
-                        f"(pretrained={c.pretrained!r}; paths are relative to the working directory); "
-                        '--config.pretrained="" trains instead')
-                if c.pretrained:  # intact, and of this model, dataset and latent size
-                    pretrained.verify(c.weights_path(model, dataset), c.model_train_config(model, dataset))
+        for (model, dataset), run in c.run_configs.items():
+            if c.pretrained and not c.weights_path(model, dataset).exists():
+                raise FileNotFoundError(
+                    f"no shipped weights {c.weights_path(model, dataset)} for model {model!r} on {dataset!r} "
+                    f"(pretrained={c.pretrained!r}; paths are relative to the working directory); "
+                    '--config.pretrained="" trains instead')
+            if c.pretrained:  # intact, and of this model, dataset and latent size
+                pretrained.verify(c.weights_path(model, dataset), run)
         return c
 
     def model_train_config(self, model: str, dataset: str) -> dict:
-        """The training config of one (model, dataset): `train`, then `model_train[model]`'s overrides."""
+        """The flat training config of one (model, dataset): `train`, then `model_train[model]`'s overrides."""
         c = dict(self.train)
         c.update(self.model_train.get(model, {}))
         c.update(model=model, dataset=dataset, seeds=tuple(self.seeds), progress=self.progress)
         return c
 
+    @functools.cached_property
+    def run_configs(self) -> dict[tuple[str, str], engine_config.RunConfig]:
+        """{(model, dataset): its training config, parsed once}."""
+        return {(model, dataset): engine_config.parse(self.model_train_config(model, dataset))
+                for dataset in self.datasets for model in self.models}
+
     def weights_path(self, model: str, dataset: str) -> Path:
         return Path(self.pretrained) / f"{model}_{dataset}.npz"
 
-    def sweep_settings(self, **overrides) -> sweep.SweepSettings:
-        """The sweep every (model, dataset) runs on `test` (overrides: e.g. the control's)."""
-        settings = dict(noise_stds=self.noise_stds, num_noise_samples=self.num_noise_samples,
-                        normalisation=self.normalisation, method=self.clustering,
-                        kmeans_restarts=self.kmeans_restarts,
-                        num_clusters=None if int(self.num_clusters) <= 0 else int(self.num_clusters),
-                        control_noise_std=self.control_noise_std, control_reading=self.control_reading,
-                        workers=self.cluster_workers or None,
-                        progress=self.progress)
-        return sweep.SweepSettings(**{**settings, **overrides})
+    @functools.cached_property
+    def sweep(self) -> sweep.SweepSettings:
+        """The sweep every (model, dataset) runs on `test` and `test_iid`, made (and checked) once; variants (the
+        control's, kept labels) are `dataclasses.replace`s of it."""
+        return sweep.SweepSettings(noise_stds=self.noise_stds, num_noise_samples=self.num_noise_samples,
+                                   normalisation=self.normalisation, method=self.clustering,
+                                   kmeans_restarts=self.kmeans_restarts,
+                                   num_clusters=None if int(self.num_clusters) <= 0 else int(self.num_clusters),
+                                   control_noise_std=self.control_noise_std, control_reading=self.control_reading,
+                                   workers=self.cluster_workers or None, progress=self.progress)
+
+    def control_sweep(self, num_noise_samples: int) -> sweep.SweepSettings:
+        """The noisy-reconstruction control's sweep at the selected N (its own clustering)."""
+        return dataclasses.replace(self.sweep, control=True, num_noise_samples=(num_noise_samples,),
+                                   method=self.control_method)
 
     @property
     def control_method(self) -> str:
@@ -201,23 +196,6 @@ class LNSConfig:
         return hashlib.sha256(json.dumps(atomic.jsonable(items), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def segmentation_path(workdir: str | Path, model: str, dataset: str, kind: str = "lns") -> Path:
-    """Where the segmentation cache of one (model, dataset) and features kind lives."""
-    return Path(workdir) / "segmentation" / f"{model}_{dataset}{'' if kind == 'lns' else '_' + kind}.npz"
-
-
-def load_training_data(train_config: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    """(train, valid) images of a training config's Good Gestalt dataset (cached; `*_limit` takes a prefix)."""
-    from datasets import good_gestalt as gg
-
-    def split(name, limit):
-        if limit:
-            return gg.generate(train_config["dataset"], name, limit=limit).images
-        return gg.load(train_config["dataset"], name).images
-
-    return split("train", train_config.get("train_limit")), split("valid", train_config.get("valid_limit"))
-
-
 def model_key(key: jax.Array, model: str, dataset: str) -> jax.Array:
     """The segmentation key of one (model, dataset) from the run's `lns_seed` key: the same whatever else the run
     holds, so a cached or re-run pair draws the same noise (a stable hash, not Python's salted `hash`)."""
@@ -227,8 +205,6 @@ def model_key(key: jax.Array, model: str, dataset: str) -> jax.Array:
 def segment_model(config: LNSConfig, graphdef, params, dataset: str, key: jax.Array, model: str = "") -> dict:
     """Sweeps, protocols and control for one trained (dataset, model): a dict of arrays (see module docstring);
     `model` names the progress bars."""
-    from datasets import good_gestalt as gg
-
     def load(split, limit=0):
         data = gg.load(dataset, split)
         limit = min(int(limit) or len(data.images), int(config.test_limit) or len(data.images))
@@ -238,33 +214,31 @@ def segment_model(config: LNSConfig, graphdef, params, dataset: str, key: jax.Ar
     if config.features == "tangent":
         return segment_model_tangent(config, graphdef, params, images, masks, key)
     label = f"{dataset} / {model}:" if model else f"{dataset}:"
-    test = sweep.evaluate(graphdef, params, images, masks, jax.random.fold_in(key, 0),
-                          config.sweep_settings(keep_labels=True, label=f"{label} test"))
+    test = sweep.evaluate(graphdef, params, images, masks, jax.random.fold_in(key, 0), config.sweep, keep_labels=True,
+                          label=f"{label} test")
     out = {"test_ari": test.ari, "test_ari_fg": test.ari_fg, "zero_feature_fraction": test.zero_feature_fraction,
            "reconstructions": test.reconstructions[0], "images": images, "masks": masks}
-    paper = stats.select_setting(test.ari)
+    paper = results.best_setting(test.ari)
     out["paper_setting"] = np.array(paper)
     out["labels"] = test.labels[0, paper[0], paper[1]]
     umap_images = min(int(config.umap_images), len(images))
     if umap_images:  # features of the first images at the paper's setting, seed 0, for UMAP plots
-        sigma = float(np.asarray(config.noise_stds)[paper[0]])
-        n = int(np.asarray(config.num_noise_samples)[paper[1]])
+        sigma, n = config.sweep.noise_stds[paper[0]], config.sweep.num_noise_samples[paper[1]]
         params0 = jax.tree.map(lambda x: x[0], params)
         out["umap_features"] = np.asarray(sweep.setting_features(
             graphdef, params0, images[:umap_images], jax.random.fold_in(jax.random.fold_in(key, 0), 0), sigma, n,
             config.normalisation))
     if config.fair_protocol:
         iid_images, iid_masks = load("test_iid", config.fair_limit)
-        iid = sweep.evaluate(graphdef, params, iid_images, iid_masks, jax.random.fold_in(key, 1),
-                             config.sweep_settings(label=f"{label} test_iid"))
+        iid = sweep.evaluate(graphdef, params, iid_images, iid_masks, jax.random.fold_in(key, 1), config.sweep,
+                             label=f"{label} test_iid")
         out["test_iid_ari"] = iid.ari
-        out["fair_setting"] = np.array(stats.select_setting(iid.ari))
+        out["fair_setting"] = np.array(results.best_setting(iid.ari))
     if config.control:
-        n = int(np.asarray(config.num_noise_samples)[paper[1]])
+        n = config.sweep.num_noise_samples[paper[1]]
         limit = int(config.control_limit) or len(images)
         control = sweep.evaluate(graphdef, params, images[:limit], masks[:limit], jax.random.fold_in(key, 2),
-                                 config.sweep_settings(control=True, num_noise_samples=(n,),
-                                                       method=config.control_method, label=f"{label} test"))
+                                 config.control_sweep(n), label=f"{label} test")
         out["control_ari"] = control.ari[:, 0, 0]
         out["control_labels"] = control.labels[0, 0, 0] if control.labels is not None else None
     return {k: v for k, v in out.items() if v is not None}
@@ -276,8 +250,8 @@ JACOBIAN_IMAGES = 4  # test images whose tangent features are kept for the Jacob
 
 def segment_model_tangent(config: LNSConfig, graphdef, params, images, masks, key: jax.Array) -> dict:
     """`segment_model` with tangent-limit features: ARIs `[S, b]`, labels and features of seed 0, the bridge."""
-    result = tangent.evaluate(graphdef, params, images, masks, jax.random.fold_in(key, 0),
-                              config.sweep_settings(keep_labels=True))
+    result = tangent.evaluate(graphdef, params, images, masks, jax.random.fold_in(key, 0), config.sweep,
+                              keep_labels=True)
     params0 = jax.tree.map(lambda x: x[0], params)
     shown = images[: max(JACOBIAN_IMAGES, int(config.umap_images))]
     feats = np.asarray(tangent.tangent_features(graphdef, params0, shown, config.normalisation))
@@ -292,141 +266,35 @@ def segment_model_tangent(config: LNSConfig, graphdef, params, images, masks, ke
     return out
 
 
-def _tangent_rows(config: LNSConfig, dataset: str, model: str, seg: Mapping[str, np.ndarray]) -> list[dict]:
-    s, fg = stats.mean_sem(seg["test_ari"]), stats.mean_sem(seg["test_ari_fg"])
-    protocols = ("paper", "fair") if config.fair_protocol else ("paper",)  # nothing selected: the same row for both
-    return [dict(dataset=dataset, model=f"{model}_tangent", protocol=protocol, noise_std=None, num_noise_samples=None,
-                 selection="none", ari=s["mean"], ari_sem=s["sem"], sem_over=s["sem_over"], ari_fg=fg["mean"],
-                 per_seed=s["per_seed"], clustering=config.clustering,
-                 paper_ari=paper_value(model, dataset, config.clustering)) for protocol in protocols]
-
-
-def _summary_rows(config: LNSConfig, dataset: str, model: str, seg: Mapping[str, np.ndarray]) -> list[dict]:
-    if config.features == "tangent":
-        return _tangent_rows(config, dataset, model, seg)
-    sigmas, counts = np.asarray(config.noise_stds), np.asarray(config.num_noise_samples)
-    rows = []
-    protocols = [("paper", tuple(seg["paper_setting"]))]
-    if "fair_setting" in seg:
-        protocols.append(("fair", tuple(seg["fair_setting"])))
-    for protocol, (i, j) in protocols:
-        s = stats.summarise(seg["test_ari"], (i, j))
-        fg = stats.summarise(seg["test_ari_fg"], (i, j))
-        rows.append(dict(dataset=dataset, model=model, protocol=protocol, noise_std=float(sigmas[i]),
-                         num_noise_samples=int(counts[j]), ari=s["mean"], ari_sem=s["sem"], sem_over=s["sem_over"],
-                         ari_fg=fg["mean"], per_seed=s["per_seed"],
-                         per_image=np.asarray(seg["test_ari"])[:, i, j, :].mean(axis=0).tolist(),
-                         clustering=config.clustering, paper_ari=paper_value(model, dataset, config.clustering)))
-    if "control_ari" in seg:
-        s = stats.mean_sem(seg["control_ari"])
-        rows.append(dict(dataset=dataset, model=f"{model}_control", protocol="paper",
-                         noise_std=config.control_noise_std, num_noise_samples=int(counts[protocols[0][1][1]]),
-                         ari=s["mean"], ari_sem=s["sem"], sem_over=s["sem_over"], ari_fg=None,
-                         per_seed=s["per_seed"], clustering=config.control_method,
-                         paper_ari=paper_value(f"{model}_control", dataset)))
-    return rows
-
-
-def summary_line(dataset: str, model: str, rows: list[dict], seconds: float) -> str:
-    """One line for a finished (dataset, model): its paper-protocol ARI and setting, the control, the paper's."""
-    def paper(r):
-        return "" if r.get("paper_ari") is None else f" (paper {r['paper_ari']:.3f})"
-
-    parts = []
-    for r in rows:
-        if r["protocol"] == "paper" and not r["model"].endswith("_control"):
-            setting = "" if r.get("selection") == "none" else f" at sigma {r['noise_std']:g}, N {r['num_noise_samples']}"
-            parts.append(f"ARI {r['ari']:.3f}{paper(r)}{setting}")
-        elif r["model"].endswith("_control"):
-            parts.append(f"control {r['ari']:.3f}{paper(r)}")
-    return f"{dataset} / {model}: " + "; ".join(parts) + f"; {seconds / 60:.1f} min"
-
-
-def model_comparisons(rows: list[dict], protocol: str = "paper", models: tuple[str, str] = ("ae", "vae"),
-                      alpha: float = 0.05) -> list[dict]:
-    """The paper's AE-against-VAE test per dataset (Table 1's stars): a two-sample two-tailed t-test of the two models'
-    ARIs at their chosen settings, over seeds (the paper: 5 each), or over test images when a model has one seed;
-    starred when p <= alpha / m, Bonferroni over the m datasets that have both models (`stats.model_difference`).
-
-    Returns:
-        One dict per such dataset: dataset, protocol, models, t, p, n_a, n_b, over, p_bonferroni, star.
-    """
-    lookup = {(r["dataset"], r["model"]): r for r in rows if r["protocol"] == protocol}
-    out = []
-    for dataset in dict.fromkeys(r["dataset"] for r in rows):
-        a, b = lookup.get((dataset, models[0])), lookup.get((dataset, models[1]))
-        if a is None or b is None or "per_image" not in a or "per_image" not in b:
-            continue
-        by_seed = len(a["per_seed"]) > 1 and len(b["per_seed"]) > 1
-        key = "per_seed" if by_seed else "per_image"
-        test = stats.model_difference(a[key], b[key], over="seeds" if by_seed else "images")
-        out.append(dict(dataset=dataset, protocol=protocol, models=list(models), **test))
-    if out:
-        family = stats.holm_bonferroni([c["p"] for c in out], alpha, procedure="bonferroni")
-        for c, adjusted, star in zip(out, family.adjusted, family.rejected, strict=True):
-            c.update(p_bonferroni=adjusted, star=star)
-    return out
-
-
-def format_table(rows: list[dict], protocol: str = "paper") -> str:
-    """A text table of ARI per dataset (rows) and model (columns), ours next to the paper's; a `*` marks a row that
-    needed no setting selection (tangent-limit features), with a footnote."""
-    models = list(dict.fromkeys(r["model"] for r in rows))
-    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
-    lookup = {(r["dataset"], r["model"]): r for r in rows if r["protocol"] == protocol or r["model"].endswith("_control")}
-    header = f"{'dataset':<20}" + "".join(f"{m + ' (paper)':>26}" for m in models)
-    comparisons = {c["dataset"]: c for c in model_comparisons(rows, protocol)}
-    if comparisons:
-        header += f"{'ae vs vae p':>14}"
-    lines = [header, "-" * len(header)]
-    for d in datasets:
-        cells = []
-        for m in models:
-            r = lookup.get((d, m))
-            if r is None:
-                cells.append(f"{'-':>26}")
-                continue
-            paper = "   -  " if r["paper_ari"] is None else f"{r['paper_ari']:6.3f}"
-            mark = "*" if r.get("selection") == "none" else ""
-            cells.append(f"{r['ari']:7.3f}{mark} +-{r['ari_sem']:.3f} ({paper})".rjust(26))
-        if comparisons:
-            c = comparisons.get(d)
-            p_cell = "-" if c is None else f"{c['p_bonferroni']:.2g}{' *' if c['star'] else '  '}"
-            cells.append(p_cell.rjust(14))
-        lines.append(f"{d:<20}" + "".join(cells))
-    if comparisons:
-        over = ", ".join(sorted({c["over"] for c in comparisons.values()}))
-        lines.append(f"ae vs vae p: two-sample two-tailed t-test over {over}, Bonferroni-adjusted over "
-                     f"{len(comparisons)} datasets; * p <= 0.05 (the paper's Table 1 stars)")
-    if any(r.get("selection") == "none" for r in lookup.values()):
-        lines.append("* tangent limit (sigma -> 0, N -> inf): no (sigma, N) setting to select, the same under both "
-                     "protocols; (paper) is the paper's LNS value")
-    return "\n".join(lines)
-
-
 def model_params(config: LNSConfig, workdir: Path, model: str, dataset: str):
     """(graphdef, params stacked over seeds, identity for the fingerprint) of one (model, dataset): shipped weights
     when `config.pretrained` is set, else trained (or resumed) in `workdir/models/<model>_<dataset>/`."""
-    train_config = config.model_train_config(model, dataset)
-    _, trainer, _ = loop.build(train_config, GESTALT_IMAGE_SHAPE)
+    run = config.run_configs[(model, dataset)]
+    _, trainer, _ = loop.build(run, GESTALT_IMAGE_SHAPE)
     if config.pretrained:
         path = config.weights_path(model, dataset)
-        params = pretrained.load(path, train_config, GESTALT_IMAGE_SHAPE)
+        params = pretrained.load(path, run, GESTALT_IMAGE_SHAPE)
         return trainer.graphdef, params, {"train": {"pretrained": hashlib.sha256(path.read_bytes()).hexdigest()[:16]},
                                           "steps": 0}
-    train_images, valid_images = load_training_data(train_config)
-    state = loop.train(train_config, workdir / "models" / f"{model}_{dataset}", train_images, valid_images)
-    # The identity of a trained model, as the fingerprint has always taken it: the config given and the steps.
-    return trainer.graphdef, state.inference_params, {"train": train_config, "steps": int(np.asarray(state.step).max())}
+    engine = run.engine
+    train_images, valid_images = gg.training_images(dataset, engine.train_limit, engine.valid_limit)
+    state = loop.train(run, results.model_dir(workdir, model, dataset), train_images, valid_images)
+    # The identity of a trained model: its parsed training config (the loss as it sums) and the steps.
+    identity = engine_config.comparable(run.as_dict())
+    return trainer.graphdef, state.inference_params, {"train": identity, "steps": int(np.asarray(state.step).max())}
 
 
-def run(config: Mapping[str, Any], workdir: str | Path) -> list[dict]:
+def run(config: LNSConfig | Mapping[str, Any], workdir: str | Path) -> list[dict]:
     """Runs the LNS experiment of `config` (see ``experiments/configs/lns.py``) in `workdir`; resumes.
+
+    Args:
+        config: an `LNSConfig`, or a mapping (validated by `LNSConfig.from_mapping` before any work).
 
     Returns:
         One summary row per (dataset, model, protocol), as written to results.csv / results.json.
     """
-    config = LNSConfig.from_mapping(config)
+    if not isinstance(config, LNSConfig):
+        config = LNSConfig.from_mapping(config)
     workdir = check_workdir(workdir)
     (workdir / "segmentation").mkdir(parents=True, exist_ok=True)
     with workdir_lock.hold(workdir):
@@ -447,8 +315,6 @@ def segmentation_layout(config: LNSConfig, seeds: int) -> dict:
     any count: `umap_images` is not a segmentation setting (not in the fingerprint), so a cache of another count
     is kept.
     """
-    from datasets import good_gestalt as gg
-
     h, w, c = GESTALT_IMAGE_SHAPE
     n_test, n_iid = gg.SPLIT_SIZES["test"], gg.SPLIT_SIZES["test_iid"]
     images = min(int(config.test_limit) or n_test, n_test)
@@ -490,36 +356,17 @@ def _run(config: LNSConfig, workdir: Path) -> list[dict]:
                                                lns_config.fingerprint(identity),
                                                **segmentation_layout(lns_config, num_seeds(params)))
                 if cached is not None:
-                    rows.extend(_summary_rows(lns_config, dataset, model, cached))
+                    rows.extend(results.summary_rows(lns_config, dataset, model, cached))
             seg = atomic.read_npz_cache(path, fingerprint, **segmentation_layout(config, num_seeds(params)))
             if seg is None:
                 seg = segment_model(config, graphdef, params, dataset, model_key(key, model, dataset), model)
                 atomic.save_npz(path, fingerprint=np.array(fingerprint), **seg)
-            new_rows = _summary_rows(config, dataset, model, seg)
+            new_rows = results.summary_rows(config, dataset, model, seg)
             rows.extend(new_rows)
             timings[f"{model}_{dataset}"] = time.perf_counter() - tic
             if config.progress:
-                from tqdm.auto import tqdm
-
-                tqdm.write(summary_line(dataset, model, new_rows, timings[f"{model}_{dataset}"]))
-    _write_results(workdir, config, rows, timings)
+                tqdm.write(results.summary_line(dataset, model, new_rows, timings[f"{model}_{dataset}"]))
+    results.write_results(workdir, config, rows, timings)
     if config.figures:
-        from noisegroup.lns import plots
-
         plots.write_all(workdir, dataclasses.asdict(config))
     return rows
-
-
-def _write_results(workdir: Path, config: LNSConfig, rows: list[dict], timings: dict) -> None:
-    comparisons = [c for protocol in ("paper", "fair") for c in model_comparisons(rows, protocol)]
-    atomic.write_json(workdir / "results.json", {"config": dataclasses.asdict(config), "rows": rows,
-                                                 "comparisons": comparisons, "seconds": timings})
-    fields = ["dataset", "model", "protocol", "noise_std", "num_noise_samples", "clustering", "ari", "ari_sem",
-              "sem_over", "ari_fg", "paper_ari"]
-    if any("selection" in r for r in rows):
-        fields.append("selection")
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fields, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic.write_text(workdir / "results.csv", text.getvalue())

@@ -30,12 +30,12 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure  # drawn without pyplot: no backend chosen, no global figure state
 
+from datasets import good_gestalt as gg
 from noisegroup import atomic
+from noisegroup.lns.results import segmentation_path
 
 
 def _load(workdir: Path, config: Mapping[str, Any]) -> dict:
-    from noisegroup.lns.pipeline import segmentation_path
-
     runs = {}
     for dataset in config["datasets"]:
         for model in config["models"]:
@@ -154,10 +154,9 @@ def sweep(runs: dict, datasets, models, noise_stds, sample_counts, path: Path) -
 def umap_features(runs: dict, datasets, models, path: Path) -> bool:
     """UMAP of the first test image's features per (dataset, model); False if umap-learn is missing."""
     try:
-        import umap
+        import umap  # optional (umap-learn is not a requirement)
     except ImportError:
         return False
-    from datasets import good_gestalt as gg
 
     fig, axes = _subplots(len(models), len(datasets), figsize=(3 * len(datasets), 3 * len(models)), squeeze=False)
     for c, dataset in enumerate(datasets):
@@ -214,7 +213,7 @@ def gram_bridge(runs: dict, datasets, models, path: Path) -> None:
             if run is None or "bridge_distance" not in run:
                 continue
             sigmas, counts = run["bridge_noise_stds"], run["bridge_sample_counts"]
-            distance, linear = run["bridge_distance"].mean(-1), run["bridge_linear_limit"].mean(-1)  # [s, n], [n]
+            distance, linear = run["bridge_distance"].mean(-1), run["bridge_linear_limit"].mean(-1)  # [sigma, n], [n]
             for j, n in enumerate(counts):
                 colour = matplotlib.colormaps["viridis"](j / max(len(counts) - 1, 1))
                 label = f"{model} N={n}" if len(models) > 1 else f"N={n}"

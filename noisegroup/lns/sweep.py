@@ -20,6 +20,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm.auto import tqdm
 
 from noisegroup import metrics
 from noisegroup.checks import check_num_clusters
@@ -89,11 +90,9 @@ class SweepSettings:
         control_noise_std: the control's noise std.
         control_reading: which reading of the paper's control sentence (`lns.ControlReading`).
         image_chunk: images per decoding program (bounds memory: S x sigma x chunk x max N decodes at once).
-        keep_labels: keep every prediction (memory: S x sigma x N x b x h x w int32).
         seed_batching: "auto", "vmap" or "unroll" (`engine.parallel`).
         workers: clustering processes (None: all cores).
         progress: a progress bar.
-        label: what the progress bar is of (e.g. "kanizsa / ae: test").
     """
 
     noise_stds: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 0.5)
@@ -106,19 +105,22 @@ class SweepSettings:
     control_noise_std: float = lns.CONTROL_NOISE_STD
     control_reading: lns.ControlReading = lns.ControlReading()
     image_chunk: int = 25
-    keep_labels: bool = False
     seed_batching: str = "auto"
     workers: int | None = None
     progress: bool = False
-    label: str = ""
 
     def __post_init__(self):
-        stds = tuple(float(v) for v in np.atleast_1d(np.asarray(self.noise_stds, np.float64)))
-        counts = np.atleast_1d(np.asarray(self.num_noise_samples))
-        for n in counts.tolist():
+        # The grid stays tuples of Python numbers (it becomes a float32 array once, in `evaluate`). Sigma is checked
+        # where it is used: not in the control, whose one noise level is `control_noise_std`, so the control's
+        # variant of an experiment's sweep (`dataclasses.replace(..., control=True)`) checks no sigma again.
+        stds = tuple(float(v) for v in _numbers(self.noise_stds))
+        counts = _numbers(self.num_noise_samples)
+        for n in counts:
             lns.check_settings(num_noise_samples=n)
-        lns.check_settings(noise_std=stds or None, normalisation=self.normalisation)
-        if not stds or not len(counts):
+        lns.check_settings(normalisation=self.normalisation)
+        if not self.control:
+            lns.check_settings(noise_std=stds or None)
+        if not stds or not counts:
             raise ValueError(f"the grid needs at least one sigma and one N, got {self.noise_stds!r} x "
                              f"{self.num_noise_samples!r}")
         lns.check_settings(noise_std=self.control_noise_std)
@@ -132,6 +134,11 @@ class SweepSettings:
             raise ValueError(f"image_chunk must be >= 1, got {self.image_chunk!r}")
         object.__setattr__(self, "noise_stds", stds)
         object.__setattr__(self, "num_noise_samples", tuple(int(n) for n in counts))
+
+
+def _numbers(value) -> tuple:
+    """A sequence of numbers as a tuple, or one number as a 1-tuple (a config gives tuples, a script may give one)."""
+    return tuple(value) if isinstance(value, (tuple, list)) else tuple(np.atleast_1d(value).tolist())
 
 
 @functools.lru_cache(maxsize=16)
@@ -148,11 +155,15 @@ def setting_features(graphdef, params, images, key: jax.Array, noise_std: float,
     `fold_in(key, i)`, so with `key = fold_in(evaluate's key, s)` these are exactly the features `evaluate` clusters
     for seed s."""
     keys = lns.image_keys(key, jnp.arange(len(images)))
-    outputs, _ = lns.noisy_decodes(graphdef, params, jnp.asarray(images), keys, noise_std, num_noise_samples)
+    images = lns.check_model_images(graphdef, params, images)
+    with jax.default_matmul_precision("highest"):  # sigma and N come from checked settings: the unchecked core
+        outputs, _ = lns.perturbed_decodes(graphdef, params, images, keys, jnp.asarray([noise_std], jnp.float32),
+                                           int(num_noise_samples))
     return lns.difference_features(outputs[0], normalisation)
 
 
-def evaluate(graphdef, params, images, masks, key: jax.Array, settings: SweepSettings) -> SweepResult:
+def evaluate(graphdef, params, images, masks, key: jax.Array, settings: SweepSettings, *, keep_labels: bool = False,
+             label: str = "") -> SweepResult:
     """LNS (or its noisy-reconstruction control) over a (sigma, N) grid for S seeds.
 
     Args:
@@ -160,7 +171,9 @@ def evaluate(graphdef, params, images, masks, key: jax.Array, settings: SweepSet
         params: parameters stacked over seeds (leading axis S), e.g. a trained `TrainState.params`.
         images: `[b, h, w, c]` float32 in [0, 1] of the model's shape (checked); masks: `[b, h, w]` ground truth.
         key: noise key; seed s and image i use `fold_in(fold_in(key, s), i)`.
-        settings: what to compute (`SweepSettings`).
+        settings: what to compute (`SweepSettings`, checked when it was made).
+        keep_labels: keep every prediction (memory: S x sigma x N x b x h x w int32).
+        label: what the progress bar is of (e.g. "kanizsa / ae: test").
 
     Returns:
         A `SweepResult`.
@@ -169,12 +182,11 @@ def evaluate(graphdef, params, images, masks, key: jax.Array, settings: SweepSet
     masks = np.asarray(masks)
     if masks.shape != images.shape[:3]:
         raise ValueError(f"masks {masks.shape} must be [b, h, w] matching images {images.shape}")
-    noise_stds = np.asarray(settings.noise_stds, np.float32)
+    # The one change of type of the grid: the settings' tuples become the program's float32 input here.
+    noise_stds = np.asarray((settings.control_noise_std,) if settings.control else settings.noise_stds, np.float32)
     sample_counts = np.asarray(settings.num_noise_samples, np.int64)
     normalisation, method, control = settings.normalisation, settings.method, settings.control
-    control_noise_std, image_chunk, keep_labels = settings.control_noise_std, settings.image_chunk, settings.keep_labels
-    if control:
-        noise_stds = np.asarray([control_noise_std], np.float32)
+    control_noise_std, image_chunk = settings.control_noise_std, settings.image_chunk
     b, h, w = masks.shape
     num_clusters = settings.num_clusters
     ks = check_num_clusters(cluster.num_clusters_from_masks(masks) if num_clusters is None else num_clusters, b, h * w)
@@ -191,9 +203,7 @@ def evaluate(graphdef, params, images, masks, key: jax.Array, settings: SweepSet
     ari, ari_fg, zero = np.zeros(shape, np.float32), np.zeros(shape, np.float32), np.zeros(shape, np.float32)
     labels = np.zeros((*shape, h, w), np.int32) if keep_labels else None
     reconstructions = np.zeros((num_seeds, *images.shape), np.float32)
-    from tqdm.auto import tqdm
-
-    desc = f"{settings.label} {'LNS control' if control else 'LNS'}".strip()
+    desc = f"{label} {'LNS control' if control else 'LNS'}".strip()
     bar = tqdm(total=b, desc=desc, unit="img", disable=not settings.progress,
                leave=False)
     for start in range(0, b, image_chunk):

@@ -210,8 +210,8 @@ def bridge(graphdef, params, images, key: jax.Array, noise_stds, sample_counts, 
     Image i draws its noise from `fold_in(key, i)` as in LNS; a smaller N takes the first N draws.
 
     Returns:
-        {"noise_stds" `[s]`, "sample_counts" `[n]`,
-         "distance" `[s, n, b]`: `gram_distance(LNS features, tangent features)`,
+        {"noise_stds" `[sigma]`, "sample_counts" `[n]`,
+         "distance" `[sigma, n, b]`: `gram_distance(LNS features, tangent features)`,
          "linear_limit" `[n, b]`: the same for `linear_limit_features` (sigma -> 0 with the same draws),
          "expected_fluctuation" `[n]`: sqrt(`gram_fluctuation`) / sqrt(z), the 1/sqrt(N) scale of the floor}.
     """
@@ -220,7 +220,7 @@ def bridge(graphdef, params, images, key: jax.Array, noise_stds, sample_counts, 
     tangent = lns.normalise(jac, normalisation)
     keys = lns.image_keys(key, jnp.arange(len(images)))
     n_max = int(max(sample_counts))
-    outputs, _ = lns.noisy_decodes(graphdef, params, images, keys, noise_stds, n_max)  # [s, b, n, h, w, c]
+    outputs, _ = lns.noisy_decodes(graphdef, params, images, keys, noise_stds, n_max)  # [sigma, b, n, h, w, c]
     eps = lns.standard_noise(keys, n_max, jac.shape[1])  # [b, n, z]
     distance = np.stack([np.stack([np.asarray(gram_distance(lns.difference_features(o[:, :n], normalisation), tangent))
                                    for n in sample_counts]) for o in outputs])
@@ -254,7 +254,7 @@ class TangentResult:
 
 
 def evaluate(graphdef, params, images, masks, key: jax.Array, settings: sweep.SweepSettings | None = None, *,
-             conv_impl: str = "auto") -> TangentResult:
+             conv_impl: str = "auto", keep_labels: bool = False) -> TangentResult:
     """Tangent-limit LNS for S seeds: features, clustering (`sweep.segment`), ARI. No (sigma, N): nothing to select.
 
     Args:
@@ -262,9 +262,10 @@ def evaluate(graphdef, params, images, masks, key: jax.Array, settings: sweep.Sw
         images: `[b, h, w, c]` float32 in [0, 1] of the model's shape (checked); masks: `[b, h, w]`.
         key: clustering key (the features are deterministic).
         settings: the sweep's settings, of which this reads normalisation, method, kmeans_restarts, num_clusters,
-            workers, keep_labels and image_chunk (images per Jacobian program); None: the defaults. The noise
-            grid, the control and the seed batching do not apply.
+            workers and image_chunk (images per Jacobian program); None: the defaults. The noise grid, the control
+            and the seed batching do not apply.
         conv_impl: the layers' impl for the Jacobians (`jacobians`).
+        keep_labels: keep every prediction (`TangentResult.labels`).
     """
     settings = sweep.SweepSettings() if settings is None else settings
     images = lns.check_model_images(graphdef, params, images, stacked=True)  # the settings were checked when made
@@ -277,7 +278,7 @@ def evaluate(graphdef, params, images, masks, key: jax.Array, settings: sweep.Sw
     num_seeds = jax.tree.leaves(params)[0].shape[0]
     shape = (num_seeds, b)
     ari, ari_fg, zero = np.zeros(shape, np.float32), np.zeros(shape, np.float32), np.zeros(shape, np.float32)
-    labels = np.zeros((*shape, h, w), np.int32) if settings.keep_labels else None
+    labels = np.zeros((*shape, h, w), np.int32) if keep_labels else None
     reconstructions = np.zeros((num_seeds, *images.shape), np.float32)
     for s in range(num_seeds):
         seed_params = jax.tree.map(lambda x, s=s: x[s], params)
@@ -291,6 +292,6 @@ def evaluate(graphdef, params, images, masks, key: jax.Array, settings: sweep.Sw
                                  workers=settings.workers, restarts=settings.kmeans_restarts).reshape(-1, h, w)
             ari[s, sl] = metrics.batch_ari(pred, masks[sl])
             ari_fg[s, sl] = metrics.batch_ari(pred, masks[sl], foreground=True)
-            if settings.keep_labels:
+            if keep_labels:
                 labels[s, sl] = pred
     return TangentResult(ari, ari_fg, labels, reconstructions, zero)

@@ -24,8 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from noisegroup.engine import losses
 from noisegroup.models.family import Batch, Family
+from noisegroup.models import terms
 from noisegroup.models.layers import IMPLS, Conv, ConvTranspose, Linear
 
 IMAGE_SHAPE = (64, 64, 3)
@@ -151,7 +151,7 @@ class AutoEncoderFamily(Family):
     conv_impl: str = "auto"
     output_bias_init: str = "reference"
 
-    loss_terms = {"reconstruction": lambda o: losses.sum_squared_error(o["logits"], o["images"])}
+    loss_terms = {"reconstruction": lambda o: terms.sum_squared_error(o["logits"], o["images"])}
     default_weights = {"reconstruction": 1.0}
     network = AutoEncoder
 
@@ -187,7 +187,7 @@ class BetaVAEFamily(AutoEncoderFamily):
     """The LNS beta-VAE as a model family: reparameterisation noise `[b, z]` per step; GECO weights the KL."""
 
     loss_terms = {**AutoEncoderFamily.loss_terms,
-                  "kl": lambda o: losses.kl_to_standard_normal(o["mean"], o["logvar"])}
+                  "kl": lambda o: terms.kl_to_standard_normal(o["mean"], o["logvar"])}
     default_weights = {"reconstruction": 1.0, "kl": 1.0}
     geco_term = "kl"
     network = BetaVAE

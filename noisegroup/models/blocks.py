@@ -25,7 +25,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from noisegroup.models.layers import native_conv, resolve_impl, stride1_conv, valid_conv_jvp
+from noisegroup.models.conv_forms import native_conv, stride1_conv, valid_conv_jvp
+from noisegroup.models.layers import resolve_impl
 
 INIT_SCHEMES = ("pytorch", "normal")
 
@@ -50,7 +51,7 @@ class Conv(nnx.Module):
             # makes of a 1-output-channel conv (the U-Net's mask head: "feature_group_count").
             y = x @ self.kernel[0, 0]
         elif self.stride == 1 and self.padding < self.kernel.shape[0] and (impl := resolve_impl(self.impl)) != "native":
-            # XLA:CPU's weight gradients and unpadded convolutions are its slow ones (`layers.stride1_conv`); a
+            # XLA:CPU's weight gradients and unpadded convolutions are its slow ones (`conv_forms.stride1_conv`); a
             # padded forward is native already, so forward mode needs a twin for the unpadded case only.
             if impl == "fast":
                 y = stride1_conv(x, self.kernel[...], self.padding)

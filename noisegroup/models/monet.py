@@ -41,10 +41,11 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from noisegroup.metrics import ari_jax
+from noisegroup.metrics import segmentation_metrics
 from noisegroup.models.blocks import INIT_SCHEMES, Conv, Dense, init_layers
+from noisegroup.models.conv_forms import native_conv
 from noisegroup.models.family import Batch, Family
-from noisegroup.models.layers import IMPLS, native_conv
+from noisegroup.models.layers import IMPLS
 from noisegroup.models.monet_losses import LOSS_TERMS, reconstruction_mse
 from noisegroup.models.unet import UNet, num_blocks_for
 
@@ -209,68 +210,6 @@ class MONet(nnx.Module):
                 "latent_logvar": logvar, "reconstruction": reconstruction}
 
 
-# --- segmentation metrics ----------------------------------------------------------------------------------------
-
-
-def deepmind_fg_ari_is_nan(pred: jax.Array, true: jax.Array, num_labels: int) -> jax.Array:
-    """Whether DeepMind's `segmentation_metrics.adjusted_rand_index` gives NaN for the FG-ARI of one image (spec 4.1).
-
-    DeepMind slices the background column off the one-hot ground truth, counts only pixels with a foreground label
-    (n of them) and returns 1 only when every true id (argmax of the sliced one-hot over all pixels: background
-    reads 0, like object 1) and every predicted id are equal. Otherwise its (RI - E) / (max - E) is 0/0 when
-    n (n - 1) = 0, or when max = E, i.e. both labelings of the n pixels are one cluster or both all singletons.
-
-    Args:
-        pred, true: integer label maps `[h, w]`, values in [0, num_labels); true 0 = background.
-
-    Returns:
-        bool scalar.
-    """
-    fg = true != 0
-    n = jnp.sum(fg)
-    ids = jnp.where(fg, true.astype(jnp.int32) - 1, 0)
-    special = jnp.all(ids == ids.ravel()[0]) & jnp.all(pred == pred.ravel()[0])
-    onehot = lambda x: jax.nn.one_hot(x.ravel(), num_labels, dtype=jnp.int32) * fg.ravel()[:, None]  # noqa: E731
-    true_counts, pred_counts = jnp.sum(onehot(true), 0), jnp.sum(onehot(pred), 0)  # [num_labels] over fg pixels
-    single = (jnp.sum(true_counts > 0) == 1) & (jnp.sum(pred_counts > 0) == 1)
-    singletons = (jnp.max(true_counts) <= 1) & (jnp.max(pred_counts) <= 1)
-    return ~special & ((n < 2) | single | singletons)
-
-
-def segmentation_metrics(log_masks: jax.Array, masks: jax.Array, num_labels: int) -> dict[str, jax.Array]:
-    """ARI and FG-ARI of the attention masks against ground truth, batch means (jittable).
-
-    The prediction is argmax_k m_k per pixel. sklearn semantics (`noisegroup.metrics.ari_jax`: 1.0 when
-    degenerate); FG-ARI scores only pixels with mask != 0. An image with a ground-truth label >= `num_labels`
-    scores NaN (the static bound of the contingency table would drop its pixels silently).
-
-    Args:
-        log_masks: `[b, k, h, w]`.
-        masks: integer labels `[b, h, w]`, 0 = background.
-        num_labels: static bound on the labels of both maps (>= k).
-
-    Returns:
-        {"ari", "fg_ari", "deepmind_fg_ari_nan": the fraction of images whose FG-ARI DeepMind's code gives NaN}.
-
-    Raises:
-        ValueError: masks that are not label maps `[b, h, w]` matching `log_masks`, or num_labels < k.
-    """
-    b, k, h, w = log_masks.shape
-    if masks.shape != (b, h, w):
-        raise ValueError(f"ground-truth masks must be integer label maps [b, h, w] = {[b, h, w]}, got {masks.shape}")
-    if num_labels < k:
-        raise ValueError(f"num_labels={num_labels} must be >= the number of slots {k}")
-    pred = jnp.argmax(log_masks, axis=1).astype(jnp.int32)
-    true = masks.astype(jnp.int32)
-    in_range = jnp.all(true < num_labels, axis=(1, 2))
-    ari = jax.vmap(lambda p, t: ari_jax(p, t, num_labels=num_labels))(pred, true)
-    fg_ari = jax.vmap(lambda p, t: ari_jax(p, t, t != 0, num_labels=num_labels))(pred, true)
-    nan = jax.vmap(lambda p, t: deepmind_fg_ari_is_nan(p, t, num_labels))(pred, true)
-    return {"ari": jnp.mean(jnp.where(in_range, ari, jnp.nan)),
-            "fg_ari": jnp.mean(jnp.where(in_range, fg_ari, jnp.nan)),
-            "deepmind_fg_ari_nan": jnp.mean(nan.astype(jnp.float32))}
-
-
 # --- the family ---------------------------------------------------------------------------------------------------
 
 
@@ -322,7 +261,7 @@ class MonetFamily(Family):
     default_weights = {"nll": 1.0, "kl": 0.5, "mask_kl": 0.25}  # the original MONet (Komatsu's condition 11)
     geco_term = None
     # Passes of 8 images on CPU (the AE's, `Family.cpu_micro_batch`): at batch 64, K = 5 on 2 cores they beat one
-    # pass when this was set; since the cheaper weight gradient (`layers.shifted_pair`) the pass sizes are within
+    # pass when this was set; since the cheaper weight gradient (`conv_forms.shifted_pair`) the pass sizes are within
     # the machine's noise of each other. `python -m benchmarks.monet_step` times them; the README has the figures.
     # More passes compile longer (unrolled). Configs of at most 8 images a batch run in one pass.
     cpu_micro_batch = 8

@@ -17,7 +17,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from noisegroup.engine import losses
+from noisegroup.models import terms
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -44,7 +44,7 @@ def mixture_nll(images: jax.Array, means: jax.Array, log_masks: jax.Array, pixel
 def latent_kl(mean: jax.Array, logvar: jax.Array) -> jax.Array:
     """Spec 2.1.2 / eq. 4: KL(prod_k q(z_k) || N(0, I)) = sum_k sum_d (mu^2 + sigma^2 - 1 - log sigma^2) / 2:
     `[b, k, d]` x2 -> `[b]`."""
-    return jnp.sum(losses.kl_to_standard_normal(mean, logvar), axis=1)
+    return jnp.sum(terms.kl_to_standard_normal(mean, logvar), axis=1)
 
 
 def mask_kl(log_masks: jax.Array, mask_logits: jax.Array) -> jax.Array:

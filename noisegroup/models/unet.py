@@ -34,7 +34,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from noisegroup.models.blocks import Conv, Dense, InstanceNorm, downsample, init_layers, upsample
-from noisegroup.models.layers import resolve_impl, stride1_conv, upsampled_conv
+from noisegroup.models.conv_forms import stride1_conv, upsampled_conv
+from noisegroup.models.layers import resolve_impl
 
 
 def num_blocks_for(image_size: int) -> int:
@@ -71,7 +72,7 @@ class ConvBlock(nnx.Module):
         `[b, 2h, 2w, c_out]`.
 
         With the "fast" impl (CPU's "auto") the conv is split by input channels: the upsampled part in sub-pixel
-        form (`layers.upsampled_conv`, 4/9 of its products), the skip part as it is, and the concatenated copy is
+        form (`conv_forms.upsampled_conv`, 4/9 of its products), the skip part as it is, and the concatenated copy is
         never made. The same function and parameters as the plain statement (the other impls)."""
         if resolve_impl(self.conv.impl) != "fast":
             return self(jnp.concatenate([upsample(low), skip], axis=-1))
@@ -91,7 +92,7 @@ class UNet(nnx.Module):
         init_scheme: `noisegroup.models.blocks.INIT_SCHEMES` (every conv and dense layer from one draw of
             `rngs.params()`: `blocks.init_layers`).
         conv_impl: how the 3x3 convs and instance norms run and differentiate (`noisegroup.models.layers.IMPLS`;
-            "auto": on CPU the convs' patch weight gradient, `layers.stride1_conv`, the up blocks' upsampled input
+            "auto": on CPU the convs' patch weight gradient, `conv_forms.stride1_conv`, the up blocks' upsampled input
             in sub-pixel form, `ConvBlock.upsampled`, and the norms' closed-form gradient, `blocks.instance_norm`).
     """
 
