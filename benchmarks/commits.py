@@ -6,7 +6,8 @@
 Checks the base commit out in a temporary git worktree, then times the same workloads in fresh processes of each
 tree, alternating trees round by round (so drift in the machine's load falls on both), each at its own defaults:
 the AE and VAE train step at batch 64 (the paper's Adam settings, micro-batches and seed mapping as each tree does
-on this backend), S seeds, and the LNS features of 100 Kanizsa test images at sigma 1e-3, N = 40. Medians over
+on this backend), S seeds, the LNS features of 100 Kanizsa test images at sigma 1e-3, N = 40, and with --monet the
+MONet step (batch 64, 64 x 64, K = 5, RMSProp; trees with the engine package only). Medians over
 rounds; ratio = base / this tree (> 1: this tree is faster).
 """
 
@@ -46,8 +47,12 @@ def timed(fn, repeats):
     return statistics.median(times)
 
 def programs(model, seeds):
-    c = train_configs.get_config("paper").to_dict()
-    c.update(model=model, seeds=tuple(range(seeds)), batch_size=64)
+    if model == "monet":  # condition 11 (the family's defaults, K = 5) with MONet's optimiser (engine trees only)
+        c = {"model": "monet", "dataset": "multi_dsprites", "optimizer": "rmsprop", "learning_rate": 1e-4,
+             "seeds": tuple(range(seeds)), "batch_size": 64, "progress": False}
+    else:
+        c = train_configs.get_config("paper").to_dict()
+        c.update(model=model, seeds=tuple(range(seeds)), batch_size=64)
     if NEW:
         from noisegroup.engine import loop, parallel
         _, trainer, progs = loop.build(c, (64, 64, 3), parallel.resolve_seed_batching("auto", False))
@@ -102,8 +107,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--monet", action="store_true", help="also the MONet step (batch 64, 64 x 64, K = 5)")
     args = parser.parse_args()
-    tasks = [f"ae:{s}" for s in args.seeds] + ["vae:1", "features"]
+    tasks = [f"ae:{s}" for s in args.seeds] + ["vae:1", "features"] + (["monet:1"] if args.monet else [])
     with tempfile.TemporaryDirectory() as tmp:
         base_tree = Path(tmp) / "base"
         subprocess.run(["git", "worktree", "add", "--detach", str(base_tree), args.base], cwd=ROOT, check=True,

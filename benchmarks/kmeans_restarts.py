@@ -20,13 +20,13 @@ import numpy as np
 from datasets import good_gestalt as gg
 from experiments.configs import lns as lns_configs
 from noisegroup import metrics
-from noisegroup.lns import cluster, pipeline, sweep
+from noisegroup.lns import cluster, pipeline, results, sweep
 
 
 def setting_of(lns_workdir: str | None, dataset: str, config) -> tuple[float, int]:
     if not lns_workdir:
         return 0.5, 40
-    with np.load(pipeline.segmentation_path(lns_workdir, "ae", dataset)) as seg:
+    with np.load(results.segmentation_path(lns_workdir, "ae", dataset)) as seg:
         i, j = seg["paper_setting"]
     return float(config.noise_stds[i]), int(config.num_noise_samples[j])
 

@@ -87,8 +87,11 @@ def main() -> None:
         try:
             for label, tree in trees:
                 print(f"{label}:", flush=True)
-                # The child runs this file from this tree against the tree's own packages.
-                subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child"], cwd=tree, check=True,
+                # The child runs this file from this tree against the tree's own packages (run_path: the file's
+                # folder does not go on sys.path, where benchmarks/datasets.py would hide the datasets package).
+                child = (f"import runpy, sys; sys.argv = ['monet_compile', '--child']; "
+                         f"runpy.run_path({str(Path(__file__).resolve())!r}, run_name='__main__')")
+                subprocess.run([sys.executable, "-c", child], cwd=tree, check=True,
                                env={**os.environ, "PYTHONPATH": str(tree)})
         finally:
             if args.base:

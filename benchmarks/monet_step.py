@@ -101,19 +101,21 @@ def jax_step_time(batch: int, seeds: int, repeats: int, batching: str = "vmap", 
 
     Compile time is measured apart where the step is one jitted program (`lower(...).compile()`, which the calls
     then reuse); the engine's seed loop ("loop") compiles inside its first call."""
-    _, _, (init, step, _) = loop.build(step_config(batch, seeds, micro, conv_impl), (SIZE, SIZE, 3), batching)
+    _, trainer, _ = loop.build(step_config(batch, seeds, micro, conv_impl), (SIZE, SIZE, 3), batching)
+    init, step, _ = trainer.programs(batching)  # the loss weights an input, as the engine runs it
+    weights = trainer.weight_arrays()
     keys = jnp.stack([jax.random.key(s) for s in range(seeds)])
     images = {"images": jax.random.uniform(jax.random.key(1), (seeds, batch, SIZE, SIZE, 3))}
     holder = {"state": jax.block_until_ready(init(keys))}
     compile_s, flops = None, None
     if hasattr(step, "lower"):
         start = time.perf_counter()
-        compiled = step.lower(holder["state"], images, keys).compile()
+        compiled = step.lower(holder["state"], images, keys, weights).compile()
         compile_s = time.perf_counter() - start
         flops = xla_flops(compiled)
 
     def run():
-        holder["state"], metrics = step(holder["state"], images, keys)
+        holder["state"], metrics = step(holder["state"], images, keys, weights)
         jax.block_until_ready(metrics)
 
     first, median = timed(run, repeats)

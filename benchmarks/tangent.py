@@ -79,7 +79,7 @@ def main() -> None:
         lambda: sweep.setting_features(graphdef, params, images, key, args.noise_std, args.samples,
                                        config.normalisation))
 
-    settings = config.sweep_settings()
+    settings = config.sweep
     grid = f"{len(settings.noise_stds)} sigmas x N in {settings.num_noise_samples}"
     sweep_run = lambda: sweep.evaluate(graphdef, stacked, images, masks, key, settings)  # noqa: E731
     tangent_run = lambda: tangent.evaluate(graphdef, stacked, images, masks, key, settings)  # noqa: E731

@@ -66,15 +66,17 @@ def compile_with(program, args, ynn: str):
 
 def step_cell(config: dict, ynn: str) -> tuple[Callable[[], None], Callable[[], np.ndarray]]:
     """(run one training step and block, the first step's loss) of a training config, one seed."""
-    _, _, (init, step, _) = loop.build(config, (64, 64, 3), "vmap")
+    _, trainer, _ = loop.build(config, (64, 64, 3), "vmap")
+    init, step, _ = trainer.programs("vmap")  # the jitted step, the loss weights an input
+    weights = trainer.weight_arrays()
     keys = jnp.stack([jax.random.key(0)])
     batch = {"images": jax.random.uniform(jax.random.key(1), (1, config["batch_size"], 64, 64, 3))}
     holder = {"state": jax.block_until_ready(init(keys))}
-    program = compile_with(step, (holder["state"], batch, keys), ynn)
+    program = compile_with(step, (holder["state"], batch, keys, weights), ynn)
     first = {}
 
     def run():
-        holder["state"], metrics = program(holder["state"], batch, keys)
+        holder["state"], metrics = program(holder["state"], batch, keys, weights)
         first.setdefault("loss", np.asarray(metrics["loss"]))
         jax.block_until_ready(metrics)
 

@@ -13,7 +13,6 @@ from flax import nnx
 
 from noisegroup.engine import checkpoint, loop, runlog
 from noisegroup.engine import config as engine_config
-from noisegroup.engine.losses import resolve_weights
 from noisegroup.engine.trainer import Trainer
 from noisegroup.metrics import segmentation_metrics
 from noisegroup.models import FAMILIES
@@ -214,7 +213,7 @@ def test_instance_norm_is_pytorchs_with_the_closed_form_gradient():
 
 
 def test_unet_fast_and_native_convs_are_the_same_function():
-    """The U-Net's 3x3 convs through `layers.stride1_conv`, its up blocks' convs split into the sub-pixel
+    """The U-Net's 3x3 convs through `conv_forms.stride1_conv`, its up blocks' convs split into the sub-pixel
     upsampled part and the skip part, and its norms' closed-form gradient (the CPU default), and all as autodiff of
     the plain statements: the same logits and the same gradients of every parameter and of
     the input."""
@@ -346,7 +345,7 @@ def test_one_by_one_convs_are_products_that_vmap_over_a_seed_mesh():
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
     from noisegroup.models import blocks
-    from noisegroup.models.layers import native_conv
+    from noisegroup.models.conv_forms import native_conv
 
     head = blocks.Conv(16, 1, 1)
     graphdef, _ = nnx.split(head)
@@ -370,7 +369,7 @@ def test_broadcast_decoder_is_the_textbook_statement(impl):
     """The decoder never tiles z; the textbook statement (z tiled over an (s + 8)^2 grid with the coordinate
     channels, then valid 3x3 convs, a 1x1 conv) is the same function, values and gradients, with either conv form."""
     from noisegroup.models import blocks
-    from noisegroup.models.layers import native_conv
+    from noisegroup.models.conv_forms import native_conv
 
     decoder = M.BroadcastDecoder(8, 5, (6, 7), 4, init_scheme="pytorch", conv_impl=impl, rngs=nnx.Rngs(params=0))
     graphdef, params = nnx.split(decoder)

@@ -47,7 +47,6 @@ from noisegroup.checks import check_workdir, closest
 from noisegroup.engine import config as engine_config
 from noisegroup.engine import loop, pretrained, workdir_lock
 from noisegroup.lns import features, plots, results, sweep, tangent
-from noisegroup.lns.results import segmentation_path
 from noisegroup.models import FAMILIES
 
 GESTALT_IMAGE_SHAPE = (64, 64, 3)
@@ -349,10 +348,10 @@ def _run(config: LNSConfig, workdir: Path) -> list[dict]:
             tic = time.perf_counter()
             graphdef, params, identity = model_params(config, workdir, model, dataset)
             fingerprint = config.fingerprint(identity)
-            path = segmentation_path(workdir, model, dataset, config.features)
+            path = results.segmentation_path(workdir, model, dataset, config.features)
             if config.features == "tangent":  # LNS rows beside the tangent ones, from this workdir's LNS cache
                 lns_config = dataclasses.replace(config, features="lns")
-                cached = atomic.read_npz_cache(segmentation_path(workdir, model, dataset),
+                cached = atomic.read_npz_cache(results.segmentation_path(workdir, model, dataset),
                                                lns_config.fingerprint(identity),
                                                **segmentation_layout(lns_config, num_seeds(params)))
                 if cached is not None:

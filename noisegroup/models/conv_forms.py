@@ -3,10 +3,10 @@
 XLA:CPU (Eigen) is fast at some convolutions and several times slower at others. For a stride-2 layer, its forward
 and weight gradient are fast natively (faster than im2col products); its input gradient (a transposed convolution,
 input-dilated) is the slow one, several times slower than the sub-pixel form below. `python -m benchmarks.train_step
---layers` times each AE layer both ways, `python -m benchmarks.monet_layers` MONet's layers against PyTorch; the
-README keeps the figures. So every form here is a `jax.custom_vjp` that sends each of its three computations to the
-fast form (the layer modules that pick them, by their `impl`: `noisegroup.models.layers` for the LNS networks,
-`noisegroup.models.blocks` for MONet's):
+--layers` times each AE layer both ways, `python -m benchmarks.monet_layers` MONet's layers against PyTorch;
+`docs/performance.md` keeps the figures. So the forms below are `jax.custom_vjp` functions that send each of their
+three computations to the fast form (the layer modules pick them by their `impl`: `noisegroup.models.layers` for the
+LNS networks, `noisegroup.models.blocks` for MONet's):
 
 * stride-2 convolution, kernel 4, padding 1 (`strided_conv`): forward and weight gradient native; input
   gradient as a sub-pixel transposed convolution.
