@@ -14,11 +14,7 @@ from noisegroup.models import conv_forms as F
 DIMS = ("NHWC", "HWIO", "NHWC")
 
 
-@pytest.fixture(autouse=True)
-def highest_precision():
-    """Exact float32 products while this module's tests compare formulations (a fixture: no session-wide state)."""
-    with jax.default_matmul_precision("highest"):
-        yield
+pytestmark = pytest.mark.usefixtures("highest_precision")  # exact float32 products (tests/conftest.py)
 
 
 def _normal(seed, *shape):

@@ -11,11 +11,7 @@ from flax import nnx
 from noisegroup.models import AutoEncoder, BetaVAE
 
 
-@pytest.fixture(autouse=True)
-def highest_precision():
-    """Exact float32 products while this module's tests compare formulations (a fixture: no session-wide state)."""
-    with jax.default_matmul_precision("highest"):
-        yield
+pytestmark = pytest.mark.usefixtures("highest_precision")  # exact float32 products (tests/conftest.py)
 
 
 def _normal(seed, *shape):

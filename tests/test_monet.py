@@ -25,11 +25,7 @@ TINY = dict(num_slots=3, latent_dim=4, unet_channels=4, unet_mlp_hidden=8, encod
 SHAPE = (8, 8, 3)
 
 
-@pytest.fixture(autouse=True)
-def highest_precision():
-    """Exact float32 products while comparing with float64 oracles (a fixture: no session-wide state)."""
-    with jax.default_matmul_precision("highest"):
-        yield
+pytestmark = pytest.mark.usefixtures("highest_precision")  # exact float32 products (tests/conftest.py)
 
 
 def build(family, seed=0):
