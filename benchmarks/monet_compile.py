@@ -37,13 +37,8 @@ def measure() -> float:
     from noisegroup.engine import loop
     from noisegroup.komatsu import pipeline
 
-    config = monet_configs.get_config("default").to_dict()
-    if "selected" in config:
-        ablation = pipeline.AblationConfig.from_mapping(config)
-        names = ablation.names
-    else:  # a tree before the condition table
-        ablation = pipeline.AblationConfig.from_mapping(config)
-        names = ablation.conditions
+    ablation = pipeline.AblationConfig.from_mapping(monet_configs.get_config("default").to_dict())
+    names = getattr(ablation, "names", ablation.conditions)  # trees before the condition table: a tuple of names
     size, seeds = ablation.image_size, len(ablation.seeds)
     total = 0.0
     for name in names:

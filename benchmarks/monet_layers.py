@@ -36,13 +36,12 @@ MALLOC_TUNED = malloc.reuse_freed_memory()  # before JAX starts its threads, as 
 
 import argparse  # noqa: E402
 import math  # noqa: E402
-import random  # noqa: E402
 import statistics  # noqa: E402
-import time  # noqa: E402
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
+from benchmarks import shuffled_rounds  # noqa: E402
 from noisegroup.models.blocks import upsample  # noqa: E402
 from noisegroup.models.conv_forms import native_conv, stride1_conv, upsampled_conv  # noqa: E402
 from noisegroup.models.monet import MonetFamily  # noqa: E402
@@ -158,15 +157,7 @@ def measure(rounds: int, impls: tuple[str, ...], with_torch: bool) -> tuple[dict
         for impl, impl_cells in made.items():
             for computation, cell in impl_cells.items():
                 cells[(layer[0], computation, impl)] = cell
-    times = {key: [] for key in cells}
-    order = list(cells)
-    for _ in range(rounds):
-        random.shuffle(order)
-        for key in order:
-            start = time.perf_counter()
-            cells[key]()
-            times[key].append(time.perf_counter() - start)
-    return times, onednn_calls
+    return shuffled_rounds(cells, rounds), onednn_calls
 
 
 def report(times: dict, impls: tuple[str, ...]) -> None:

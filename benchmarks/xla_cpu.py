@@ -33,16 +33,14 @@ from noisegroup import malloc
 MALLOC_TUNED = malloc.reuse_freed_memory()  # before JAX starts its threads, as every entry point
 
 import argparse  # noqa: E402
-import random  # noqa: E402
 import statistics  # noqa: E402
-import time  # noqa: E402
 from typing import Callable  # noqa: E402
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks import monet_layers, monet_step, train_step  # noqa: E402
+from benchmarks import monet_layers, monet_step, shuffled_rounds, train_step  # noqa: E402
 from noisegroup.engine import loop  # noqa: E402
 from noisegroup.lns import features, tangent  # noqa: E402
 
@@ -188,15 +186,7 @@ def measure(names: list[str], rounds: int, with_torch: bool, variants=VARIANTS) 
             for cell, run in torch_cells(name).items():
                 run()
                 cells[(cell, "torch")] = run
-    times = {key: [] for key in cells}
-    keys = list(cells)
-    for _ in tqdm(range(rounds), desc="rounds", unit="round"):
-        random.shuffle(keys)
-        for key in keys:
-            start = time.perf_counter()
-            cells[key]()
-            times[key].append(time.perf_counter() - start)
-    return times, order
+    return shuffled_rounds(cells, rounds, progress=True), order
 
 
 def report(times: dict, order: list[str], variants=VARIANTS) -> None:

@@ -201,7 +201,7 @@ def _check_identity(path: Path, meta: Mapping, arrays: Mapping[str, np.ndarray],
     for field in IDENTITY_FIELDS:
         if field not in meta:
             raise WeightsFileError(f"{path} does not say which {field} it holds (its meta has {sorted(meta)})")
-        if field in asked and meta[field] != asked[field]:
+        if field in asked and meta[field] != asked[field]:  # a family may lack a field (latent_dim)
             raise WeightsFileError(f"{path} holds {field}={meta[field]!r}, not the {field}={asked[field]!r} asked for")
     _check_recipe(path, meta, run)
     first_of_size: dict[int | None, str] = {}  # leading (seed) size -> the first parameter that has it
