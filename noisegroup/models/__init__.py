@@ -6,9 +6,12 @@ needs no edit.
 
 from noisegroup.models.autoencoder import AutoEncoder, AutoEncoderFamily, BetaVAE, BetaVAEFamily, Decoder, Encoder
 from noisegroup.models.family import Family
+from noisegroup.models.genesis import Genesis, GenesisFamily
+from noisegroup.models.genesis_v2 import GenesisV2, GenesisV2Family
 from noisegroup.models.monet import MONet, MonetFamily
 
-FAMILIES: dict[str, type[Family]] = {"ae": AutoEncoderFamily, "vae": BetaVAEFamily, "monet": MonetFamily}
+FAMILIES: dict[str, type[Family]] = {"ae": AutoEncoderFamily, "vae": BetaVAEFamily, "monet": MonetFamily,
+                                     "genesis": GenesisFamily, "genesis_v2": GenesisV2Family}
 
 
 def register_family(name: str, family: type[Family]) -> None:
@@ -32,4 +35,4 @@ def get_family(name: str) -> type[Family]:
 
 
 __all__ = ["FAMILIES", "AutoEncoder", "AutoEncoderFamily", "BetaVAE", "BetaVAEFamily", "Decoder", "Encoder",
-           "Family", "MONet", "MonetFamily", "get_family", "register_family"]
+           "Family", "Genesis", "GenesisFamily", "GenesisV2", "GenesisV2Family", "MONet", "MonetFamily", "get_family", "register_family"]

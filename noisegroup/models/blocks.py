@@ -42,6 +42,7 @@ class Conv(nnx.Module):
         self.stride, self.padding, self.impl = stride, padding, impl
         self.kernel = nnx.Param(jnp.zeros((kernel, kernel, c_in, c_out), jnp.float32))
         self.bias = nnx.Param(jnp.zeros((c_out,), jnp.float32)) if bias else None
+        self.fan_in = kernel * kernel * c_in
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """`[b, h, w, c_in]` -> `[b, (h + 2 padding - k) // stride + 1, ..., c_out]`."""
@@ -65,30 +66,104 @@ class Conv(nnx.Module):
 
 
 class Dense(nnx.Module):
-    """Fully connected layer `[..., features_in]` -> `[..., features_out]`. Created at zero (`init_layers`)."""
+    """Fully connected layer `[..., features_in]` -> `[..., features_out]`. Created at zero (`init_layers`).
+    `fan_in` overrides the fan-in of the "pytorch" scheme (an LSTM's layers draw from U(+-1/sqrt(hidden)))."""
 
-    def __init__(self, features_in: int, features_out: int):
+    def __init__(self, features_in: int, features_out: int, *, fan_in: int | None = None):
         self.kernel = nnx.Param(jnp.zeros((features_in, features_out), jnp.float32))
         self.bias = nnx.Param(jnp.zeros((features_out,), jnp.float32))
+        self.fan_in = fan_in or features_in
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return x @ self.kernel[...] + self.bias[...]
 
 
+class ConvTranspose(nnx.Module):
+    """PyTorch's `ConvTranspose2d(c_in, c_out, kernel, stride, padding, output_padding)` up to the kernel's layout
+    (HWIO, not flipped: the same function class), created at zero (`init_layers`; PyTorch's fan-in of a transposed
+    conv is c_out k k). `[b, h, w, c_in]` -> `[b, (h - 1) stride - 2 padding + kernel + output_padding, ..., c_out]`:
+    the convolution of the stride-dilated input padded by (k - 1 - p, k - 1 - p + output_padding)."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, *, stride: int = 1, padding: int = 0,
+                 output_padding: int = 0):
+        self.stride, self.padding, self.output_padding = stride, padding, output_padding
+        self.kernel = nnx.Param(jnp.zeros((kernel, kernel, c_in, c_out), jnp.float32))
+        self.bias = nnx.Param(jnp.zeros((c_out,), jnp.float32))
+        self.fan_in = kernel * kernel * c_out
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.kernel[...]
+        k, s, p, op = kernel.shape[0], self.stride, self.padding, self.output_padding
+        low = k - 1 - p
+        if x.shape[1:3] == (1, 1) and s == 1 and p == 0 and op == 0:
+            # A 1 x 1 map to k x k (GENESIS's first mask-decoder layer): one matrix product.
+            y = (x.reshape(x.shape[0], -1) @ kernel[::-1, ::-1].transpose(2, 0, 1, 3).reshape(kernel.shape[2], -1))
+            y = y.reshape(x.shape[0], k, k, -1)
+        elif s == 1 and op == 0 and 2 * p + 1 == k:  # the dilation is the identity: a 'same' convolution
+            y = _stride1_conv(x, kernel, p)
+        elif s == 2 and low + op == k - low:  # out = 2 in: four phases of one conv, no zeros
+            y = _subpixel_conv_transpose(x, kernel, low)
+        else:
+            y = jax.lax.conv_general_dilated(x, kernel, (1, 1), ((low, low + op),) * 2, lhs_dilation=(s, s),
+                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return y + self.bias[...]
+
+
+def _stride1_conv(x: jax.Array, kernel: jax.Array, padding: int) -> jax.Array:
+    """A stride-1 convolution with symmetric padding, by `Conv`'s CPU-fast path (`conv_forms.stride1_conv`)."""
+    if resolve_impl("auto") == "fast":
+        return stride1_conv(x, kernel, padding)
+    return native_conv(x, kernel, 1, padding)
+
+
+def _subpixel_conv_transpose(x: jax.Array, kernel: jax.Array, low: int) -> jax.Array:
+    """The stride-2 transposed convolution `[b, h, w, i]` -> `[b, 2h, 2w, o]` (the convolution of the 2-dilated input
+    padded by `low` before, `k - 1 - low` after: PyTorch's k5 s2 p2 output_padding 1) as ONE stride-1 convolution of
+    the undilated input with 4 o outputs and a depth-to-space interleave.
+
+    Output row 2m + a reads input rows m + (a + t - low) / 2 for the taps t with a + t - low even: for k = 5, low = 2,
+    rows m - 1, m, m + 1 (taps 0, 2, 4) at a = 0 and rows m, m + 1 (taps 1, 3) at a = 1. One 3 x 3 kernel holds both
+    phases (zeros where a phase has no tap), so the products with the dilation's zeros (3/4 of the naive form's) are
+    never made, and XLA:CPU's slow dilated-convolution gradient is avoided.
+    """
+    k, _, c_in, c_out = kernel.shape
+    offsets = {a: {t: (a + t - low) // 2 for t in range(k) if (a + t - low) % 2 == 0} for a in (0, 1)}
+    first = min(min(o.values()) for o in offsets.values())
+    last = max(max(o.values()) for o in offsets.values())
+    taps = last - first + 1
+    # tap_index[a][r] = the kernel tap that phase a applies at offset first + r (k: none -> a zero row appended).
+    tap_index = [[next((t for t, o in offsets[a].items() if o == first + r), k) for r in range(taps)] for a in (0, 1)]
+    padded = jnp.concatenate([kernel, jnp.zeros((1, k, c_in, c_out), kernel.dtype)], axis=0)
+    padded = jnp.concatenate([padded, jnp.zeros((k + 1, 1, c_in, c_out), kernel.dtype)], axis=1)
+    rows = jnp.asarray(tap_index)  # [2, taps]
+    # phase_kernel[r, c, i, a, b', o] = kernel[tap_index[a][r], tap_index[b'][c], i, o]
+    phase_kernel = padded[rows[:, :, None, None], rows[None, None, :, :]]  # [2, taps, 2, taps, i, o]
+    phase_kernel = phase_kernel.transpose(1, 3, 4, 0, 2, 5).reshape(taps, taps, c_in, 4 * c_out)
+    if first == -last:  # symmetric support: a 'same' convolution
+        y = _stride1_conv(x, phase_kernel, last)
+    else:
+        xp = jnp.pad(x, ((0, 0), (-first, last), (-first, last), (0, 0)))
+        y = _stride1_conv(xp, phase_kernel, 0)
+    b, h, w, _ = y.shape
+    y = y.reshape(b, h, w, 2, 2, c_out).transpose(0, 1, 3, 2, 4, 5)  # [b, h, a, w, b', o]
+    return y.reshape(b, 2 * h, 2 * w, c_out)
+
+
 def init_layers(module: nnx.Module, key: jax.Array, scheme: str) -> None:
-    """Draws the weights and biases of every `Conv` and `Dense` inside `module`, in place, from ONE random draw.
+    """Draws the weights and biases of every `Conv`, `ConvTranspose` and `Dense` inside `module`, in place, from ONE
+    random draw.
 
     One draw of all the values instead of one per tensor: XLA:CPU compiles each threefry draw separately, so one
     draw per tensor made a network's initialisation compile many times longer. The
-    distribution is the scheme's exactly (module docstring); fan_in = prod(kernel.shape[:-1]) (k k c_in for a conv,
-    features_in for a dense layer). Layers are visited in `nnx.iter_graph` order (deterministic).
+    distribution is the scheme's exactly (module docstring); fan_in is the layer's `fan_in` (k k c_in for a conv,
+    k k c_out for a transposed one, features_in for a dense layer unless it says otherwise). Layers are visited in `nnx.iter_graph` order (deterministic).
 
     Raises:
         ValueError: an unknown scheme.
     """
     if scheme not in INIT_SCHEMES:
         raise ValueError(f"init_scheme must be one of {INIT_SCHEMES}, got {scheme!r}")
-    layers = [node for _, node in nnx.iter_graph(module) if isinstance(node, (Conv, Dense))]
+    layers = [node for _, node in nnx.iter_graph(module) if isinstance(node, (Conv, ConvTranspose, Dense))]
     drawn = [(layer, name) for layer in layers for name in ("kernel", "bias")
              if getattr(layer, name) is not None and (scheme == "pytorch" or name == "kernel")]
     total = sum(getattr(layer, name).size for layer, name in drawn)
@@ -99,7 +174,7 @@ def init_layers(module: nnx.Module, key: jax.Array, scheme: str) -> None:
     offset = 0
     for layer, name in drawn:
         param = getattr(layer, name)
-        scale = 1.0 / math.sqrt(math.prod(layer.kernel.shape[:-1])) if scheme == "pytorch" else 1.0
+        scale = 1.0 / math.sqrt(layer.fan_in) if scheme == "pytorch" else 1.0
         param[...] = scale * values[offset:offset + param.size].reshape(param.shape)
         offset += param.size
 
@@ -125,6 +200,41 @@ class InstanceNorm(nnx.Module):
             return instance_norm(x, self.scale[...], self.bias[...], self.epsilon)
         mean, inv_std = _instance_stats(x, self.epsilon)
         return (x - mean) * inv_std * self.scale[...] + self.bias[...]
+
+
+class GroupNorm(nnx.Module):
+    """PyTorch's `GroupNorm(groups, c)`: per example, normalise each group of c / groups channels over h, w and its
+    channels (biased variance, eps 1e-5), then a learned scale (1) and bias (0) per channel. `[b, h, w, c]`."""
+
+    def __init__(self, channels: int, groups: int = 8, *, epsilon: float = 1e-5):
+        if channels % groups:
+            raise ValueError(f"GroupNorm: {groups} groups must divide {channels} channels")
+        self.groups, self.epsilon = groups, epsilon
+        self.scale = nnx.Param(jnp.ones((channels,), jnp.float32))
+        self.bias = nnx.Param(jnp.zeros((channels,), jnp.float32))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        shape = x.shape
+        g = x.reshape(*shape[:-1], self.groups, shape[-1] // self.groups)
+        axes = tuple(range(1, g.ndim - 2)) + (g.ndim - 1,)  # every axis but the batch's and the group's
+        mean = jnp.mean(g, axis=axes, keepdims=True)
+        var = jnp.mean(jnp.square(g - mean), axis=axes, keepdims=True)
+        normalised = ((g - mean) * jax.lax.rsqrt(var + self.epsilon)).reshape(shape)
+        return normalised * self.scale[...] + self.bias[...]
+
+
+class LayerNorm(nnx.Module):
+    """PyTorch's `LayerNorm(c)` (eps 1e-5; Flax's default is 1e-6) over the last axis, learned scale and bias."""
+
+    def __init__(self, features: int, *, epsilon: float = 1e-5):
+        self.epsilon = epsilon
+        self.scale = nnx.Param(jnp.ones((features,), jnp.float32))
+        self.bias = nnx.Param(jnp.zeros((features,), jnp.float32))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        mean = jnp.mean(x, axis=-1, keepdims=True)
+        var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
+        return (x - mean) * jax.lax.rsqrt(var + self.epsilon) * self.scale[...] + self.bias[...]
 
 
 def _instance_stats(x: jax.Array, epsilon: float) -> tuple[jax.Array, jax.Array]:

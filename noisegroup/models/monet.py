@@ -58,7 +58,8 @@ class ComponentEncoder(nnx.Module):
     """`[n, s, s, in_channels]` -> `[n, 2 latent_dim]` (mu, then the scale's raw half)."""
 
     def __init__(self, image_size: int, in_channels: int, channels: tuple[int, ...], hidden: int, latent_dim: int,
-                 *, init_scheme: str, rngs: nnx.Rngs):
+                 *, init_scheme: str, activation=jax.nn.relu, rngs: nnx.Rngs):
+        self.activation = activation  # ReLU (MONet); GENESIS's component VAE takes ELU
         ins = (in_channels, *channels[:-1])
         # Explicit symmetric padding 1 (PyTorch's; Flax's 'SAME' pads stride-2 convs asymmetrically): s -> ceil(s/2).
         self.convs = nnx.List([Conv(i, o, 3, stride=2, padding=1) for i, o in zip(ins, channels)])
@@ -71,8 +72,8 @@ class ComponentEncoder(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         for conv in self.convs:
-            x = jax.nn.relu(conv(x))
-        return self.out(jax.nn.relu(self.hidden(x.reshape(x.shape[0], -1))))
+            x = self.activation(conv(x))
+        return self.out(self.activation(self.hidden(x.reshape(x.shape[0], -1))))
 
 
 class BroadcastDecoder(nnx.Module):
@@ -85,8 +86,8 @@ class BroadcastDecoder(nnx.Module):
     """
 
     def __init__(self, image_size: int, latent_dim: int, channels: tuple[int, ...], out_channels: int = 4, *,
-                 init_scheme: str, conv_impl: str = "auto", rngs: nnx.Rngs):
-        self.image_size = image_size
+                 init_scheme: str, conv_impl: str = "auto", activation=jax.nn.relu, rngs: nnx.Rngs):
+        self.image_size, self.activation = image_size, activation  # ReLU (MONet) or ELU (GENESIS)
         ins = (latent_dim + 2, *channels[:-1])
         self.convs = nnx.List([Conv(i, o, 3, impl=conv_impl) for i, o in zip(ins, channels)])
         self.out = Conv(channels[-1], out_channels, 1)
@@ -110,9 +111,9 @@ class BroadcastDecoder(nnx.Module):
         # of a broadcast over the n z's is a sum over them, which XLA:CPU runs an order of magnitude slower than
         # this product's gradient (a matrix product; README, MONet speed).
         shared = (jnp.ones((z.shape[0], 1), z.dtype) @ coordinates.reshape(1, -1)).reshape(-1, *coordinates.shape)
-        x = jax.nn.relu((z @ kernel[:, :, :d].sum(axis=(0, 1)))[:, None, None, :] + shared)
+        x = self.activation((z @ kernel[:, :, :d].sum(axis=(0, 1)))[:, None, None, :] + shared)
         for conv in self.convs[1:]:
-            x = jax.nn.relu(conv(x))
+            x = self.activation(conv(x))
         return self.out(x)
 
     def tiled_input(self, z: jax.Array) -> jax.Array:

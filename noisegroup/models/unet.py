@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from noisegroup.models.blocks import Conv, Dense, InstanceNorm, downsample, init_layers, upsample
+from noisegroup.models.blocks import Conv, Dense, GroupNorm, InstanceNorm, downsample, init_layers, upsample
 from noisegroup.models.conv_forms import stride1_conv, upsampled_conv
 from noisegroup.models.layers import resolve_impl
 
@@ -56,13 +56,18 @@ def unet_channels(num_blocks: int, base: int) -> tuple[tuple[int, ...], tuple[in
     return down, up
 
 
-class ConvBlock(nnx.Module):
-    """3x3 conv (no bias) -> instance norm -> ReLU: `[b, h, w, c_in]` -> `[b, h, w, c_out]` (resizing is the
-    caller's)."""
+NORMS = ("instance", "group")
 
-    def __init__(self, c_in: int, c_out: int, conv_impl: str = "auto"):
+
+class ConvBlock(nnx.Module):
+    """3x3 conv (no bias) -> instance norm (MONet) or group norm of 8 groups (GENESIS-v2) -> ReLU:
+    `[b, h, w, c_in]` -> `[b, h, w, c_out]` (resizing is the caller's)."""
+
+    def __init__(self, c_in: int, c_out: int, conv_impl: str = "auto", norm: str = "instance"):
+        if norm not in NORMS:
+            raise ValueError(f"U-Net norm must be one of {NORMS}, got {norm!r}")
         self.conv = Conv(c_in, c_out, 3, padding=1, bias=False, impl=conv_impl)
-        self.norm = InstanceNorm(c_out, impl=conv_impl)
+        self.norm = InstanceNorm(c_out, impl=conv_impl) if norm == "instance" else GroupNorm(c_out, 8)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return jax.nn.relu(self.norm(self.conv(x)))
@@ -94,22 +99,26 @@ class UNet(nnx.Module):
         conv_impl: how the 3x3 convs and instance norms run and differentiate (`noisegroup.models.layers.IMPLS`;
             "auto": on CPU the convs' patch weight gradient, `conv_forms.stride1_conv`, the up blocks' upsampled input
             in sub-pixel form, `ConvBlock.upsampled`, and the norms' closed-form gradient, `blocks.instance_norm`).
+        norm: "instance" (MONet) or "group" (GENESIS-v2's encoder: GroupNorm with 8 groups).
+        head: end in the 1x1 conv to one logit (MONet); False: return the last up block's features
+            `[b, s, s, c]` (GENESIS-v2, whose U-Net drops the final conv).
     """
 
     def __init__(self, image_size: int, in_channels: int = 4, base_channels: int = 32, mlp_hidden: int = 128, *,
-                 init_scheme: str = "pytorch", conv_impl: str = "auto", rngs: nnx.Rngs):
+                 init_scheme: str = "pytorch", conv_impl: str = "auto", norm: str = "instance", head: bool = True,
+                 rngs: nnx.Rngs):
         n = num_blocks_for(image_size)
         down, up = unet_channels(n, base_channels)
         self.bottleneck_size = image_size // 2 ** (n - 1)  # the last down block's side (4 for any 2^(n+1) input)
         self.bottleneck_channels = down[-1]
         ins = (in_channels, *down[:-1])
-        self.down = nnx.List([ConvBlock(i, o, conv_impl) for i, o in zip(ins, down)])
+        self.down = nnx.List([ConvBlock(i, o, conv_impl, norm) for i, o in zip(ins, down)])
         # up block i: [previous output (the MLP's for i = 0), skip of down block n-1-i]
         up_ins = [prev + skip for prev, skip in zip((down[-1], *up[:-1]), down[::-1])]
-        self.up = nnx.List([ConvBlock(i, o, conv_impl) for i, o in zip(up_ins, up)])
+        self.up = nnx.List([ConvBlock(i, o, conv_impl, norm) for i, o in zip(up_ins, up)])
         flat = self.bottleneck_size**2 * down[-1]
         self.mlp = nnx.List([Dense(flat, mlp_hidden), Dense(mlp_hidden, mlp_hidden), Dense(mlp_hidden, flat)])
-        self.head = Conv(up[-1], 1, 1)
+        self.head = Conv(up[-1], 1, 1) if head else None
         init_layers(self, rngs.params(), init_scheme)
 
     def stages(self, x: jax.Array) -> dict[str, jax.Array | list[jax.Array]]:
@@ -134,8 +143,8 @@ class UNet(nnx.Module):
         for i, block in enumerate(self.up[1:], start=2):  # the others take the previous block's output upsampled
             h = block.upsampled(h, skips[-i])
             ups.append(h)
-        return {"down": skips, "bottleneck": bottleneck, "up": ups, "logits": self.head(h)}
+        return {"down": skips, "bottleneck": bottleneck, "up": ups, "logits": h if self.head is None else self.head(h)}
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        """`[b, s, s, in_channels]` -> logits `[b, s, s, 1]`."""
+        """`[b, s, s, in_channels]` -> logits `[b, s, s, 1]` (features `[b, s, s, c]` without the head)."""
         return self.stages(x)["logits"]
