@@ -1,7 +1,10 @@
-"""Trains the LNS autoencoder or beta-VAE with S seeds and checkpoints; re-running resumes.
+"""Trains a model family (the LNS autoencoder or beta-VAE, GENESIS, GENESIS-v2) with S seeds and checkpoints on a Good
+Gestalt dataset or Multi-dSprites; re-running resumes.
 
     python -m experiments.train --config=experiments/configs/train.py:default --workdir=workdirs/ae_kanizsa
     python -m experiments.train --config=experiments/configs/train.py:quick --config.model=vae --workdir=/tmp/q
+    python -m experiments.train --config=experiments/configs/genesis.py:default --config.dataset=proximity \\
+        --workdir=workdirs/genesis_proximity
 
 Several processes (one per host, e.g. a TPU pod slice or GPU nodes): the same command on every host, with
 `--coordinator=HOST:PORT --num_processes=P --process_id=I` (README: "Many hosts").
@@ -15,16 +18,28 @@ from absl import flags  # noqa: E402
 
 from datasets import good_gestalt as gg  # noqa: E402
 from noisegroup import cli  # noqa: E402
-from noisegroup.checks import check_workdir  # noqa: E402
+from noisegroup.checks import check_workdir, closest  # noqa: E402
 from noisegroup.engine import config as engine_config  # noqa: E402
 from noisegroup.engine import loop, parallel  # noqa: E402
 from noisegroup.errors import BadInputError  # noqa: E402
+from noisegroup.komatsu import data as multi_dsprites  # noqa: E402
 
 _CONFIG = cli.define_config_file("experiments/configs/train.py:default", "training config")
 _WORKDIR = flags.DEFINE_string("workdir", None, "run directory (checkpoints, metrics.jsonl, config.json)")
 _COORDINATOR = flags.DEFINE_string("coordinator", None, "host:port of process 0, for a multi-process run")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "processes in a multi-process run")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "this process's index in a multi-process run")
+
+
+def training_data(dataset: str, train_limit: int, valid_limit: int):
+    """(train, valid) of a Good Gestalt dataset (images) or of Multi-dSprites at 64 x 64 (images and masks: the
+    validation scores segmentations), the first `*_limit` images (0: the whole split)."""
+    if dataset == "multi_dsprites":
+        return (multi_dsprites.load_split("train", train_limit, 64), multi_dsprites.load_split("valid", valid_limit, 64))
+    if dataset not in gg.NAMES:
+        known = (*gg.NAMES, "multi_dsprites")
+        raise BadInputError(f"unknown dataset {dataset!r}{closest(dataset, known)}; known: {known}")
+    return gg.training_images(dataset, train_limit, valid_limit)
 
 
 def main(argv):
@@ -36,8 +51,7 @@ def main(argv):
         check_workdir(_WORKDIR.value)
     parallel.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     engine = config.engine
-    state = loop.train(config, _WORKDIR.value, *gg.training_images(engine.dataset, engine.train_limit,
-                                                                  engine.valid_limit))
+    state = loop.train(config, _WORKDIR.value, *training_data(engine.dataset, engine.train_limit, engine.valid_limit))
     print(f"trained {engine.model} on {engine.dataset}: {int(state.step[0])} steps x {len(engine.seeds)} "
           f"seed(s); metrics in {_WORKDIR.value}/metrics.jsonl")
 

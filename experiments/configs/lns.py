@@ -13,7 +13,12 @@ Modes:
              come from the recipe set below (one seed, batch 32, Adam 5e-4 after a 100-step warm-up, output bias at
              the data's mean colour; the AE 8,000 steps, the VAE, GECO as the reference, 6,000), against the paper's
              1.1e6 steps of 64. README: the table it prints, wall times, ARI against steps.
-    paper    the paper's setting for a GPU/TPU: the `paper` training recipe (1.1e6 steps, 5 seeds), Ward
+    table    the default's twelve rows and the paper's two baselines, GENESIS and GENESIS-v2, each trained here on
+             every dataset at the CPU budget of `noisegroup.baselines.BUDGETS["default"]` (300 steps at batch 16, the
+             official optimiser and GECO; 0.015 % of the paper's 5e5 x 64 images) and scored by the argmax of their
+             masks: Table 1's eight rows. ~3 hours on 2 cores (GENESIS ~18 min, GENESIS-v2 ~10 min a dataset);
+             resumable.
+    paper    the paper's setting for a GPU/TPU (with both baselines at the paper's budget, 5e5 steps at batch 64): the `paper` training recipe (1.1e6 steps, 5 seeds), Ward
              clustering, sigma on a log grid 1e-4..1 and N in {2, 5, 10, 20, 40, 80}, both protocols, and the
              paper's AE-against-VAE t-test over the 5 seeds per dataset, Bonferroni-corrected (Table 1's stars).
     paper_budget  the paper's protocol at full strength with the shipped weights' recipe, trained here (5 seeds as
@@ -52,6 +57,12 @@ Fields:
     control_limit: run the control on the first images of `test` only (0: as test_limit).
     pretrained: a directory of shipped weights <model>_<dataset>.npz to segment with instead of training
         (`python -m experiments.export_pretrained` makes them); "" trains.
+    baselines: object-centric baselines to train and score beside LNS: "genesis", "genesis_v2" (`noisegroup.baselines`;
+        rows without a (sigma, N) setting, the same under both protocols; GENESIS-v2's decoder-mask ARI in the
+        results' `ari_decoder_masks`). baseline_budget: "quick", "default" (CPU) or "paper". baseline_train: per-baseline
+        overrides of the training keys, e.g. {"genesis": {"num_steps": 600}}. baseline_pretrained: a directory of
+        <baseline>_<dataset>.npz weights to score instead of training (where present). baseline_population_batches:
+        training batches whose BatchNorm statistics GENESIS evaluates with (`GenesisFamily.eval_norm`).
     lns_seed: the segmentation noise key; umap_images: features kept for UMAP plots; cluster_workers (0: all
     cores); figures; progress.
 """
@@ -79,12 +90,15 @@ def _budget_recipe(c: ml_collections.ConfigDict) -> None:
 
 
 def get_config(mode: str = "default") -> ml_collections.ConfigDict:
-    if mode not in ("quick", "default", "paper", "paper_budget"):
-        raise ValueError(f"unknown mode {mode!r}; expected quick, default, paper or paper_budget")
+    if mode not in ("quick", "default", "table", "paper", "paper_budget"):
+        raise ValueError(f"unknown mode {mode!r}; expected quick, default, table, paper or paper_budget")
     c = ml_collections.ConfigDict(defaults(LNSConfig, leave_out=("train", "model_train")))  # the schema's defaults
     c.train = train_configs.get_config("paper" if mode == "paper" else "default")
     c.model_train = {}
-    if mode == "default":
+    c.baseline_train = {}
+    if mode == "table":  # the default's rows and the two baselines, trained here at the CPU budget
+        c.baselines = ("genesis", "genesis_v2")
+    if mode in ("default", "table"):
         # Segments with the AEs and VAEs shipped in pretrained/ (int8 kernels, 1.8 MB each): training all twelve on a
         # 2-core CPU takes ~3.5 hours (--config.pretrained="" does it, with exactly the recipe below), and the
         # recipes that fit well under an hour gave loosely shaped masks only (README: ARI per steps). The recipe the
@@ -103,6 +117,9 @@ def get_config(mode: str = "default") -> ml_collections.ConfigDict:
         c.num_noise_samples = (5, 20, 40)
         c.fair_limit = 50
         c.control_limit = 50
+    if mode == "paper":
+        c.baselines = ("genesis", "genesis_v2")
+        c.baseline_budget = "paper"
     if mode in ("paper", "paper_budget"):
         c.seeds = (0, 1, 2, 3, 4)
         c.noise_stds = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0)

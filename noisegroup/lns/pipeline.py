@@ -42,7 +42,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from datasets import good_gestalt as gg
-from noisegroup import atomic
+from noisegroup import atomic, baselines
 from noisegroup.checks import check_workdir, closest
 from noisegroup.engine import config as engine_config
 from noisegroup.engine import loop, pretrained, workdir_lock
@@ -87,6 +87,11 @@ class LNSConfig:
     lns_seed: int = _segmentation(42)
     features: str = _segmentation("lns")
     pretrained: str = ""
+    baselines: tuple[str, ...] = ()
+    baseline_budget: str = "default"
+    baseline_train: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    baseline_pretrained: str = ""
+    baseline_population_batches: int = 10
     umap_images: int = 1
     cluster_workers: int = 0
     figures: bool = True
@@ -107,7 +112,7 @@ class LNSConfig:
             if key not in known:
                 raise ValueError(f"unknown LNS config key {key!r}{closest(key, known)}")
         tangent.check_features_kind(config.get("features", "lns"))
-        for key in ("datasets", "models", "seeds", "noise_stds", "num_noise_samples"):
+        for key in ("datasets", "models", "seeds", "noise_stds", "num_noise_samples", "baselines"):
             value = config.get(key, ())
             if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
                 raise ValueError(f"{key} must be a sequence, got {value!r} (a tuple such as \"(0.01, 0.1)\")")
@@ -136,6 +141,22 @@ class LNSConfig:
                              f"{GESTALT_IMAGE_SHAPE[0]} x {GESTALT_IMAGE_SHAPE[1]}), got {c.num_clusters!r}")
         if c.control_clustering:
             sweep.check_method(c.control_clustering)
+        for name in c.baselines:
+            if name not in baselines.BASELINES:
+                raise ValueError(f"unknown baseline {name!r}{closest(name, baselines.BASELINES)}; known: "
+                                 f"{baselines.BASELINES}")
+        for name, overrides in c.baseline_train.items():
+            if name not in baselines.BASELINES or not isinstance(overrides, Mapping):
+                raise ValueError(f"baseline_train maps a baseline of {baselines.BASELINES} to training keys, got "
+                                 f"{name!r}: {overrides!r}")
+        if c.baseline_budget not in baselines.BUDGETS:
+            raise ValueError(f"baseline_budget must be one of {tuple(baselines.BUDGETS)}, got {c.baseline_budget!r}")
+        if int(c.baseline_population_batches) < 1:
+            raise ValueError(f"baseline_population_batches must be >= 1, got {c.baseline_population_batches!r}")
+        for (name, dataset), run in c.baseline_run_configs.items():
+            path = Path(c.baseline_pretrained) / f"{name}_{dataset}.npz"
+            if c.baseline_pretrained and path.exists():
+                pretrained.verify(path, run)
         for (model, dataset), run in c.run_configs.items():
             if c.pretrained and not c.weights_path(model, dataset).exists():
                 raise FileNotFoundError(
@@ -158,6 +179,14 @@ class LNSConfig:
         """{(model, dataset): its training config, parsed once}."""
         return {(model, dataset): engine_config.parse(self.model_train_config(model, dataset))
                 for dataset in self.datasets for model in self.models}
+
+    @functools.cached_property
+    def baseline_run_configs(self) -> dict[tuple[str, str], engine_config.RunConfig]:
+        """{(baseline, dataset): its training config (official settings, `baseline_budget`, `baseline_train`)}."""
+        return {(name, dataset): engine_config.parse(baselines.training_config(
+                    name, dataset, self.seeds, self.baseline_budget, {**self.baseline_train.get(name, {}),
+                                                                      "progress": self.progress}))
+                for dataset in self.datasets for name in self.baselines}
 
     def weights_path(self, model: str, dataset: str) -> Path:
         return Path(self.pretrained) / f"{model}_{dataset}.npz"
@@ -283,6 +312,44 @@ def model_params(config: LNSConfig, workdir: Path, model: str, dataset: str):
     return trainer.graphdef, state.inference_params, {"train": identity, "steps": int(np.asarray(state.step).max())}
 
 
+def baseline_params(config: LNSConfig, workdir: Path, name: str, dataset: str):
+    """(family, graphdef, params stacked over seeds, identity) of one baseline on one dataset: shipped weights when
+    `baseline_pretrained` holds `<name>_<dataset>.npz`, else trained (or resumed) in `workdir/models/<name>_<dataset>`."""
+    run = config.baseline_run_configs[(name, dataset)]
+    _, trainer, _ = loop.build(run, GESTALT_IMAGE_SHAPE)
+    path = Path(config.baseline_pretrained) / f"{name}_{dataset}.npz"
+    if config.baseline_pretrained and path.exists():
+        params = pretrained.load(path, run, GESTALT_IMAGE_SHAPE)
+        return run.family, trainer.graphdef, params, {"pretrained": hashlib.sha256(path.read_bytes()).hexdigest()[:16]}
+    engine = run.engine
+    state = loop.train(run, results.model_dir(workdir, name, dataset),
+                       *gg.training_images(dataset, engine.train_limit, engine.valid_limit))
+    identity = {"train": engine_config.comparable(run.as_dict()), "steps": int(np.asarray(state.step).max())}
+    return run.family, trainer.graphdef, state.inference_params, identity
+
+
+def segment_baseline(config: LNSConfig, workdir: Path, name: str, dataset: str, key: jax.Array) -> dict:
+    """The scores of one baseline on one dataset's `test` (`noisegroup.baselines.evaluate`), cached in
+    `segmentation/<name>_<dataset>.npz` under a fingerprint of the weights and the scoring settings."""
+    family, graphdef, params, identity = baseline_params(config, workdir, name, dataset)
+    data = gg.load(dataset, "test")
+    limit = int(config.test_limit) or len(data.images)
+    images, masks = data.images[:limit], data.masks[:limit]
+    settings = {"model": identity, "lns_seed": config.lns_seed, "test_limit": limit,
+                "population_batches": config.baseline_population_batches}
+    fingerprint = hashlib.sha256(json.dumps(atomic.jsonable(settings), sort_keys=True).encode()).hexdigest()[:16]
+    path = results.segmentation_path(workdir, name, dataset)
+    cached = atomic.read_npz_cache(path, fingerprint)
+    if cached is not None and {"masks_ari", "masks_ari_fg", "labels_masks"} <= set(cached):
+        return cached
+    batch, batches = config.baseline_run_configs[(name, dataset)].engine.batch_size, config.baseline_population_batches
+    train_images = gg.training_images(dataset, batch * int(batches), 1)[0]  # the first training images
+    scores = baselines.evaluate(family, graphdef, params, images, masks, key, train_images, int(batches), batch)
+    seg = {**scores, "images": images, "masks": masks}
+    atomic.save_npz(path, fingerprint=np.array(fingerprint), **seg)
+    return seg
+
+
 def run(config: LNSConfig | Mapping[str, Any], workdir: str | Path) -> list[dict]:
     """Runs the LNS experiment of `config` (see ``experiments/configs/lns.py``) in `workdir`; resumes.
 
@@ -365,6 +432,14 @@ def _run(config: LNSConfig, workdir: Path) -> list[dict]:
             timings[f"{model}_{dataset}"] = time.perf_counter() - tic
             if config.progress:
                 tqdm.write(results.summary_line(dataset, model, new_rows, timings[f"{model}_{dataset}"]))
+        for name in config.baselines:
+            tic = time.perf_counter()
+            seg = segment_baseline(config, workdir, name, dataset, model_key(key, name, dataset))
+            new_rows = results.baseline_rows(config, dataset, name, seg)
+            rows.extend(new_rows)
+            timings[f"{name}_{dataset}"] = time.perf_counter() - tic
+            if config.progress:
+                tqdm.write(results.summary_line(dataset, name, new_rows, timings[f"{name}_{dataset}"]))
     results.write_results(workdir, config, rows, timings)
     if config.figures:
         plots.write_all(workdir, dataclasses.asdict(config))

@@ -9,6 +9,7 @@
   model's best noise level), one column per dataset.
 * `umap.png` (Figure 15): 2-D UMAP of the pixel features of the first test image, coloured by the (detailed) ground
   truth, when the optional `umap-learn` is installed.
+* `baselines.png` (Figures 10-11), when the run scored baselines: their reconstructions and mask segmentations.
 
 With `features="tangent"` (`noisegroup.lns.tangent`): `segmentations_tangent.png`, `reconstructions.png`,
 `umap_tangent.png` as above, and instead of `sweep.png` (no grid):
@@ -233,9 +234,62 @@ def gram_bridge(runs: dict, datasets, models, path: Path) -> None:
     _save(fig, path, dpi=110)
 
 
+def baselines(workdir: Path, datasets, names, path: Path, num_images: int = 3) -> bool:
+    """`baselines.png` (the paper's Figures 10-11 for our weights): per dataset, a few test images, each baseline's
+    reconstruction and segmentation (the argmax of its masks; GENESIS-v2 also its decoder masks', "-R"), seed 0, and
+    the ground truth. False (nothing written) when no baseline was scored."""
+    runs = {}
+    for dataset in datasets:
+        for name in names:
+            file = segmentation_path(workdir, name, dataset)
+            if file.exists():
+                with np.load(file) as f:
+                    runs[dataset, name] = {k: f[k] for k in f.files}
+    datasets = [d for d in datasets if any((d, n) in runs for n in names)]
+    if not datasets:
+        return False
+    panels_of = {n: [("recon.", "reconstructions"), ("masks", "labels_masks")] + (
+        [("masks -R", "labels_decoder_masks")] if any("labels_decoder_masks" in r for (_, m), r in runs.items()
+                                                      if m == n) else []) for n in names}
+    per_image = 2 + sum(len(v) for v in panels_of.values())
+    cols = num_images * per_image
+    fig, axes = _subplots(len(datasets), cols, figsize=(cols * 0.9, len(datasets) * 1.05))
+    for r, dataset in enumerate(datasets):
+        first = next(runs[dataset, n] for n in names if (dataset, n) in runs)
+        for i in range(min(num_images, len(first["images"]))):
+            panels = [("input", first["images"][i])]
+            for n in names:
+                run = runs.get((dataset, n))
+                for label, key in panels_of[n]:
+                    value = None if run is None or key not in run else run[key][i]
+                    if value is not None and value.ndim == 2:
+                        value = _labels_image(value)
+                    panels.append((f"{n}\n{label}", value))
+            panels.append(("truth", _labels_image(first["masks"][i])))
+            for c, (label, image) in enumerate(panels):
+                ax = axes[r, i * per_image + c]
+                ax.set_xticks([]), ax.set_yticks([])
+                if image is not None:
+                    ax.imshow(np.clip(image, 0, 1), interpolation="nearest")
+                if r == 0:
+                    ax.set_title(label, fontsize=6)
+        axes[r, 0].set_ylabel(dataset, fontsize=7)
+    fig.suptitle("Baselines on test images: reconstructions and mask segmentations (seed 0)", fontsize=9, y=1.0 + 0.25 / len(datasets))
+    _save(fig, path, dpi=110, bbox_inches="tight")
+    return True
+
+
 def write_all(workdir: str | Path, config: Mapping[str, Any]) -> list[Path]:
     """Writes every figure of the run into `workdir`; returns their paths."""
     workdir = Path(workdir)
+    written = []
+    if config.get("baselines") and baselines(workdir, config["datasets"], config["baselines"],
+                                             workdir / "baselines.png"):
+        written.append(workdir / "baselines.png")
+    return written + _write_lns(workdir, config)
+
+
+def _write_lns(workdir: Path, config: Mapping[str, Any]) -> list[Path]:
     runs = _load(workdir, config)
     datasets = [d for d in config["datasets"] if any((d, m) in runs for m in config["models"])]
     models = list(config["models"])

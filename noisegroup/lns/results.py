@@ -87,6 +87,20 @@ def summary_rows(config, dataset: str, model: str, seg: Mapping[str, np.ndarray]
     return rows
 
 
+def baseline_rows(config, dataset: str, name: str, seg: Mapping[str, np.ndarray]) -> list[dict]:
+    """The rows of an object-centric baseline (`noisegroup.baselines.evaluate`'s scores): its masks' ARI, no setting to
+    select (the same row under both protocols); GENESIS-v2's decoder-mask ARI ("-R") as `ari_decoder_masks`."""
+    s, fg = stats.mean_sem(seg["masks_ari"]), stats.mean_sem(seg["masks_ari_fg"])
+    extra = {}
+    if "decoder_masks_ari" in seg:
+        extra["ari_decoder_masks"] = stats.mean_sem(seg["decoder_masks_ari"])["mean"]
+    protocols = ("paper", "fair") if config.fair_protocol else ("paper",)
+    return [dict(dataset=dataset, model=name, protocol=protocol, noise_std=None, num_noise_samples=None,
+                 selection="none", ari=s["mean"], ari_sem=s["sem"], sem_over=s["sem_over"], ari_fg=fg["mean"],
+                 per_seed=s["per_seed"], per_image=np.asarray(seg["masks_ari"]).mean(axis=0).tolist(),
+                 clustering="mask argmax", paper_ari=paper_value(name, dataset), **extra) for protocol in protocols]
+
+
 def summary_line(dataset: str, model: str, rows: list[dict], seconds: float) -> str:
     """One line for a finished (dataset, model): its paper-protocol ARI and setting, the control, the paper's."""
     def paper(r):
@@ -147,7 +161,7 @@ def format_table(rows: list[dict], protocol: str = "paper") -> str:
                 cells.append(f"{'-':>26}")
                 continue
             paper = "   -  " if r["paper_ari"] is None else f"{r['paper_ari']:6.3f}"
-            mark = "*" if r.get("selection") == "none" else ""
+            mark = "*" if m.endswith("_tangent") else ""
             cells.append(f"{r['ari']:7.3f}{mark} +-{r['ari_sem']:.3f} ({paper})".rjust(26))
         if comparisons:
             c = comparisons.get(d)
@@ -158,7 +172,7 @@ def format_table(rows: list[dict], protocol: str = "paper") -> str:
         over = ", ".join(sorted({c["over"] for c in comparisons.values()}))
         lines.append(f"ae vs vae p: two-sample two-tailed t-test over {over}, Bonferroni-adjusted over "
                      f"{len(comparisons)} datasets; * p <= 0.05 (the paper's Table 1 stars)")
-    if any(r.get("selection") == "none" for r in lookup.values()):
+    if any(r["model"].endswith("_tangent") for r in lookup.values()):
         lines.append("* tangent limit (sigma -> 0, N -> inf): no (sigma, N) setting to select, the same under both "
                      "protocols; (paper) is the paper's LNS value")
     return "\n".join(lines)
@@ -172,6 +186,8 @@ def write_results(workdir: Path, config: Any, rows: list[dict], timings: dict) -
               "sem_over", "ari_fg", "paper_ari"]
     if any("selection" in r for r in rows):
         fields.append("selection")
+    if any("ari_decoder_masks" in r for r in rows):
+        fields.append("ari_decoder_masks")
     text = io.StringIO()
     writer = csv.DictWriter(text, fields, extrasaction="ignore")
     writer.writeheader()
