@@ -160,8 +160,15 @@ class RunConfig:
 
     def program_key(self) -> tuple:
         """What the compiled programs depend on: everything but the loss weights' values (they are an input of the
-        step, `Trainer.programs`), so runs with equal keys share their programs."""
-        return (dataclasses.replace(self.engine, loss_weights={}), self.family, tuple(sorted(self.weights)))
+        step, `Trainer.programs`) and the loop's own keys (`LOOP_KEYS`: how long and how often), so runs with equal
+        keys share their programs (an ablation's conditions; a run resumed with more steps)."""
+        loop_free = dataclasses.replace(self.engine, loss_weights={}, **{k: TrainConfig.__dataclass_fields__[k].default
+                                                                        for k in LOOP_KEYS})
+        return (loop_free, self.family, tuple(sorted(self.weights)))
+
+
+# Keys only the training loop reads (the compiled step and evaluation never see them).
+LOOP_KEYS = ("num_steps", "log_every", "checkpoint_every", "keep_checkpoints", "progress")
 
 
 def comparable(flat: Mapping[str, Any]) -> dict:

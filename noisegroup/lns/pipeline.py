@@ -314,7 +314,8 @@ def model_params(config: LNSConfig, workdir: Path, model: str, dataset: str):
 
 def baseline_params(config: LNSConfig, workdir: Path, name: str, dataset: str):
     """(family, graphdef, params stacked over seeds, identity) of one baseline on one dataset: shipped weights when
-    `baseline_pretrained` holds `<name>_<dataset>.npz`, else trained (or resumed) in `workdir/models/<name>_<dataset>`."""
+    `baseline_pretrained` holds `<name>_<dataset>.npz`, else trained (or resumed) in
+    `workdir/models/<name>_<dataset>`."""
     run = config.baseline_run_configs[(name, dataset)]
     _, trainer, _ = loop.build(run, GESTALT_IMAGE_SHAPE)
     path = Path(config.baseline_pretrained) / f"{name}_{dataset}.npz"

@@ -45,10 +45,12 @@ from noisegroup.metrics import segmentation_metrics
 from noisegroup.models.blocks import Conv, ConvTranspose, Dense, init_layers
 from noisegroup.models.family import Batch, Family
 from noisegroup.models.genesis_parts import (
+    KL_ESTIMATORS,
+    MIXTURES,
     AutoregressivePrior,
     LSTMCell,
+    latent_kl,
     mixture_nll,
-    monte_carlo_kl,
     prior_parameters,
     stick_breaking,
     to_sigma,
@@ -123,10 +125,9 @@ class GatedConv(nnx.Module):
 def _encoder_layers(image_size: int) -> list[dict]:
     """The mask encoder's gated convs at 64 x 64 (spec A.3; 32 x 32 takes a last kernel of 8)."""
     last = image_size // 4
-    return [dict(c_in=3, c_out=32, kernel=5, stride=1, padding=2), dict(c_in=32, c_out=32, kernel=5, stride=2, padding=2),
-            dict(c_in=32, c_out=64, kernel=5, stride=1, padding=2), dict(c_in=64, c_out=64, kernel=5, stride=2, padding=2),
-            dict(c_in=64, c_out=64, kernel=5, stride=1, padding=2),
-            dict(c_in=64, c_out=ENCODER_FEATURES, kernel=last, stride=1, padding=0, norm=False)]
+    widths = [(3, 32, 1), (32, 32, 2), (32, 64, 1), (64, 64, 2), (64, 64, 1)]  # (in, out, stride), kernel 5
+    return [dict(c_in=i, c_out=o, kernel=5, stride=s, padding=2) for i, o, s in widths] + [
+        dict(c_in=64, c_out=ENCODER_FEATURES, kernel=last, stride=1, padding=0, norm=False)]
 
 
 def _decoder_layers(image_size: int) -> list[dict]:
@@ -148,12 +149,13 @@ class Genesis(nnx.Module):
         num_slots: K >= 2.
         component_latent_dim: d of each z^c_k (16).
         pixel_std: the likelihood's sigma of the first slot and of the others ((0.7, 0.7)).
+        kl_estimator: "monte_carlo" (official: single-sample) or "analytic" (the Gaussians' closed form).
         init_scheme: "pytorch" (the official code's PyTorch defaults) or "normal" (`noisegroup.models.blocks`).
     """
 
     def __init__(self, image_size: int = 64, num_slots: int = 5, component_latent_dim: int = 16, *,
-                 init_scheme: str = "pytorch", rngs: nnx.Rngs):
-        self.num_slots, self.component_latent_dim = num_slots, component_latent_dim
+                 kl_estimator: str = "monte_carlo", init_scheme: str = "pytorch", rngs: nnx.Rngs):
+        self.num_slots, self.component_latent_dim, self.kl_estimator = num_slots, component_latent_dim, kl_estimator
         d = MASK_LATENT_DIM
         self.encoder = nnx.List([GatedConv(**layer) for layer in _encoder_layers(image_size)])
         self.head_mean, self.head_scale = Dense(ENCODER_FEATURES, d), Dense(ENCODER_FEATURES, d)
@@ -220,7 +222,7 @@ class Genesis(nnx.Module):
         z_mask, q_mean, q_sigma = self.encode_masks(x, noise["mask"], statistics)
         log_masks, logits = self.decode_masks(z_mask, statistics)
         p_mean, p_sigma = self.mask_prior(z_mask)
-        mask_kl = monte_carlo_kl(z_mask, q_mean, q_sigma, p_mean, p_sigma)
+        mask_kl = latent_kl(self.kl_estimator, z_mask, q_mean, q_sigma, p_mean, p_sigma)
         b, k, s = log_masks.shape[:3]
         slots = jnp.concatenate([jnp.broadcast_to(x[:, None], (b, k, s, s, x.shape[-1])), log_masks[..., None]], -1)
         raw = self.component_encoder(slots.reshape(b * k, s, s, -1)).reshape(b, k, -1)
@@ -231,7 +233,7 @@ class Genesis(nnx.Module):
         for i, dense in enumerate(self.component_prior):
             h = dense(h) if i == len(self.component_prior) - 1 else jax.nn.elu(dense(h))
         cp_mean, cp_sigma = prior_parameters(h)
-        component_kl = monte_carlo_kl(z_comp, c_mean, c_sigma, cp_mean, cp_sigma)
+        component_kl = latent_kl(self.kl_estimator, z_comp, c_mean, c_sigma, cp_mean, cp_sigma)
         means = jax.nn.sigmoid(self.component_decoder(z_comp.reshape(b * k, -1))).reshape(b, k, s, s, -1)
         reconstruction = jnp.sum(jnp.exp(log_masks)[..., None] * means, axis=1)
         return {"log_masks": log_masks, "mask_logits": logits, "means": means, "reconstruction": reconstruction,
@@ -241,12 +243,8 @@ class Genesis(nnx.Module):
 # --- the loss terms and the family --------------------------------------------------------------------------------
 
 
-def _nll(outputs) -> jax.Array:
-    return mixture_nll(outputs["images"], outputs["log_masks"], outputs["means"], outputs["pixel_std"])
-
-
 LOSS_TERMS = {
-    "nll": _nll,  # [b] nats: the mixture's negative log-likelihood (GECO's constraint)
+    "nll": lambda o: o["nll"],  # [b] nats: the mixture's negative log-likelihood (GECO's constraint)
     "kl": lambda o: jnp.sum(o["mask_kl"] + o["component_kl"], axis=1),  # [b]: what GECO's beta weights
     "mask_latent_kl": lambda o: jnp.sum(o["mask_kl"], axis=1),  # its parts, logged at weight 0
     "component_kl": lambda o: jnp.sum(o["component_kl"], axis=1),
@@ -272,6 +270,8 @@ class GenesisFamily(Family):
         component_latent_dim: d of z^c (16).
         pixel_std: sigma of the mixture's components (0.7 for every slot; `pixel_std_first` the first slot's).
         pixel_std_first: the first slot's sigma (0.7; the official code allows it to differ, MONet-style).
+        mixture: "per_channel" (official: the mixture over slots taken per colour channel) or "per_pixel".
+        kl_estimator: "monte_carlo" (official: single-sample estimates) or "analytic".
         eval_norm: how scoring normalises: "population" (batch statistics averaged over training batches, the limit
             of the official running averages) or "batch" (each batch's own).
         init_scheme: "pytorch" (the official code's defaults) or "normal".
@@ -282,6 +282,8 @@ class GenesisFamily(Family):
     component_latent_dim: int = 16
     pixel_std: float = 0.7
     pixel_std_first: float = 0.7
+    mixture: str = "per_channel"
+    kl_estimator: str = "monte_carlo"
     eval_norm: str = "population"
     init_scheme: str = "pytorch"
     max_mask_labels: int = 16
@@ -304,13 +306,14 @@ class GenesisFamily(Family):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-        if self.eval_norm not in EVAL_NORMS:
-            raise ValueError(f"eval_norm must be one of {EVAL_NORMS}, got {self.eval_norm!r}")
+        for name, allowed in (("eval_norm", EVAL_NORMS), ("mixture", MIXTURES), ("kl_estimator", KL_ESTIMATORS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
 
     def build(self, image_shape, rngs: nnx.Rngs) -> Genesis:
         check_slots_and_size("GENESIS", self.num_slots, image_shape, self.image_sizes)
         return Genesis(int(image_shape[0]), int(self.num_slots), int(self.component_latent_dim),
-                       init_scheme=self.init_scheme, rngs=rngs)
+                       kl_estimator=self.kl_estimator, init_scheme=self.init_scheme, rngs=rngs)
 
     def sample_noise(self, key: jax.Array, batch: Batch) -> dict[str, jax.Array]:
         """{"mask": `[b, K, 64]`, "component": `[b, K, d]`} ~ N(0, I)."""
@@ -320,10 +323,13 @@ class GenesisFamily(Family):
                 "component": jax.random.normal(component_key, (b, k, int(self.component_latent_dim)))}
 
     def outputs(self, model: Genesis, batch: Batch, noise: Any, norm_statistics=None) -> dict[str, Any]:
-        """`Genesis.__call__`'s outputs plus "images" and "pixel_std" `[K]` (what the loss terms read)."""
+        """`Genesis.__call__`'s outputs plus "images", "pixel_std" `[K]` and "nll" `[b]` (what the loss terms
+        read)."""
         k = int(self.num_slots)
         stds = jnp.asarray([self.pixel_std_first] + [self.pixel_std] * (k - 1), jnp.float32)
-        return {"images": batch["images"], **model(batch["images"], noise, norm_statistics), "pixel_std": stds}
+        outputs = {"images": batch["images"], **model(batch["images"], noise, norm_statistics), "pixel_std": stds}
+        outputs["nll"] = mixture_nll(batch["images"], outputs["log_masks"], outputs["means"], stds, self.mixture)
+        return outputs
 
     def segmentation_masks(self, outputs) -> dict[str, jax.Array]:
         """{name: log masks `[b, K, h, w]`} a segmentation is the argmax of: the stick-breaking masks."""

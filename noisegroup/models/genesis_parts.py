@@ -48,22 +48,47 @@ def monte_carlo_kl(z: jax.Array, q_mean: jax.Array, q_sigma: jax.Array, p_mean: 
     return jnp.sum(gaussian_log_density(z, q_mean, q_sigma) - gaussian_log_density(z, p_mean, p_sigma), axis=-1)
 
 
-def mixture_nll(images: jax.Array, log_masks: jax.Array, means: jax.Array, pixel_std: jax.Array) -> jax.Array:
-    """-sum_{pixels i, channels c} log sum_k m_k(i) N(x_ic; mu_k,ic, sigma_k^2): the mixture is taken per channel
-    (spec A.10, D.18), in log space (logsumexp; the official code sums exps).
+def gaussian_kl(q_mean: jax.Array, q_sigma: jax.Array, p_mean: jax.Array, p_sigma: jax.Array) -> jax.Array:
+    """KL(N(q_mean, q_sigma^2) || N(p_mean, p_sigma^2)) in closed form, summed over the last axis: the analytic
+    alternative to `monte_carlo_kl` (spec D.9), `kl_estimator="analytic"`."""
+    ratio = jnp.square(q_sigma / p_sigma)
+    return jnp.sum(0.5 * (ratio + jnp.square((q_mean - p_mean) / p_sigma) - 1.0 - jnp.log(ratio)), axis=-1)
+
+
+KL_ESTIMATORS = ("monte_carlo", "analytic")
+MIXTURES = ("per_channel", "per_pixel")
+
+
+def latent_kl(estimator: str, z: jax.Array, q_mean: jax.Array, q_sigma: jax.Array, p_mean: jax.Array,
+              p_sigma: jax.Array) -> jax.Array:
+    """The KL term of a latent `[..., d]` -> `[...]`: "monte_carlo" (official: log q(z) - log p(z) at the sample) or
+    "analytic" (the Gaussians' closed form, given the prior's parameters)."""
+    if estimator == "analytic":
+        return gaussian_kl(q_mean, q_sigma, p_mean, p_sigma)
+    return monte_carlo_kl(z, q_mean, q_sigma, p_mean, p_sigma)
+
+
+def mixture_nll(images: jax.Array, log_masks: jax.Array, means: jax.Array, pixel_std: jax.Array,
+                mixture: str = "per_channel") -> jax.Array:
+    """-sum_{pixels i, channels c} log sum_k m_k(i) N(x_ic; mu_k,ic, sigma_k^2): the official code takes the mixture
+    per channel (spec A.10, D.18); "per_pixel" takes it over each pixel's RGB vector, -sum_i log sum_k m_k(i)
+    prod_c N(x_ic; ...) (the papers' p(x | z) read per pixel). In log space (logsumexp; the official code sums exps).
 
     Args:
         images: `[b, h, w, c]`.
         log_masks: `[b, k, h, w]` (sum_k exp = 1).
         means: `[b, k, h, w, c]`.
         pixel_std: `[k]` sigma per slot.
+        mixture: "per_channel" or "per_pixel".
 
     Returns:
         `[b]` nats per image.
     """
     sigma = pixel_std[None, :, None, None, None]
-    log_components = log_masks[..., None] + gaussian_log_density(images[:, None], means, sigma)
-    return -jnp.sum(jax.nn.logsumexp(log_components, axis=1), axis=(1, 2, 3))
+    log_densities = gaussian_log_density(images[:, None], means, sigma)  # [b, k, h, w, c]
+    if mixture == "per_pixel":
+        return -jnp.sum(jax.nn.logsumexp(log_masks + jnp.sum(log_densities, axis=-1), axis=1), axis=(1, 2))
+    return -jnp.sum(jax.nn.logsumexp(log_masks[..., None] + log_densities, axis=1), axis=(1, 2, 3))
 
 
 def clamp_preserve_gradients(x: jax.Array, low: float, high: float) -> jax.Array:

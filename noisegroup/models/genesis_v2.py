@@ -40,10 +40,12 @@ from noisegroup.models.blocks import Conv, ConvTranspose, Dense, GroupNorm, Laye
 from noisegroup.models.family import Batch, Family
 from noisegroup.models.genesis import check_slots_and_size
 from noisegroup.models.genesis_parts import (
+    KL_ESTIMATORS,
+    MIXTURES,
     AutoregressivePrior,
     clamp_preserve_gradients,
+    latent_kl,
     mixture_nll,
-    monte_carlo_kl,
     stick_breaking,
     to_sigma,
 )
@@ -78,16 +80,22 @@ def coordinate_grid(side: int) -> jax.Array:
     return jnp.stack(jnp.meshgrid(grid, grid, indexing="ij"), axis=-1)
 
 
+SEED_SELECTIONS = ("scope_weighted_argmax", "categorical")
+
+
 def instance_colouring(embeddings: jax.Array, seed_scores: jax.Array, num_slots: int, log_bandwidth: jax.Array,
-                       kernel: str = "gaussian") -> jax.Array:
+                       kernel: str = "gaussian", seed_selection: str = "scope_weighted_argmax") -> jax.Array:
     """The IC-SBP's log masks `[b, K, h, w]` (sum_k exp = 1) of pixel embeddings `[b, h, w, e]`.
 
     Args:
         embeddings: u `[b, h, w, e]`.
-        seed_scores: r `[b, h w]` in [0, 1), drawn once per forward pass and reused at every step.
+        seed_scores: r `[b, h w]` in (0, 1), drawn once per forward pass and reused at every step.
         num_slots: K (K - 1 seeded steps, then the remaining scope).
         log_bandwidth: l (scalar); sigma = exp(l).
         kernel: a key of `KERNELS`.
+        seed_selection: "scope_weighted_argmax" (the official code: argmax_i r_i s_{k-1}(i)) or "categorical" (a
+            draw from Categorical(s_{k-1} / sum s_{k-1}) by Gumbel-max, argmax_i log s_{k-1}(i) - log(-log r_i):
+            the paper's "a random pixel of the remaining scope" read literally; spec D.12).
     """
     b, h, w, e = embeddings.shape
     flat = embeddings.reshape(b, h * w, e)
@@ -95,8 +103,12 @@ def instance_colouring(embeddings: jax.Array, seed_scores: jax.Array, num_slots:
     sigma = jnp.exp(log_bandwidth)
     log_scope = jnp.zeros((b, h * w), embeddings.dtype)
     log_alphas, log_rests = [], []
+    gumbel = -jnp.log(-jnp.log(jnp.clip(seed_scores, 1e-12, 1.0 - 1e-7)))
     for _ in range(num_slots - 1):
-        seed = jnp.argmax(seed_scores * jnp.exp(log_scope), axis=1)  # [b]: no gradient through the choice
+        if seed_selection == "categorical":
+            seed = jnp.argmax(log_scope + gumbel, axis=1)
+        else:
+            seed = jnp.argmax(seed_scores * jnp.exp(log_scope), axis=1)  # [b]: no gradient through the choice
         centre = jnp.take_along_axis(flat, seed[:, None, None], axis=1)  # [b, 1, e]: the gather carries gradients
         alpha = clamp_preserve_gradients(psi(jnp.sum(jnp.square(flat - centre), axis=-1), sigma), 0.01, 0.99)
         log_alphas.append(jnp.log(alpha))
@@ -115,12 +127,16 @@ class GenesisV2(nnx.Module):
         num_slots: K >= 2 (sets the IC-SBP bandwidth's initial value).
         kernel: the IC-SBP kernel ("gaussian", "laplacian", "epanechnikov").
         semiconv: the semi-convolutional embeddings (gate + coordinates); False: a plain 1x1 conv.
+        seed_selection: how the IC-SBP picks its seeds (`instance_colouring`).
+        kl_estimator: "monte_carlo" (official) or "analytic".
         init_scheme: "pytorch" or "normal".
     """
 
     def __init__(self, image_size: int = 64, num_slots: int = 5, *, kernel: str = "gaussian", semiconv: bool = True,
+                 seed_selection: str = "scope_weighted_argmax", kl_estimator: str = "monte_carlo",
                  init_scheme: str = "pytorch", conv_impl: str = "auto", rngs: nnx.Rngs):
         self.num_slots, self.kernel, self.semiconv, self.image_size = num_slots, kernel, semiconv, image_size
+        self.seed_selection, self.kl_estimator = seed_selection, kl_estimator
         c = FEATURES
         self.seg_head = ConvGNReLU(c, c)
         self.colour_head = Conv(c, EMBEDDING_DIM, 1)
@@ -175,7 +191,7 @@ class GenesisV2(nnx.Module):
         features = self.encoder(x)
         embeddings = self.embed(features)
         log_masks = instance_colouring(embeddings, noise["seed_scores"], self.num_slots, self.log_bandwidth[...],
-                                       self.kernel)
+                                       self.kernel, self.seed_selection)
         g = self.feat_out(self.feat_head(features))  # [b, s, s, 128], once (the official code redoes it per slot)
         masks = jnp.exp(log_masks)
         pooled = jnp.einsum("bkhw,bhwc->bkc", masks, g) / (jnp.sum(masks, axis=(2, 3))[..., None] + 1e-5)
@@ -186,7 +202,8 @@ class GenesisV2(nnx.Module):
         means, decoder_log_masks = self.decode(z)
         reconstruction = jnp.sum(jnp.exp(decoder_log_masks)[..., None] * means, axis=1)
         return {"log_masks": log_masks, "decoder_log_masks": decoder_log_masks, "means": means,
-                "reconstruction": reconstruction, "latent_kl": monte_carlo_kl(z, mean, sigma, p_mean, p_sigma),
+                "reconstruction": reconstruction, "latent_kl": latent_kl(self.kl_estimator, z, mean, sigma, p_mean,
+                                                                         p_sigma),
                 "embeddings": embeddings}
 
 
@@ -207,7 +224,7 @@ def _kl(outputs) -> jax.Array:
 
 
 LOSS_TERMS = {
-    "nll": lambda o: mixture_nll(o["images"], o["decoder_log_masks"], o["means"], o["pixel_std"]),  # [b] nats
+    "nll": lambda o: o["nll"],  # [b] nats, with the decoder masks
     "kl": _kl,  # [b]: what GECO's beta weights (the latents' KL, + KL(m || m^) with `mask_consistency`)
     "latent_kl": lambda o: jnp.sum(o["latent_kl"], axis=1),  # logged at weight 0
     "mask_kl": lambda o: mask_consistency_kl(o["log_masks"], o["decoder_log_masks"]),  # logged at weight 0
@@ -222,6 +239,9 @@ class GenesisV2Family(Family):
         num_slots: K >= 2 (5 on Multi-dSprites and in the LNS paper; it sets the kernel's initial bandwidth).
         kernel: the IC-SBP kernel: "gaussian" (official default), "laplacian" or "epanechnikov".
         semiconv: semi-convolutional embeddings (official default True).
+        seed_selection: "scope_weighted_argmax" (official) or "categorical" (`instance_colouring`).
+        mixture: "per_channel" (official) or "per_pixel" (`genesis_parts.mixture_nll`).
+        kl_estimator: "monte_carlo" (official) or "analytic".
         mask_consistency: add KL(IC-SBP masks || decoder masks) to the beta-weighted term (the official
             `klm_loss`, default False).
         pixel_std: sigma of every slot's component (0.7; the official code asserts one sigma).
@@ -233,6 +253,9 @@ class GenesisV2Family(Family):
     num_slots: int = 5
     kernel: str = "gaussian"
     semiconv: bool = True
+    seed_selection: str = "scope_weighted_argmax"
+    mixture: str = "per_channel"
+    kl_estimator: str = "monte_carlo"
     mask_consistency: bool = False
     pixel_std: float = 0.7
     init_scheme: str = "pytorch"
@@ -249,8 +272,10 @@ class GenesisV2Family(Family):
         if int(self.num_slots) < 2:
             raise ValueError(f"GENESIS-v2 needs K = num_slots >= 2 (K - 1 seeded steps and a last slot), got "
                              f"num_slots={self.num_slots!r}")
-        if self.kernel not in KERNELS:
-            raise ValueError(f"kernel must be one of {tuple(KERNELS)}, got {self.kernel!r}")
+        for name, allowed in (("kernel", tuple(KERNELS)), ("seed_selection", SEED_SELECTIONS), ("mixture", MIXTURES),
+                              ("kl_estimator", KL_ESTIMATORS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         for name in ("semiconv", "mask_consistency"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
@@ -262,6 +287,7 @@ class GenesisV2Family(Family):
     def build(self, image_shape, rngs: nnx.Rngs) -> GenesisV2:
         check_slots_and_size("GENESIS-v2", self.num_slots, image_shape, (16, 32, 64, 128))
         return GenesisV2(int(image_shape[0]), int(self.num_slots), kernel=self.kernel, semiconv=self.semiconv,
+                         seed_selection=self.seed_selection, kl_estimator=self.kl_estimator,
                          init_scheme=self.init_scheme, conv_impl=self.conv_impl, rngs=rngs)
 
     def sample_noise(self, key: jax.Array, batch: Batch) -> dict[str, jax.Array]:
@@ -272,12 +298,16 @@ class GenesisV2Family(Family):
                 "latent": jax.random.normal(latent_key, (b, int(self.num_slots), FEATURES))}
 
     def outputs(self, model: GenesisV2, batch: Batch, noise: Any, norm_statistics=None) -> dict[str, Any]:
-        """`GenesisV2.__call__`'s outputs plus "images", "pixel_std" `[K]` and "mask_consistency" (what the loss
-        terms read). `norm_statistics` is accepted for symmetry with GENESIS (GroupNorm keeps none)."""
+        """`GenesisV2.__call__`'s outputs plus "images", "pixel_std" `[K]`, "nll" `[b]` (with the decoder masks) and
+        "mask_consistency" (what the loss terms read). `norm_statistics` is accepted for symmetry with GENESIS
+        (GroupNorm keeps none)."""
         del norm_statistics
         stds = jnp.full((int(self.num_slots),), self.pixel_std, jnp.float32)
-        return {"images": batch["images"], **model(batch["images"], noise), "pixel_std": stds,
-                "mask_consistency": jnp.float32(self.mask_consistency)}
+        outputs = {"images": batch["images"], **model(batch["images"], noise), "pixel_std": stds,
+                   "mask_consistency": jnp.float32(self.mask_consistency)}
+        outputs["nll"] = mixture_nll(batch["images"], outputs["decoder_log_masks"], outputs["means"], stds,
+                                     self.mixture)
+        return outputs
 
     def segmentation_masks(self, outputs) -> dict[str, jax.Array]:
         """{name: log masks `[b, K, h, w]`}: the IC-SBP's ("masks", the official main metric) and the decoder's
