@@ -16,6 +16,12 @@ training must be given to step 2 as well):
         --config.figures=False --config.control=False --workdir=workdirs/lns_vae_pretrain
     python -m experiments.export_pretrained --config.models="('vae',)" --workdir=workdirs/lns_vae_pretrain
 
+The baselines of a `table` run (GENESIS, GENESIS-v2; `--config.baseline_pretrained=DIR` scores them without
+training; ~25 MB a GENESIS at float16, so none are shipped):
+
+    python -m experiments.export_pretrained --config=experiments/configs/lns.py:table --which=baselines \
+        --workdir=workdirs/lns_table --out=weights --precision=float16
+
 Files already exported can be re-stored at another precision without their run (`--convert`; int8 from float16
 quantises the float16 values: this is how the AE files, exported as float16 before int8 existed, became int8):
 
@@ -44,6 +50,8 @@ _CONFIG = cli.define_config_file("experiments/configs/lns.py:default", "the LNS 
 _WORKDIR = flags.DEFINE_string("workdir", "workdirs/lns", "the LNS run directory holding models/")
 _OUT = flags.DEFINE_string("out", "pretrained", "where the .npz files go")
 _PRECISION = flags.DEFINE_enum("precision", "int8", list(pretrained.PRECISIONS), "how the weights are stored")
+_WHICH = flags.DEFINE_enum("which", "models", ["models", "baselines", "both"],
+                           "export the config's LNS models, its baselines (GENESIS, GENESIS-v2), or both")
 _CONVERT = flags.DEFINE_string("convert", "", "a directory of exported files to re-store at --precision instead of "
                                "exporting a run (the config's models and datasets)")
 
@@ -52,8 +60,10 @@ def main(argv):
     del argv
     with cli.config_errors():
         config = LNSConfig.from_mapping({**_CONFIG.value.to_dict(), "pretrained": ""})
+    names = {"models": config.models, "baselines": config.baselines,
+             "both": (*config.models, *config.baselines)}[_WHICH.value]
     for dataset in config.datasets:
-        for model in config.models:
+        for model in names:
             if _CONVERT.value:
                 with cli.config_errors():
                     path = pretrained.convert(f"{_CONVERT.value}/{model}_{dataset}.npz",
@@ -66,7 +76,7 @@ def main(argv):
                 raise ExpectedError(f"{model}_{dataset}: the run stands at step {steps} of "
                                     f"{train_config['num_steps']}; finish it first (re-run the training command)")
             seed0 = jax.tree.map(lambda x: x[:1], state.inference_params)
-            meta = dict(model=model, dataset=dataset, latent_dim=train_config["latent_dim"], steps=steps,
+            meta = dict(model=model, dataset=dataset, latent_dim=train_config.get("latent_dim"), steps=steps,
                         seed=int(train_config["seeds"][0]), train=train_config)
             path = pretrained.save(f"{_OUT.value}/{model}_{dataset}.npz", seed0, meta, _PRECISION.value)
             print(f"{path}: {path.stat().st_size / 1e6:.1f} MB, step {meta['steps']}")

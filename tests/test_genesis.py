@@ -1,11 +1,14 @@
 """GENESIS and GENESIS-v2 (spec `genesis_reference.md`): parameter counts (spec A.12 / B.10, by `nnx.eval_shape`, so
 nothing is computed), the masks' invariants (spec E.4-E.7), the losses against closed forms and Monte-Carlo limits
-(E.8, E.9, E.11, E.12), GECO against its recurrence (E.13), the transposed convolution's fast forms against the
-dilated convolution, GroupNorm / LayerNorm / BatchNorm against NumPy, the BatchNorm statistics GENESIS records and
-takes, and the errors of bad configurations.
+(E.8, E.9, E.11, E.12; the learned prior's KL and causality; the per-channel and per-pixel mixtures), the IC-SBP
+against a NumPy statement (both seed rules), GECO against its recurrence (E.13), the transposed convolution's fast
+forms against the dilated convolution and PyTorch's scatter definition (values and gradients), GroupNorm /
+LayerNorm / BatchNorm against NumPy, the BatchNorm statistics GENESIS records and takes, and the errors of bad
+configurations.
 
-Small and few programs: one GENESIS forward (32 x 32, K = 3, batch 2) and one GENESIS-v2 forward (16 x 16, K = 3,
-batch 2), each compiled once in a module-scoped fixture that makes every call its tests look at."""
+Small and few programs: one GENESIS program (32 x 32, K = 3, batch 2: initialisation, a forward with the batch's
+statistics and one with given statistics) and one GENESIS-v2 program (16 x 16, K = 3, batch 2), each compiled once in
+a module-scoped fixture that makes every call its tests look at."""
 
 import math
 
@@ -96,8 +99,8 @@ def genesis_runs():
         biased = tuple((mean, var * (n - 1) / n) for (mean, var), (_, n) in zip(recorded, NORM_LAYERS))
         repeat, given_out = run(images, noise, biased)
         assert getattr(run, "_cache_size", lambda: 1)() == 1  # one compilation
-        return dict(family=family, out=batch_out, constant=constant_out, given=given_out, repeat=repeat,
-                    biased=biased, noise=noise)
+        return {"family": family, "out": batch_out, "constant": constant_out, "given": given_out, "repeat": repeat,
+                "biased": biased, "noise": noise}
 
 
 @pytest.fixture(scope="module")
@@ -115,8 +118,8 @@ def v2_runs():
 
         (out, log_bandwidth), (repeat, _), (reseeded, _) = run(noise), run(noise), run(other)
         assert getattr(run, "_cache_size", lambda: 1)() == 1
-        return dict(family=family, out=out, repeat=repeat, reseeded=reseeded, noise=noise, other=other,
-                    log_bandwidth=float(log_bandwidth))
+        return {"family": family, "out": out, "repeat": repeat, "reseeded": reseeded, "noise": noise, "other": other,
+                "log_bandwidth": float(log_bandwidth)}
 
 
 # --- parameter counts (spec A.12, B.10) -----------------------------------------------------------------------------
@@ -197,7 +200,7 @@ def test_genesis_masks_sum_to_one_and_follow_the_stick_breaking_of_the_logits(ge
     out = genesis_runs["out"]
     log_masks, logits = np.asarray(out["log_masks"], np.float64), np.asarray(out["mask_logits"], np.float64)
     np.testing.assert_allclose(np.exp(log_masks).sum(axis=1), 1.0, atol=1e-5)
-    log_sigmoid = lambda a: -np.logaddexp(0.0, -a)  # noqa: E731
+    log_sigmoid = lambda a: -np.logaddexp(0.0, -a)
     np.testing.assert_allclose(log_masks[:, 0], log_sigmoid(logits[:, 0]), atol=1e-5)  # m_1 = sigmoid(a_1)
     for k in range(1, K - 1):  # m_k = sigmoid(a_k) prod_{j<k} sigmoid(-a_j)
         expected = log_sigmoid(logits[:, k]) + log_sigmoid(-logits[:, :k]).sum(axis=1)
@@ -224,16 +227,58 @@ def test_stick_breaking_ignores_the_last_logit():
     assert np.all(np.abs(np.asarray(grad[:, :-1])).max(axis=(2, 3)) > 0)  # the others matter
 
 
+def _mixture_nlls(images, log_masks, means, sigma):
+    """(per-channel, per-pixel) mixture NLLs `[b]` in NumPy float64: -sum_{i,c} log sum_k m_k N(x_ic) and
+    -sum_i log sum_k m_k prod_c N(x_ic)."""
+    x = np.asarray(images, np.float64)[:, None]
+    mu = np.asarray(means, np.float64)
+    sigma = np.asarray(sigma, np.float64)[None, :, None, None, None]
+    density = np.exp(-((x - mu) ** 2) / (2 * sigma**2)) / (sigma * np.sqrt(2 * np.pi))
+    masks = np.exp(np.asarray(log_masks, np.float64))
+    return (-np.log((masks[..., None] * density).sum(axis=1)).sum(axis=(1, 2, 3)),
+            -np.log((masks * density.prod(axis=-1)).sum(axis=1)).sum(axis=(1, 2)))
+
+
 def test_genesis_nll_term_is_the_per_channel_mixture(genesis_runs):
     out = genesis_runs["out"]
-    x = np.asarray(out["images"], np.float64)[:, None]  # [b, 1, h, w, c]
-    mu, sigma = np.asarray(out["means"], np.float64), np.asarray(out["pixel_std"], np.float64)[None, :, None, None,
-                                                                                                 None]
-    masks = np.exp(np.asarray(out["log_masks"], np.float64))[..., None]
-    density = np.exp(-((x - mu) ** 2) / (2 * sigma**2)) / (sigma * np.sqrt(2 * np.pi))
-    expected = -np.log((masks * density).sum(axis=1)).sum(axis=(1, 2, 3))  # mixture per channel
-    np.testing.assert_allclose(out["terms"]["nll"], expected, rtol=1e-5)
+    per_channel, _ = _mixture_nlls(out["images"], out["log_masks"], out["means"], out["pixel_std"])
+    np.testing.assert_allclose(out["terms"]["nll"], per_channel, rtol=1e-5)
     np.testing.assert_allclose(out["terms"]["kl"], np.sum(out["mask_kl"] + out["component_kl"], axis=1), rtol=1e-6)
+
+
+def _stub_model(log_masks, means, decoder_log_masks=None):
+    """A stand-in for the network in `family.outputs(model, batch, noise)`: returns the given masks and means."""
+    def model(images, noise, *statistics):
+        del images, noise, statistics
+        out = {"log_masks": log_masks, "means": means, "mask_kl": jnp.zeros(log_masks.shape[:2]),
+               "component_kl": jnp.zeros(log_masks.shape[:2]), "latent_kl": jnp.zeros(log_masks.shape[:2])}
+        if decoder_log_masks is not None:
+            out["decoder_log_masks"] = decoder_log_masks
+        return out
+    return model
+
+
+@pytest.mark.parametrize("family_cls", [GenesisFamily, GenesisV2Family])
+def test_family_nll_is_the_configured_mixture_of_the_right_masks(family_cls):
+    """With far-apart slot means (the models' means nearly agree at initialisation) the per-channel mixture (the
+    official default, spec D.18) and the per-pixel one differ; GENESIS-v2 mixes with the decoder masks."""
+    rng = _rng(21)
+    b, s = 2, 4
+    images = jnp.asarray(rng.uniform(size=(b, s, s, 3)), jnp.float32)
+    means = jnp.asarray(np.broadcast_to(np.asarray([0.1, 0.5, 0.9])[None, :, None, None, None], (b, K, s, s, 3)),
+                        jnp.float32)
+    masks = [jax.nn.log_softmax(jnp.asarray(rng.normal(size=(b, K, s, s)) * 2, jnp.float32), axis=1) for _ in "ab"]
+    v2 = family_cls is GenesisV2Family
+    model = _stub_model(masks[1], means, masks[0]) if v2 else _stub_model(masks[0], means)
+    sigma = np.full(K, 0.7)
+    per_channel, per_pixel = _mixture_nlls(images, masks[0], means, sigma)
+    assert np.all(np.abs(per_pixel - per_channel) > 1e-3 * np.abs(per_channel))  # 100 x the tolerance
+    other_masks, _ = _mixture_nlls(images, masks[1], means, sigma)
+    assert np.all(np.abs(other_masks - per_channel) > 1e-3 * np.abs(per_channel))
+    for mixture, expected in ((None, per_channel), ("per_channel", per_channel), ("per_pixel", per_pixel)):
+        family = family_cls(num_slots=K) if mixture is None else family_cls(num_slots=K, mixture=mixture)
+        outputs = family.outputs(model, {"images": images}, None)
+        np.testing.assert_allclose(family.loss_terms["nll"](outputs), expected, rtol=1e-5, err_msg=str(mixture))
 
 
 def test_genesis_forward_is_deterministic_with_fixed_noise(genesis_runs):
@@ -378,7 +423,8 @@ def test_v2_icsbp_masks_clamp_alpha_and_seed_at_the_highest_score(v2_runs):
 
 def test_v2_seed_scores_change_the_icsbp_masks(v2_runs):
     out, reseeded = v2_runs["out"], v2_runs["reseeded"]
-    assert not np.array_equal(np.argmax(v2_runs["noise"]["seed_scores"], 1), np.argmax(v2_runs["other"]["seed_scores"], 1))
+    first_seeds = [np.argmax(v2_runs[name]["seed_scores"], axis=1) for name in ("noise", "other")]
+    assert not np.array_equal(*first_seeds)
     assert float(jnp.max(jnp.abs(out["log_masks"] - reseeded["log_masks"]))) > 1.0
     np.testing.assert_array_equal(out["embeddings"], reseeded["embeddings"])  # the embeddings do not see r
 
@@ -391,17 +437,11 @@ def test_v2_forward_is_deterministic_with_fixed_noise(v2_runs):
 
 def test_v2_nll_reads_the_decoder_masks(v2_runs):
     out = v2_runs["out"]
-    x = np.asarray(out["images"], np.float64)[:, None]
-    mu = np.asarray(out["means"], np.float64)
-    density = np.exp(-((x - mu) ** 2) / (2 * 0.49)) / (0.7 * np.sqrt(2 * np.pi))
-
-    def nll(log_masks):  # the per-channel mixture (NumPy)
-        masks = np.exp(np.asarray(log_masks, np.float64))[..., None]
-        return -np.log((masks * density).sum(axis=1)).sum(axis=(1, 2, 3))
-
-    expected = nll(out["decoder_log_masks"])
-    np.testing.assert_allclose(out["terms"]["nll"], expected, rtol=1e-5)
-    assert np.all(np.abs(nll(out["log_masks"]) - expected) > 1e-2)  # the IC-SBP masks would give another value
+    per_channel, _ = _mixture_nlls(out["images"], out["decoder_log_masks"], out["means"], out["pixel_std"])
+    np.testing.assert_allclose(out["terms"]["nll"], per_channel, rtol=1e-5)
+    # what would fail the check: the IC-SBP masks
+    assert np.all(np.abs(_mixture_nlls(out["images"], out["log_masks"], out["means"], out["pixel_std"])[0]
+                         - per_channel) > 1e-4 * np.abs(per_channel))
     np.testing.assert_allclose(out["terms"]["kl"], np.sum(out["latent_kl"], axis=1), rtol=1e-6)
 
 
@@ -456,6 +496,12 @@ def test_coordinate_grid():
     np.testing.assert_allclose(grid[:, 0, 0], [-1, -1 / 3, 1 / 3, 1], rtol=1e-6)  # rows first
     np.testing.assert_allclose(grid[0, :, 1], [-1, -1 / 3, 1 / 3, 1], rtol=1e-6)
     np.testing.assert_array_equal(grid[:, :, 0], grid[:, :1, 0].repeat(4, 1))
+    # GENESIS's broadcast decoder: 72 x 72 at 64 x 64 (4 valid 3 x 3 convs), channel 16 the row, 17 the column
+    decoder = _abstract(GenesisFamily()).component_decoder
+    coordinates = np.asarray(decoder.coordinates())[0]
+    assert coordinates.shape == (72, 72, 2)
+    np.testing.assert_allclose(coordinates[:, 5, 0], np.linspace(-1, 1, 72), atol=1e-6)
+    np.testing.assert_allclose(coordinates[5, :, 1], np.linspace(-1, 1, 72), atol=1e-6)
 
 
 def test_clamp_preserve_gradients_clips_forward_and_passes_gradients():
@@ -550,19 +596,20 @@ def learned_prior():
     one program."""
     with jax.default_matmul_precision("highest"):
         d, num_slots = 4, 3
-        make = lambda key: AutoregressivePrior(d, rngs=nnx.Rngs(params=key))  # noqa: E731
+        make = lambda key: AutoregressivePrior(d, rngs=nnx.Rngs(params=key))
         graphdef = nnx.split(nnx.eval_shape(lambda: make(jax.random.key(0))))[0]
         params = jax.jit(lambda key: nnx.state(make(key)))(jax.random.key(5))
         z = jnp.asarray(_rng(11).normal(size=(1, num_slots, d)), jnp.float32)
 
         @jax.jit
         def run(params, z):
-            prior = lambda z: jnp.concatenate(nnx.merge(graphdef, params)(z), axis=-1)  # noqa: E731
+            prior = lambda z: jnp.concatenate(nnx.merge(graphdef, params)(z), axis=-1)
             return prior(z), jax.jacobian(prior)(z)
 
         both, jacobian = run(params, z)
         mean, scale = np.split(np.asarray(both[0], np.float64), 2, axis=-1)
-        return dict(mean=mean, scale=scale, jacobian=np.asarray(jacobian)[0, :, :, 0], d=d, num_slots=num_slots)
+        return {"mean": mean, "scale": scale, "jacobian": np.asarray(jacobian)[0, :, :, 0], "d": d,
+                "num_slots": num_slots}
 
 
 def test_learned_prior_parameters(learned_prior):
@@ -795,17 +842,19 @@ def test_genesis_rejects_an_unsupported_image_size():
 
 
 @pytest.mark.parametrize("family,kwargs,match", [
-    (GenesisFamily, dict(num_slots=1), "num_slots=1"),
-    (GenesisV2Family, dict(num_slots=1), "num_slots=1"),
-    (GenesisV2Family, dict(kernel="cosine"), "kernel.*'cosine'"),
-    (GenesisFamily, dict(eval_norm="running"), "eval_norm.*'running'"),
-    (GenesisFamily, dict(mixture="per_slot"), "mixture.*'per_slot'"),
-    (GenesisFamily, dict(kl_estimator="exact"), "kl_estimator.*'exact'"),
-    (GenesisFamily, dict(pixel_std=0.0), "pixel_std.*0.0"),
-    (GenesisFamily, dict(pixel_std=-0.7), "pixel_std.*-0.7"),
-    (GenesisFamily, dict(pixel_std_first=0), "pixel_std_first.*0"),
-    (GenesisFamily, dict(pixel_std=float("nan")), "pixel_std.*nan"),
-    (GenesisV2Family, dict(pixel_std=0.0), "pixel_std.*0.0"),
+    (GenesisFamily, {"num_slots": 1}, "num_slots=1"),
+    (GenesisV2Family, {"num_slots": 1}, "num_slots=1"),
+    (GenesisV2Family, {"kernel": "cosine"}, "kernel.*'cosine'"),
+    (GenesisFamily, {"eval_norm": "running"}, "eval_norm.*'running'"),
+    (GenesisFamily, {"mixture": "per_slot"}, "mixture.*'per_slot'"),
+    (GenesisFamily, {"kl_estimator": "exact"}, "kl_estimator.*'exact'"),
+    (GenesisV2Family, {"seed_selection": "uniform"}, "seed_selection.*'uniform'"),
+    (GenesisV2Family, {"mixture": "per_slot"}, "mixture.*'per_slot'"),
+    (GenesisFamily, {"pixel_std": 0.0}, "pixel_std.*0.0"),
+    (GenesisFamily, {"pixel_std": -0.7}, "pixel_std.*-0.7"),
+    (GenesisFamily, {"pixel_std_first": 0}, "pixel_std_first.*0"),
+    (GenesisFamily, {"pixel_std": float("nan")}, "pixel_std.*nan"),
+    (GenesisV2Family, {"pixel_std": 0.0}, "pixel_std.*0.0"),
 ])
 def test_bad_family_fields_name_the_value(family, kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -84,6 +84,9 @@ class BatchNorm(nnx.Module):
 
     def __call__(self, x: jax.Array, statistics: NormStatistics | None = None) -> jax.Array:
         if statistics is not None and statistics.given is not None:
+            if len(statistics.seen) >= len(statistics.given):
+                raise ValueError(f"norm_statistics holds {len(statistics.given)} (mean, variance) pairs; this model "
+                                 f"has more BatchNorm layers")
             mean, var = statistics.given[len(statistics.seen)]
             statistics.seen.append((mean, var))
         else:
@@ -236,6 +239,9 @@ class Genesis(nnx.Module):
         component_kl = latent_kl(self.kl_estimator, z_comp, c_mean, c_sigma, cp_mean, cp_sigma)
         means = jax.nn.sigmoid(self.component_decoder(z_comp.reshape(b * k, -1))).reshape(b, k, s, s, -1)
         reconstruction = jnp.sum(jnp.exp(log_masks)[..., None] * means, axis=1)
+        if norm_statistics is not None and len(norm_statistics) != len(statistics.seen):
+            raise ValueError(f"norm_statistics holds {len(norm_statistics)} (mean, variance) pairs; this model has "
+                             f"{len(statistics.seen)} BatchNorm layers")
         return {"log_masks": log_masks, "mask_logits": logits, "means": means, "reconstruction": reconstruction,
                 "mask_kl": mask_kl, "component_kl": component_kl, "norm_statistics": tuple(statistics.seen)}
 
