@@ -36,7 +36,8 @@ def main(argv):
     for protocol, title in (("paper", "best setting chosen on test (the paper's protocol)"),
                             ("fair", "setting chosen on test_iid, reported on test")):
         if any(r["protocol"] == protocol for r in rows):
-            print(f"\nARI on the test sets, {config.clustering} clustering, {title}; (paper's value):")
+            baselines = " (baselines: the argmax of their masks)" if config.baselines else ""
+            print(f"\nARI on the test sets, {config.clustering} clustering{baselines}, {title}; (paper's value):")
             print(results.format_table(rows, protocol))
     print(f"\n{minutes:.1f} min; results and figures in {_WORKDIR.value}/")
 
