@@ -16,9 +16,10 @@ Modes:
     table    the default's twelve rows and the paper's two baselines, GENESIS and GENESIS-v2, each trained here on
              every dataset at the CPU budget of `noisegroup.baselines.BUDGETS["default"]` (300 steps at batch 16, the
              official optimiser and GECO; 0.015 % of the paper's 5e5 x 64 images) and scored by the argmax of their
-             masks: Table 1's eight rows. ~3 hours on 2 cores (GENESIS ~18 min, GENESIS-v2 ~10 min a dataset);
-             resumable.
-    paper    the paper's setting for a GPU/TPU (with both baselines at the paper's budget, 5e5 steps at batch 64): the `paper` training recipe (1.1e6 steps, 5 seeds), Ward
+             masks: Table 1's eight rows. ~3.5 hours on 2 cores (measured on proximity: GENESIS 21.7 min,
+             GENESIS-v2 13.8 min); resumable.
+    paper    the paper's setting for a GPU/TPU (with both baselines at the paper's budget, 5e5 steps at batch 64):
+             the `paper` training recipe (1.1e6 steps, 5 seeds), Ward
              clustering, sigma on a log grid 1e-4..1 and N in {2, 5, 10, 20, 40, 80}, both protocols, and the
              paper's AE-against-VAE t-test over the 5 seeds per dataset, Bonferroni-corrected (Table 1's stars).
     paper_budget  the paper's protocol at full strength with the shipped weights' recipe, trained here (5 seeds as
