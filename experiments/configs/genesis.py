@@ -34,10 +34,9 @@ Switches where the sources disagree (spec Part D), official behaviour first:
 import ml_collections
 
 from experiments.configs import defaults
-from noisegroup.baselines import BUDGETS, OFFICIAL_TRAINING
+from noisegroup.baselines import BASELINES, BUDGETS, OFFICIAL_TRAINING
 from noisegroup.engine.config import TrainConfig
-from noisegroup.models.genesis import GenesisFamily
-from noisegroup.models.genesis_v2 import GenesisV2Family
+from noisegroup.models import get_family
 
 MODES = ("quick", "default", "paper", "multi_dsprites", "multi_dsprites_paper")
 
@@ -57,15 +56,12 @@ def training(mode: str = "default") -> dict:
     return c
 
 
-FAMILIES = {"genesis": GenesisFamily, "genesis_v2": GenesisV2Family}
-
-
 def get_config(arg: str = "default") -> ml_collections.ConfigDict:
     mode, _, model = arg.partition(",")
     model = model or "genesis"
-    if model not in FAMILIES:
-        raise ValueError(f"unknown model {model!r} in {arg!r}; expected one of {tuple(FAMILIES)}")
+    if model not in BASELINES:
+        raise ValueError(f"unknown model {model!r} in {arg!r}; expected one of {BASELINES}")
     # Every key of the engine and of the family at its schema's default, then the mode's.
-    c = ml_collections.ConfigDict(defaults(TrainConfig, FAMILIES[model]))
+    c = ml_collections.ConfigDict(defaults(TrainConfig, get_family(model)))
     c.update(training(mode), model=model)
     return c

@@ -257,10 +257,9 @@ LOSS_TERMS = {
 }
 
 
-def check_slots_and_size(name: str, num_slots, image_shape, sizes: tuple[int, ...]) -> None:
-    """ValueError unless K >= 2 and the images are square RGB of a side in `sizes` (naming what works)."""
-    if int(num_slots) < 2:
-        raise ValueError(f"{name} needs K = num_slots >= 2 (K - 1 mask steps and a last slot), got {num_slots!r}")
+def check_image_shape(name: str, image_shape, sizes: tuple[int, ...]) -> None:
+    """ValueError unless the images are square RGB of a side in `sizes` (naming the sizes that work). (K >= 2 is
+    checked when the family is made.)"""
     h, w, c = tuple(image_shape)
     if h != w or h not in sizes or c != 3:
         raise ValueError(f"{name} takes square RGB images of side {' or '.join(map(str, sizes))} (the strides of its "
@@ -317,7 +316,7 @@ class GenesisFamily(Family):
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
 
     def build(self, image_shape, rngs: nnx.Rngs) -> Genesis:
-        check_slots_and_size("GENESIS", self.num_slots, image_shape, self.image_sizes)
+        check_image_shape("GENESIS", image_shape, self.image_sizes)
         return Genesis(int(image_shape[0]), int(self.num_slots), int(self.component_latent_dim),
                        kl_estimator=self.kl_estimator, init_scheme=self.init_scheme, rngs=rngs)
 

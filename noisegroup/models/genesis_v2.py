@@ -38,7 +38,7 @@ from flax import nnx
 from noisegroup.metrics import segmentation_metrics
 from noisegroup.models.blocks import Conv, ConvTranspose, Dense, GroupNorm, LayerNorm, init_layers
 from noisegroup.models.family import Batch, Family
-from noisegroup.models.genesis import check_slots_and_size
+from noisegroup.models.genesis import check_image_shape
 from noisegroup.models.genesis_parts import (
     KL_ESTIMATORS,
     MIXTURES,
@@ -285,7 +285,7 @@ class GenesisV2Family(Family):
             raise ValueError(f"max_mask_labels must be >= 1, got {self.max_mask_labels!r}")
 
     def build(self, image_shape, rngs: nnx.Rngs) -> GenesisV2:
-        check_slots_and_size("GENESIS-v2", self.num_slots, image_shape, (16, 32, 64, 128))
+        check_image_shape("GENESIS-v2", image_shape, (16, 32, 64, 128))
         return GenesisV2(int(image_shape[0]), int(self.num_slots), kernel=self.kernel, semiconv=self.semiconv,
                          seed_selection=self.seed_selection, kl_estimator=self.kl_estimator,
                          init_scheme=self.init_scheme, conv_impl=self.conv_impl, rngs=rngs)
