@@ -1,10 +1,14 @@
 """Trains a model family (the LNS autoencoder or beta-VAE, GENESIS, GENESIS-v2) with S seeds and checkpoints on a Good
-Gestalt dataset or Multi-dSprites; re-running resumes.
+Gestalt dataset, Multi-dSprites, CelebA or a folder of images; re-running resumes.
 
     python -m experiments.train --config=experiments/configs/train.py:default --workdir=workdirs/ae_kanizsa
     python -m experiments.train --config=experiments/configs/train.py:quick --config.model=vae --workdir=/tmp/q
     python -m experiments.train --config=experiments/configs/genesis.py:default --config.dataset=proximity \\
         --workdir=workdirs/genesis_proximity
+    python -m experiments.train --config=experiments/configs/train.py:celeba --config.model=vae \
+        --config.data_dir=/data/CelebAMask-HQ --workdir=workdirs/vae_celeba
+    python -m experiments.train --config=experiments/configs/train.py:default --config.dataset=folder \
+        --config.data_dir=~/my_images --config.latent_dim=50 --workdir=workdirs/ae_mine
 
 Several processes (one per host, e.g. a TPU pod slice or GPU nodes): the same command on every host, with
 `--coordinator=HOST:PORT --num_processes=P --process_id=I` (README: "Many hosts").
@@ -17,6 +21,7 @@ malloc.reuse_freed_memory()  # before JAX starts its threads (noisegroup/malloc.
 from absl import flags  # noqa: E402
 
 from datasets import good_gestalt as gg  # noqa: E402
+from datasets import images as image_datasets  # noqa: E402
 from noisegroup import cli  # noqa: E402
 from noisegroup.checks import check_workdir, closest  # noqa: E402
 from noisegroup.engine import config as engine_config  # noqa: E402
@@ -31,13 +36,17 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "processes in a mul
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "this process's index in a multi-process run")
 
 
-def training_data(dataset: str, train_limit: int, valid_limit: int):
-    """(train, valid) of a Good Gestalt dataset (images) or of Multi-dSprites at 64 x 64 (images and masks: the
-    validation scores segmentations), the first `*_limit` images (0: the whole split)."""
+def training_data(dataset: str, train_limit: int, valid_limit: int, data_dir: str = ""):
+    """(train, valid) of a Good Gestalt dataset (images), of Multi-dSprites at 64 x 64 (images and masks: the
+    validation scores segmentations), or of a user's images (`datasets.images`: CelebA as the LNS reference builds it
+    from CelebAMask-HQ, the aligned CelebA, any folder; read from `data_dir`), the first `*_limit` images (0: the
+    whole split)."""
     if dataset == "multi_dsprites":
         return (multi_dsprites.load_split("train", train_limit, 64), multi_dsprites.load_split("valid", valid_limit, 64))
+    if dataset in image_datasets.NAMES:
+        return image_datasets.training_images(dataset, data_dir or None, train_limit, valid_limit)
     if dataset not in gg.NAMES:
-        known = (*gg.NAMES, "multi_dsprites")
+        known = (*gg.NAMES, "multi_dsprites", *image_datasets.NAMES)
         raise BadInputError(f"unknown dataset {dataset!r}{closest(dataset, known)}; known: {known}")
     return gg.training_images(dataset, train_limit, valid_limit)
 
@@ -51,7 +60,8 @@ def main(argv):
         check_workdir(_WORKDIR.value)
     parallel.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     engine = config.engine
-    state = loop.train(config, _WORKDIR.value, *training_data(engine.dataset, engine.train_limit, engine.valid_limit))
+    state = loop.train(config, _WORKDIR.value, *training_data(engine.dataset, engine.train_limit, engine.valid_limit,
+                                                                  engine.data_dir))
     print(f"trained {engine.model} on {engine.dataset}: {int(state.step[0])} steps x {len(engine.seeds)} "
           f"seed(s); metrics in {_WORKDIR.value}/metrics.jsonl")
 

@@ -36,6 +36,7 @@ class TrainConfig:
 
     model: str = "ae"
     dataset: str = "kanizsa"
+    data_dir: str = _resumable("")  # where a user's images live (CelebA, a folder); "" for generated data
     seeds: tuple[int, ...] = (0,)
     batch_size: int = 64
     learning_rate: float = 5e-5

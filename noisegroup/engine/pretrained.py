@@ -45,7 +45,7 @@ SCALE_PREFIX = "__scale__/"  # int8 kernels' per-output-channel scales: SCALE_PR
 IDENTITY_FIELDS = ("model", "dataset", "latent_dim")  # what a file is; checked against the config asked for
 # Training-config keys that do not change the function trained (how it was run, not the recipe): the rest of a
 # file's training config must equal the config asked for.
-NOT_RECIPE = ("seeds", "progress", "log_every", "checkpoint_every", "keep_checkpoints", "seed_batching",
+NOT_RECIPE = ("data_dir", "seeds", "progress", "log_every", "checkpoint_every", "keep_checkpoints", "seed_batching",
               "data_parallel", "micro_batch_size", "conv_impl")
 
 
