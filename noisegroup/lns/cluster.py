@@ -2,6 +2,7 @@
 
     k = num_clusters_from_masks(masks)            # the reference's k: distinct mask labels, background included
     labels = cluster(features, k, method="ward")  # [b, p, f] -> [b, p] int32, images spread over processes
+    labels, ks = cluster_with_counts(features, None, "ward", estimator="ward_gap")   # k estimated per image
 
 Methods:
     "ward"      agglomerative clustering, Euclidean, Ward linkage (the reference's `AgglomerativeClustering`).
@@ -13,6 +14,9 @@ Methods:
                 inertia wins): 1 is sklearn's "auto" for k-means++ since 1.4; 10 was its default when the paper
                 was written.
 The on-device alternative, all images in one jitted program, is `noisegroup.lns.kmeans.batch_kmeans`.
+
+Without a mask, k is estimated per image from its features (`noisegroup.lns.num_groups`), in the worker that
+clusters it; Ward clustering with the "ward_gap" estimate builds one tree for both.
 
 Images are independent, so they are spread over worker processes (`workers`, default all cores): persistent
 `python -m noisegroup.lns.cluster` subprocesses fed over pipes.
@@ -34,6 +38,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from noisegroup.checks import check_features, check_num_clusters
+from noisegroup.lns import num_groups
+from noisegroup.lns.linkage import cut_tree_at, ward_tree
 
 METHODS = ("ward", "complete", "kmeans")
 
@@ -44,44 +50,25 @@ def num_clusters_from_masks(masks) -> np.ndarray:
     return np.array([len(np.unique(m)) for m in masks], np.int32)
 
 
-def ward_tree(x: np.ndarray) -> np.ndarray:
-    """SciPy linkage matrix `[p-1, 4]` of Ward clustering of points `[p, f]` (scikit-learn's exact computation)."""
-    from scipy.cluster.hierarchy import linkage  # heavy (SciPy, scikit-learn): imported where a worker clusters
-    from scipy.spatial.distance import pdist
-
-    return linkage(pdist(np.asarray(x, np.float64)), method="ward")
-
-
-def cut_tree_at(merges: np.ndarray, num_clusters: int) -> np.ndarray:
-    """Labels `[p]` after the first p-k merges of a linkage matrix, i.e. k clusters, cut as scikit-learn cuts.
-
-    (`scipy.cluster.hierarchy.fcluster(..., "maxclust")` cuts by height instead and can give fewer than k clusters
-    when merge heights tie.)
-    """
-    p = len(merges) + 1
-    parent = np.arange(2 * p - 1)
-    for i, (a, b) in enumerate(merges[: p - num_clusters, :2].astype(np.int64)):
-        parent[a] = parent[b] = p + i
-    while True:  # pointer doubling: every node ends up pointing at its top node among the merges made
-        jumped = parent[parent]
-        if np.array_equal(jumped, parent):
-            break
-        parent = jumped
-    roots = parent[:p]
-    return np.unique(roots, return_inverse=True)[1].astype(np.int32)
-
-
-def _cluster_one(args) -> np.ndarray:
-    x, k, method, seed, restarts = args
+def _cluster_one(args) -> tuple[np.ndarray, int]:
+    """(labels `[p]`, k) of one image; k None: estimated here, in the worker, with `estimator` up to `k_max`."""
+    x, k, method, seed, restarts, estimator, k_max = args
+    tree = None
+    if k is None and method == "ward" and estimator == "ward_gap":  # one tree gives the estimate and the labels
+        tree = ward_tree(x)
+        k = num_groups.estimate_from_tree(tree, k_max)
+    elif k is None:
+        k = num_groups.estimate(x, estimator, k_max, seed=seed)
     if method == "ward":
-        return cut_tree_at(ward_tree(x), k)
+        return cut_tree_at(ward_tree(x) if tree is None else tree, k), k
     if method == "complete":
         from sklearn.cluster import AgglomerativeClustering
 
-        return AgglomerativeClustering(n_clusters=k, metric="euclidean", linkage="complete").fit_predict(x).astype(np.int32)
+        labels = AgglomerativeClustering(n_clusters=k, metric="euclidean", linkage="complete").fit_predict(x)
+        return labels.astype(np.int32), k
     from sklearn.cluster import KMeans
 
-    return KMeans(n_clusters=k, n_init=restarts, random_state=seed).fit_predict(x).astype(np.int32)
+    return KMeans(n_clusters=k, n_init=restarts, random_state=seed).fit_predict(x).astype(np.int32), k
 
 
 class _WorkerPool:
@@ -159,40 +146,63 @@ def _serve() -> None:
 
 
 def cluster(features, num_clusters, method: str = "ward", *, seed: int = 0, workers: int | None = None,
-            progress: bool = False, restarts: int = 1) -> np.ndarray:
-    """Clusters each image's pixels.
+            progress: bool = False, restarts: int = 1, estimator: str = num_groups.DEFAULT_ESTIMATOR,
+            k_max: int = num_groups.DEFAULT_K_MAX) -> np.ndarray:
+    """Clusters each image's pixels: the labels of `cluster_with_counts` (which says what each argument means)."""
+    return cluster_with_counts(features, num_clusters, method, seed=seed, workers=workers, progress=progress,
+                               restarts=restarts, estimator=estimator, k_max=k_max)[0]
+
+
+def cluster_with_counts(features, num_clusters, method: str = "ward", *, seed: int = 0, workers: int | None = None,
+                        progress: bool = False, restarts: int = 1, estimator: str = num_groups.DEFAULT_ESTIMATOR,
+                        k_max: int = num_groups.DEFAULT_K_MAX) -> tuple[np.ndarray, np.ndarray]:
+    """Clusters each image's pixels into k groups, k given or estimated per image.
 
     Args:
         features: `[b, p, f]` per-pixel features (a JAX or NumPy array; fetched from the device here).
-        num_clusters: k, an int or `[b]` ints, each in [1, p].
+        num_clusters: k, an int or `[b]` ints, each in [1, p]; or None: each image's k estimated from its features
+            by `estimator`, in [2, k_max] (`noisegroup.lns.num_groups`).
         method: one of `METHODS`.
-        seed: k-means seed (image i uses seed + i); Ward and complete linkage are deterministic.
-        workers: processes to spread images over (default: all cores for Ward and complete linkage, 1 for k-means;
-            1 clusters in this process).
+        seed: k-means seed and the estimators' subsample seed (image i uses seed + i); Ward and complete linkage
+            are deterministic.
+        workers: processes to spread images over (default: all cores, but 1 for k-means with k given; 1 clusters
+            in this process).
         progress: show a progress bar over images.
         restarts: k-means initialisations per image (the lowest inertia wins); ignored by the linkages.
+        estimator: one of `num_groups.ESTIMATORS`; with method "ward", "ward_gap" reads k off the tree that
+            clusters the image. Used only when num_clusters is None.
+        k_max: the most groups an estimate may give, in [2, p]. Used only when num_clusters is None.
 
     Returns:
-        `[b, p]` int32 labels in [0, k_i).
+        (labels `[b, p]` int32 in [0, k_i), ks `[b]` int32: the k of each image, given or estimated).
 
     Raises:
-        ValueError: unknown method, k out of range, non-finite features.
+        ValueError: unknown method or estimator, k or k_max out of range, non-finite features.
     """
     if method not in METHODS:
         raise ValueError(f"unknown clustering method {method!r}; expected one of {METHODS}")
     features = check_features(np.asarray(jax.device_get(features)))
     b, p = features.shape[:2]
-    ks = check_num_clusters(num_clusters, b, p)
+    if num_clusters is None:
+        num_groups.check_estimator(estimator)
+        k_max = num_groups.check_k_max(k_max, p)
+        ks = [None] * b
+    else:
+        ks = [int(k) for k in check_num_clusters(num_clusters, b, p)]
     if int(restarts) < 1:
         raise ValueError(f"k-means restarts must be >= 1, got {restarts!r}")
-    tasks = [(features[i], int(ks[i]), method, seed + i, int(restarts)) for i in range(b)]
-    if workers is None:  # k-means takes ~8 ms an image: shipping features to a worker costs more than that
-        workers = 1 if method == "kmeans" else os.cpu_count() or 1
+    tasks = [(features[i], ks[i], method, seed + i, int(restarts), estimator, k_max) for i in range(b)]
+    # Default: k-means with k given takes ~8 ms an image, less than shipping its features to a worker; estimating
+    # k costs far more than that.
+    if workers is None:
+        workers = 1 if method == "kmeans" and num_clusters is not None else os.cpu_count() or 1
     workers = min(int(workers), b) or 1
 
     results = map(_cluster_one, tasks) if workers == 1 else _pool(workers).map(tasks)
-    labels = list(tqdm(results, total=b, desc=f"{method} clustering", unit="img", disable=not progress, leave=False))
-    return np.stack(labels) if labels else np.zeros((0, p), np.int32)
+    done = list(tqdm(results, total=b, desc=f"{method} clustering", unit="img", disable=not progress, leave=False))
+    if not done:
+        return np.zeros((0, p), np.int32), np.zeros(0, np.int32)
+    return np.stack([labels for labels, _ in done]), np.array([k for _, k in done], np.int32)
 
 
 if __name__ == "__main__":
