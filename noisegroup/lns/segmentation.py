@@ -86,7 +86,8 @@ def load_model(source: str | Path, seed: int = 0):
         params = state.inference_params
     elif path.exists():
         meta = pretrained.read_meta(path)
-        config = meta["train"]
+        # The recipe the file was trained with; how that run was run (seeds, micro-batches, ...) is not the model's.
+        config = {k: v for k, v in meta["train"].items() if k not in pretrained.NOT_RECIPE}
         image_shape = tuple(meta.get("image_shape", (64, 64, 3)))
         params = pretrained.load(path, config, image_shape)
     else:
