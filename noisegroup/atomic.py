@@ -111,6 +111,25 @@ def save_npz(path: str | Path, **arrays) -> None:
         np.savez_compressed(f, **arrays)
 
 
+def save_sealed(path: str | Path, header: Mapping[str, Any], arrays: Mapping[str, np.ndarray], what: str) -> Path:
+    """Writes `arrays`, their `header` (JSON) and the seal of both (`content_digest`) to `path` atomically, first
+    removing what killed writers left in its folder: a dataset cache file that a reader verifies before trusting it.
+
+    Raises:
+        OSError: naming `what` (e.g. "the Good Gestalt cache") and the directory, if it cannot be created or written.
+    """
+    path = Path(path)
+    header_json = json.dumps(dict(header), sort_keys=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(path.parent)  # only provably dead writers' files
+        seal = content_digest(header_json, arrays)
+        save_npz(path, header=np.array(header_json), digest=np.array(seal), **arrays)
+    except OSError as e:
+        raise OSError(e.errno, f"cannot write to {what} directory {str(path.parent)!r}: {e}") from e
+    return path
+
+
 Shape = tuple  # of ints (that size), None (any size) and names (one size wherever the name appears)
 
 

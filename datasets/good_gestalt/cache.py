@@ -63,17 +63,8 @@ def save(encoded: EncodedSplit, path: str | os.PathLike, header: dict | None = N
     Raises:
         OSError: naming the directory, if it cannot be created or written.
     """
-    path = Path(path)
     arrays = {f: getattr(encoded, f) for f in _FIELDS if getattr(encoded, f) is not None}
-    header_json = json.dumps(header or {}, sort_keys=True)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic.remove_stale_temporaries(path.parent)  # what killed writers left here (only provably dead ones)
-        seal = atomic.content_digest(header_json, arrays)
-        atomic.save_npz(path, header=np.array(header_json), digest=np.array(seal), **arrays)
-    except OSError as e:
-        raise OSError(e.errno, f"cannot write to the Good Gestalt cache directory {str(path.parent)!r}: {e}") from e
-    return path
+    return atomic.save_sealed(path, header or {}, arrays, "the Good Gestalt cache")
 
 
 def read(path: str | os.PathLike, expected: dict | None = None) -> EncodedSplit:

@@ -84,17 +84,7 @@ def save(raw: RawSplit, path: str | os.PathLike, header: dict) -> Path:
     Raises:
         OSError: naming the directory, if it cannot be created or written.
     """
-    path = Path(path)
-    arrays = _arrays(raw)
-    header_json = json.dumps(header, sort_keys=True)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic.remove_stale_temporaries(path.parent)  # what killed writers left here (only provably dead ones)
-        seal = atomic.content_digest(header_json, arrays)
-        atomic.save_npz(path, header=np.array(header_json), digest=np.array(seal), **arrays)
-    except OSError as e:
-        raise OSError(e.errno, f"cannot write to the image cache directory {str(path.parent)!r}: {e}") from e
-    return path
+    return atomic.save_sealed(path, header, _arrays(raw), "the image cache")
 
 
 def read(path: str | os.PathLike, expected: dict) -> RawSplit:
