@@ -46,7 +46,9 @@ SCORING_BATCH = 16  # images per forward pass when scoring (memory: K x this ima
 def _forward(family: Family, graphdef, params, images, key, statistics):
     model = nnx.merge(graphdef, params)
     batch = {"images": images}
-    return family.outputs(model, batch, family.sample_noise(key, batch), statistics)
+    noise = family.sample_noise(key, batch)
+    # Only GENESIS takes BatchNorm statistics; any other family with masks (GENESIS-v2, Slot Attention) scores as is.
+    return family.outputs(model, batch, noise) if statistics is None else family.outputs(model, batch, noise, statistics)
 
 
 _forward_jit = jax.jit(_forward, static_argnums=(0, 1))

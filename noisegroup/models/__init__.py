@@ -9,9 +9,11 @@ from noisegroup.models.family import Family
 from noisegroup.models.genesis import Genesis, GenesisFamily
 from noisegroup.models.genesis_v2 import GenesisV2, GenesisV2Family
 from noisegroup.models.monet import MONet, MonetFamily
+from noisegroup.models.slot_attention import SlotAttentionAutoEncoder, SlotAttentionFamily
 
 FAMILIES: dict[str, type[Family]] = {"ae": AutoEncoderFamily, "vae": BetaVAEFamily, "monet": MonetFamily,
-                                     "genesis": GenesisFamily, "genesis_v2": GenesisV2Family}
+                                     "genesis": GenesisFamily, "genesis_v2": GenesisV2Family,
+                                     "slot_attention": SlotAttentionFamily}
 
 
 def register_family(name: str, family: type[Family]) -> None:
@@ -35,4 +37,5 @@ def get_family(name: str) -> type[Family]:
 
 
 __all__ = ["FAMILIES", "AutoEncoder", "AutoEncoderFamily", "BetaVAE", "BetaVAEFamily", "Decoder", "Encoder",
-           "Family", "Genesis", "GenesisFamily", "GenesisV2", "GenesisV2Family", "MONet", "MonetFamily", "get_family", "register_family"]
+           "Family", "Genesis", "GenesisFamily", "GenesisV2", "GenesisV2Family", "MONet", "MonetFamily",
+           "SlotAttentionAutoEncoder", "SlotAttentionFamily", "get_family", "register_family"]
