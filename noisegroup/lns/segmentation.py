@@ -33,6 +33,7 @@ from noisegroup.errors import BadInputError, NotFoundError
 from noisegroup.lns import cluster, sweep
 from noisegroup.lns import features as lns
 from noisegroup.lns import num_groups as groups
+from noisegroup.models.autoencoder import AutoEncoderFamily
 
 DEFAULT_NOISE_STD = 0.1  # the middle of the default run's grid {0.01, 0.1, 0.5}
 DEFAULT_NUM_NOISE_SAMPLES = 20  # likewise, of {5, 20, 40}
@@ -94,7 +95,7 @@ def load_model(source: str | Path, seed: int = 0):
         raise NotFoundError(f"no model at {str(path)!r}: give a weights .npz (e.g. pretrained/vae_kanizsa.npz) or a "
                             f"training workdir")
     run = engine_config.as_run_config(config)
-    if not hasattr(run.family, "latent_dim"):
+    if not isinstance(run.family, AutoEncoderFamily):  # the beta-VAE's family is a subclass
         raise BadInputError(f"{str(path)!r} holds a {run.engine.model!r} model; LNS needs an autoencoder or beta-VAE")
     num_seeds = int(jax.tree.leaves(params)[0].shape[0])
     if not 0 <= int(seed) < num_seeds:
