@@ -6,7 +6,7 @@
 
 A segmentation is the argmax over the K slots of the log masks (ties to the lowest slot, spec C.4 / E.17), scored per
 image with the ARI over every pixel (background included: what the LNS table reports) and over the foreground only
-(FG-ARI, the official metric script's), by `noisegroup.metrics.batch_ari` (scikit-learn's semantics), the evaluation
+(FG-ARI, the official metric script's), by `noisegroup.evaluation.score` (scikit-learn's semantics), the evaluation
 the LNS rows use. Both models sample their latents (and GENESIS-v2 its seed pixels) in evaluation, as the official code
 does: every draw comes from the `key` given, so a score is a function of (weights, images, key).
 
@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from noisegroup import metrics
+from noisegroup import evaluation
 from noisegroup.models.family import Family
 
 # Settings of the official training (spec C.1, C.2): Adam 1e-4; GECO on the mixture NLL, goal 0.5655 nats per pixel
@@ -100,36 +100,41 @@ def object_masks(family: Family, graphdef, params, images: np.ndarray, key: jax.
 
 
 def labels(log_masks: np.ndarray) -> np.ndarray:
-    """Segmentation `[b, h, w]` (int32) of log masks `[b, K, h, w]`: argmax over slots, ties to the lowest slot."""
-    return np.argmax(np.asarray(log_masks), axis=1).astype(np.int32)
+    """Segmentation `[b, h, w]` (int32) of log masks `[b, K, h, w]` (`noisegroup.evaluation.mask_labels`)."""
+    return evaluation.mask_labels(log_masks)
 
 
 def score(log_masks: np.ndarray, true: np.ndarray) -> dict[str, np.ndarray]:
-    """{"ari", "ari_fg"}: float32 `[b]` of the masks' segmentation against ground-truth label maps `[b, h, w]`
-    (0 = background; the FG-ARI of an image without foreground is 1.0, scikit-learn's convention for empty input)."""
-    pred = labels(log_masks)
-    return {"ari": metrics.batch_ari(pred, true), "ari_fg": metrics.batch_ari(pred, true, foreground=True)}
+    """{"ari", "ari_fg"}: float32 `[b]` of the masks' segmentation against ground-truth label maps `[b, h, w]`, by the
+    one evaluation of every method (`noisegroup.evaluation.score`)."""
+    return evaluation.score(labels(log_masks), true)
 
 
-def evaluate(family: Family, graphdef, params, images: np.ndarray, masks: np.ndarray, key: jax.Array,
-             train_images: np.ndarray | None = None, population_batches: int = 10,
-             population_batch_size: int = 16) -> dict[str, Any]:
-    """Scores of every seed of a trained baseline on test images.
+def seed_labels(family: Family, graphdef, params, images: np.ndarray, key: jax.Array,
+                train_images: np.ndarray | None = None, population_batches: int = 10,
+                population_batch_size: int = 16) -> dict[str, np.ndarray]:
+    """The segmentations of every seed of a trained model with masks (any family with `has_masks`).
 
     Args:
         family, graphdef: the model.
         params: parameters stacked over S seeds (leading axis).
-        images, masks: test images `[b, h, w, c]` and label maps `[b, h, w]`.
+        images: test images `[b, h, w, c]` in [0, 1].
         key: the evaluation's noise (seed s draws from fold_in(key, s)).
         train_images: training images for GENESIS's BatchNorm statistics when its `eval_norm` is "population".
         population_batches, population_batch_size: how many training batches of what size estimate them.
 
     Returns:
-        {"<name>_ari", "<name>_ari_fg": `[S, b]` per segmentation name ("masks", and "decoder_masks" for GENESIS-v2);
-         "labels_<name>": seed 0's segmentations `[b, h, w]`; "reconstructions": seed 0's `[b, h, w, c]`}.
+        {"labels_<name>": int32 `[S, b, h, w]` per segmentation name ("masks", and "decoder_masks" for GENESIS-v2);
+         "reconstructions": seed 0's `[b, h, w, c]`}.
+
+    Raises:
+        ValueError: the family has no masks, or GENESIS's population statistics lack the training images.
     """
+    if not getattr(family, "has_masks", False):
+        family.segmentation_masks({})  # raises, naming the family
     seeds = int(jax.tree.leaves(params)[0].shape[0])
-    out: dict[str, Any] = {}
+    out: dict[str, list] = {}
+    reconstructions = None
     for s in range(seeds):
         params_s = jax.tree.map(lambda x: x[s], params)
         key_s = jax.random.fold_in(key, s)
@@ -140,17 +145,35 @@ def evaluate(family: Family, graphdef, params, images: np.ndarray, masks: np.nda
             statistics = population_statistics(family, graphdef, params_s, train_images, jax.random.fold_in(key_s, 1),
                                                population_batch_size, population_batches)
         found = object_masks(family, graphdef, params_s, images, jax.random.fold_in(key_s, 0), statistics)
-        for name, log_masks in found.items():
-            if name == "reconstructions":
-                continue
-            scores = score(log_masks, masks)
-            out.setdefault(f"{name}_ari", []).append(scores["ari"])
-            out.setdefault(f"{name}_ari_fg", []).append(scores["ari_fg"])
-            if s == 0:
-                out[f"labels_{name}"] = labels(log_masks)
         if s == 0:
-            out["reconstructions"] = found["reconstructions"]
-    return {k: np.stack(v) if isinstance(v, list) else v for k, v in out.items()}
+            reconstructions = found.pop("reconstructions")
+        for name, log_masks in found.items():
+            if name != "reconstructions":
+                out.setdefault(f"labels_{name}", []).append(labels(log_masks))
+    return {**{k: np.stack(v) for k, v in out.items()}, "reconstructions": reconstructions}
+
+
+def evaluate(family: Family, graphdef, params, images: np.ndarray, masks: np.ndarray, key: jax.Array,
+             train_images: np.ndarray | None = None, population_batches: int = 10,
+             population_batch_size: int = 16) -> dict[str, Any]:
+    """Scores of every seed of a trained baseline on test images (`seed_labels`, then `noisegroup.evaluation.score`).
+
+    Args:
+        family, graphdef, params, images, key, train_images, population_*: as `seed_labels`.
+        masks: ground-truth label maps `[b, h, w]`.
+
+    Returns:
+        {"<name>_ari", "<name>_ari_fg": `[S, b]` per segmentation name ("masks", and "decoder_masks" for GENESIS-v2);
+         "labels_<name>": seed 0's segmentations `[b, h, w]`; "reconstructions": seed 0's `[b, h, w, c]`}.
+    """
+    found = seed_labels(family, graphdef, params, images, key, train_images, population_batches,
+                        population_batch_size)
+    out: dict[str, Any] = {"reconstructions": found.pop("reconstructions")}
+    for key_name, seg in found.items():
+        name = key_name.removeprefix("labels_")
+        scores = evaluation.score(seg, masks)
+        out[f"{name}_ari"], out[f"{name}_ari_fg"], out[key_name] = scores["ari"], scores["ari_fg"], seg[0]
+    return out
 
 
 def training_config(name: str, dataset: str, seeds, budget: str = "default",

@@ -86,6 +86,19 @@ class Family(abc.ABC):
     def outputs(self, model: nnx.Module, batch: Batch, noise: Any) -> Outputs:
         """Everything the loss terms (and metrics) read, per example: a dict of arrays with a leading batch axis."""
 
+    has_masks: ClassVar[bool] = False  # whether `segmentation_masks` gives a segmentation (slot models do)
+
+    def segmentation_masks(self, outputs: Outputs) -> dict[str, jax.Array]:
+        """{name: log masks `[b, K, h, w]`} whose argmax over K segments the images (the first, "masks", is the
+        family's segmentation). Families without masks (the AE / beta-VAE: LNS segments those) raise.
+
+        Raises:
+            ValueError: naming the family.
+        """
+        del outputs
+        raise ValueError(f"model family {type(self).__name__} has no segmentation masks (an autoencoder is segmented "
+                         f"by LNS: `noisegroup.lns.segment`)")
+
     def eval_metrics(self, outputs: Outputs, batch: Batch) -> dict[str, jax.Array]:
         """Extra validation metrics (scalars, batch means), e.g. segmentation ARI; default none."""
         del outputs, batch

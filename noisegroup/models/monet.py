@@ -322,6 +322,13 @@ class MonetFamily(Family):
         return {"images": images, **model(images, noise), "pixel_std": jnp.broadcast_to(stds, (b, k)),
                 "ir_std": jnp.full((b,), self.sigma_ir, jnp.float32)}
 
+    has_masks = True
+
+    def segmentation_masks(self, outputs) -> dict[str, jax.Array]:
+        """{name: log masks `[b, K, h, w]`} a segmentation is the argmax of: the attention network's masks (the
+        ablation's scored segmentation; the component VAE's decoded masks are not scored)."""
+        return {"masks": outputs["log_masks"]}
+
     def eval_metrics(self, outputs, batch: Batch) -> dict[str, jax.Array]:
         """{"mse": Komatsu's monitored L_mse (eq. 7, in the model's range)} and, when `batch` has "masks"
         `[b, h, w]`, the attention masks' "ari", "fg_ari" and "deepmind_fg_ari_nan" (`segmentation_metrics`)."""

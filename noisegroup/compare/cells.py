@@ -1,0 +1,154 @@
+"""One cell of the comparison: a method on a dataset, trained (or loaded), segmented and scored by the one evaluation.
+
+    cell = compute(config, workdir, method, dataset, key)   # {"labels": [S, b, h, w], "ari": [S, b], ...}
+
+Models live in `workdir/models/<model>_<dataset>/` (engine checkpoints: an interrupted run resumes), shared by every
+method of that model (the LNS clustering variants and the control share one AE). Each method's segmentations come
+out as integer label maps of every seed, and `noisegroup.evaluation.score` scores them all alike.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from noisegroup import atomic, baselines, evaluation
+from noisegroup.compare import data
+from noisegroup.compare.config import CompareConfig
+from noisegroup.compare.methods import Method
+from noisegroup.engine import config as engine_config
+from noisegroup.engine import loop, pretrained
+from noisegroup.lns import segmentation, sweep, tangent
+
+POPULATION_BATCHES = 10  # GENESIS's BatchNorm statistics: training batches averaged (`baselines.population_statistics`)
+_warned_slots: set[tuple[str, int, int]] = set()
+
+
+def model_dir(workdir: Path, model: str, dataset: str) -> Path:
+    return Path(workdir) / "models" / f"{model}_{dataset}"
+
+
+def trained_model(config: CompareConfig, workdir: Path, model: str, dataset: str) -> tuple[Any, Any, Any, dict]:
+    """(family, graphdef, params stacked over seeds, identity) of `model` on `dataset`: shipped weights where
+    `config.shipped`, else trained or resumed by the engine. The identity (for the cell's record) is the file's digest
+    or the parsed training config and the steps trained."""
+    if model in ("ae", "vae") and config.shipped(model, dataset):
+        path = Path(config.pretrained) / f"{model}_{dataset}.npz"
+        recipe = pretrained.read_meta(path)["train"]  # the file's own recipe: the check in `load` then only verifies
+        run = engine_config.parse({k: v for k, v in recipe.items() if k not in pretrained.NOT_RECIPE})
+        _, trainer, _ = loop.build(run, data.IMAGE_SHAPE)
+        params = pretrained.load(path, run, data.IMAGE_SHAPE)
+        return run.family, trainer.graphdef, params, {
+            "weights": f"{path.name} sha256:{hashlib.sha256(path.read_bytes()).hexdigest()[:16]}", "steps": int(
+                pretrained.read_meta(path).get("steps", 0))}
+    run = config.run_config(model, dataset)
+    _, trainer, _ = loop.build(run, data.IMAGE_SHAPE)
+    train, valid = data.training_split(dataset, run.engine.train_limit, run.engine.valid_limit)
+    state = loop.train(run, model_dir(workdir, model, dataset), train, valid)
+    return run.family, trainer.graphdef, state.inference_params, {"steps": int(np.asarray(state.step).max())}
+
+
+def identity(config: CompareConfig, method: Method, dataset: str) -> dict:
+    """Everything a cell's result depends on, before it is computed (a resumed cell must match it)."""
+    out: dict[str, Any] = {"method": method.name, "dataset": dataset, "test_limit": int(config.test_limit),
+                           "key": int(config.key)}
+    if config.trains(method, dataset):
+        out["train"] = engine_config.comparable(config.run_config(method.model, dataset).as_dict())
+    else:
+        path = Path(config.pretrained) / f"{method.model}_{dataset}.npz"
+        out["weights"] = f"{path.name} sha256:{hashlib.sha256(path.read_bytes()).hexdigest()[:16]}"
+    if method.kind != "masks":
+        out.update(noise_stds=[float(s) for s in config.noise_stds],
+                   num_noise_samples=[int(n) for n in config.num_noise_samples], normalisation=config.normalisation,
+                   select_limit=int(config.select_limit), kmeans_restarts=int(config.kmeans_restarts))
+        if method.clustering == "estimated":
+            out.update(estimator=config.estimator, k_max=int(config.k_max))
+    return atomic.jsonable(out)
+
+
+def _select(config: CompareConfig, graphdef, params, dataset: str, key: jax.Array, clustering: str) -> tuple[float, int]:
+    """LNS's (sigma, N) for a dataset: the grid's one setting, or the best mean ARI on the selection images."""
+    settings = config.sweep_settings(clustering)
+    if len(settings.noise_stds) * len(settings.num_noise_samples) == 1:
+        return settings.noise_stds[0], settings.num_noise_samples[0]
+    images, masks = data.selection_split(dataset, config.select_limit)
+    result = sweep.evaluate(graphdef, params, images, masks, key, settings, label=f"{dataset}: choosing sigma, N")
+    i, j = np.unravel_index(np.argmax(result.ari.mean(axis=(0, 3))), result.ari.shape[1:3])
+    return settings.noise_stds[i], settings.num_noise_samples[j]
+
+
+def _lns_labels(config: CompareConfig, method: Method, dataset: str, graphdef, params, images, masks,
+                key: jax.Array) -> tuple[np.ndarray, dict]:
+    """Labels `[S, b, h, w]` of an LNS or control method, and what it chose."""
+    if method.clustering == "tangent":
+        settings = config.sweep_settings("ward")
+        return tangent.evaluate(graphdef, params, images, masks, key, settings, keep_labels=True).labels, {}
+    clustering = "ward" if method.clustering in ("estimated", "ward") or method.kind == "control" else \
+        method.clustering
+    sigma, n = _select(config, graphdef, params, dataset, jax.random.fold_in(key, 1), clustering)
+    chosen = {"noise_std": sigma, "num_noise_samples": n}
+    if method.kind == "control":
+        settings = config.sweep_settings("ward")
+        settings = dataclasses.replace(settings, control=True, num_noise_samples=(n,))
+        result = sweep.evaluate(graphdef, params, images, masks, key, settings, keep_labels=True, label=f"{dataset}: {method.name}")
+        return result.labels[:, 0, 0], {"num_noise_samples": n}
+    if method.clustering == "estimated":
+        seeds = int(jax.tree.leaves(params)[0].shape[0])
+        found = [segmentation.segment((graphdef, jax.tree.map(lambda x: x[s], params)), images,
+                                      key=jax.random.fold_in(key, s), num_groups=None, noise_std=sigma,
+                                      num_noise_samples=n, normalisation=config.normalisation, clustering="ward",
+                                      estimator=config.estimator, k_max=int(config.k_max),
+                                      progress=bool(config.progress)) for s in range(seeds)]
+        chosen["num_groups"] = np.stack([f.num_groups for f in found])
+        return np.stack([f.labels for f in found]), chosen
+    settings = config.sweep_settings(clustering)
+    settings = dataclasses.replace(settings, noise_stds=(sigma,), num_noise_samples=(n,))
+    result = sweep.evaluate(graphdef, params, images, masks, key, settings, keep_labels=True,
+                            label=f"{dataset}: {method.name}")
+    return result.labels[:, 0, 0], chosen
+
+
+def warn_few_slots(method: Method, family, masks: np.ndarray) -> None:
+    """Warns once per (method, K, groups) when a mask family has fewer slots than some test image has groups."""
+    slots = int(getattr(family, "num_slots", 0))
+    groups = int(evaluation.clusters_for(masks).max())
+    if slots and slots < groups and (method.name, slots, groups) not in _warned_slots:
+        _warned_slots.add((method.name, slots, groups))
+        warnings.warn(f"{method.name} has {slots} slots but some test images have {groups} ground-truth groups "
+                      f"(background included): those images cannot be segmented whole", stacklevel=2)
+
+
+def compute(config: CompareConfig, workdir: Path, method: Method, dataset: str, key: jax.Array) -> dict[str, Any]:
+    """Trains (or loads) and segments one cell; scores it.
+
+    Returns:
+        {"labels": int32 `[S, b, h, w]`, "ari", "ari_fg": float32 `[S, b]`, "steps": int, "train_seconds",
+         "eval_seconds": float, plus what LNS chose ("noise_std", "num_noise_samples", "num_groups" `[S, b]`)}.
+    """
+    images, masks = data.test_split(dataset, config.test_limit)
+    tic = time.perf_counter()
+    family, graphdef, params, found = trained_model(config, workdir, method.model, dataset)
+    train_seconds = time.perf_counter() - tic
+    tic = time.perf_counter()
+    chosen: dict[str, Any] = {}
+    if method.kind == "masks":
+        warn_few_slots(method, family, masks)
+        train_images = None
+        if getattr(family, "eval_norm", "batch") == "population":
+            run = config.run_config(method.model, dataset)
+            train_images = data.training_split(dataset, run.engine.batch_size * POPULATION_BATCHES, 1)[0]
+        labels = baselines.seed_labels(family, graphdef, params, images, key, train_images, POPULATION_BATCHES)[
+            "labels_masks"]
+    else:
+        labels, chosen = _lns_labels(config, method, dataset, graphdef, params, images, masks, key)
+    scores = evaluation.score(labels, masks)
+    narrow = np.uint8 if int(labels.max(initial=0)) < 256 else np.int32
+    return {"labels": labels.astype(narrow), **scores, "steps": found["steps"], "train_seconds": train_seconds,
+            "eval_seconds": time.perf_counter() - tic, **chosen}
