@@ -4,6 +4,7 @@ This package's own import takes no JAX (a benchmark sets the process's malloc op
 """
 
 import random
+import resource
 import time
 from typing import Callable, Hashable
 
@@ -23,3 +24,37 @@ def shuffled_rounds(cells: dict[Hashable, Callable[[], object]], rounds: int,
             cells[key]()
             times[key].append(time.perf_counter() - start)
     return times
+
+
+def peak_rss_gb() -> float:
+    """This process's peak resident memory in GB: VmHWM, the high-water mark of its own address space.
+
+    Not `getrusage`'s ru_maxrss, which a child started by exec inherits from its parent (Linux carries the old
+    address space's peak over the exec), so a fresh process would report at least its parent's size."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1e6  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # kB on Linux
+
+
+def xla_cost(compiled, key: str = "flops") -> float | None:
+    """A figure of XLA's cost analysis of a compiled program, if the backend gives one."""
+    try:
+        cost = compiled.cost_analysis()
+    except Exception:  # noqa: BLE001 - optional on some backends
+        return None
+    cost = cost[0] if isinstance(cost, (list, tuple)) and cost else cost
+    return float(cost[key]) if isinstance(cost, dict) and key in cost else None
+
+
+def xla_memory_gb(compiled) -> float | None:
+    """Temp + argument bytes of XLA's memory analysis of a compiled program (GB), if the backend gives one."""
+    try:
+        memory = compiled.memory_analysis()
+        return (memory.temp_size_in_bytes + memory.argument_size_in_bytes) / 1e9
+    except Exception:  # noqa: BLE001 - optional on some backends
+        return None

@@ -31,14 +31,13 @@ MALLOC_TUNED = malloc.reuse_freed_memory()  # before JAX starts its threads, as 
 import argparse  # noqa: E402
 import math  # noqa: E402
 import os  # noqa: E402
-import resource  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from benchmarks import shuffled_rounds  # noqa: E402
+from benchmarks import peak_rss_gb, shuffled_rounds, xla_cost, xla_memory_gb  # noqa: E402
 from noisegroup import baselines  # noqa: E402
 from noisegroup.engine import loop  # noqa: E402
 
@@ -51,29 +50,6 @@ def step_config(model: str, batch: int, seeds: int) -> dict:
     """The official training settings of a baseline at `batch` images per seed, `seeds` seeds."""
     return baselines.training_config(model, "kanizsa", range(seeds), "default", {"batch_size": batch,
                                                                                   "progress": False})
-
-
-def peak_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # kB on Linux
-
-
-def xla_cost(compiled, key: str = "flops") -> float | None:
-    """A figure of XLA's cost analysis of a compiled program, if the backend gives one."""
-    try:
-        cost = compiled.cost_analysis()
-    except Exception:  # noqa: BLE001 - optional on some backends
-        return None
-    cost = cost[0] if isinstance(cost, (list, tuple)) and cost else cost
-    return float(cost[key]) if isinstance(cost, dict) and key in cost else None
-
-
-def xla_memory_gb(compiled) -> float | None:
-    """Temp + argument bytes of XLA's memory analysis of a compiled program (GB), if the backend gives one."""
-    try:
-        memory = compiled.memory_analysis()
-        return (memory.temp_size_in_bytes + memory.argument_size_in_bytes) / 1e9
-    except Exception:  # noqa: BLE001 - optional on some backends
-        return None
 
 
 def jax_step_cell(model: str, batch: int, seeds: int, batching: str = "vmap") -> dict:

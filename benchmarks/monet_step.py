@@ -38,7 +38,6 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import os  # noqa: E402
-import resource  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -47,6 +46,7 @@ import time  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
+from benchmarks import peak_rss_gb  # noqa: E402
 from noisegroup.engine import loop, trainer  # noqa: E402
 from noisegroup.models.monet import MonetFamily  # noqa: E402
 
@@ -64,21 +64,6 @@ def timed(fn, repeats: int) -> tuple[float, float]:
         fn()
         times.append(time.perf_counter() - start)
     return first, statistics.median(times)
-
-
-def peak_rss_gb() -> float:
-    """This process's peak resident memory in GB: VmHWM, the high-water mark of its own address space.
-
-    Not `getrusage`'s ru_maxrss, which a child started by exec inherits from its parent (Linux carries the old
-    address space's peak over the exec), so a fresh process would report at least its parent's size."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1e6  # kB
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # kB on Linux
 
 
 # --- JAX --------------------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import time
 import warnings
 from pathlib import Path
@@ -73,15 +74,25 @@ def identity(config: CompareConfig, method: Method, dataset: str) -> dict:
     return atomic.jsonable(out)
 
 
-def _select(config: CompareConfig, graphdef, params, dataset: str, key: jax.Array, clustering: str) -> tuple[float, int]:
-    """LNS's (sigma, N) for a dataset: the grid's one setting, or the best mean ARI on the selection images."""
+_chosen: dict[str, tuple[float, int]] = {}  # (the model's identity, clustering) -> (sigma, N), in this process
+
+
+def _select(config: CompareConfig, method: Method, dataset: str, graphdef, params, key: jax.Array,
+            clustering: str) -> tuple[float, int]:
+    """LNS's (sigma, N) for a dataset: the grid's one setting, or the best mean ARI on the selection images (made
+    once per model, dataset and clustering: the Ward variants and the control share Ward's choice)."""
     settings = config.sweep_settings(clustering)
     if len(settings.noise_stds) * len(settings.num_noise_samples) == 1:
         return settings.noise_stds[0], settings.num_noise_samples[0]
-    images, masks = data.selection_split(dataset, config.select_limit)
-    result = sweep.evaluate(graphdef, params, images, masks, key, settings, label=f"{dataset}: choosing sigma, N")
-    i, j = np.unravel_index(np.argmax(result.ari.mean(axis=(0, 3))), result.ari.shape[1:3])
-    return settings.noise_stds[i], settings.num_noise_samples[j]
+    found = {k: v for k, v in identity(config, method, dataset).items() if k not in ("method", "estimator", "k_max")}
+    memo = json.dumps({**found, "model": method.model, "clustering": clustering}, sort_keys=True)
+    if memo not in _chosen:
+        images, masks = data.selection_split(dataset, config.select_limit)
+        result = sweep.evaluate(graphdef, params, images, masks, jax.random.fold_in(key, 1), settings,
+                                label=f"{dataset} / {method.model}: choosing sigma, N ({clustering})")
+        i, j = np.unravel_index(np.argmax(result.ari.mean(axis=(0, 3))), result.ari.shape[1:3])
+        _chosen[memo] = (settings.noise_stds[i], settings.num_noise_samples[j])
+    return _chosen[memo]
 
 
 def _lns_labels(config: CompareConfig, method: Method, dataset: str, graphdef, params, images, masks,
@@ -92,7 +103,7 @@ def _lns_labels(config: CompareConfig, method: Method, dataset: str, graphdef, p
         return tangent.evaluate(graphdef, params, images, masks, key, settings, keep_labels=True).labels, {}
     clustering = "ward" if method.clustering in ("estimated", "ward") or method.kind == "control" else \
         method.clustering
-    sigma, n = _select(config, graphdef, params, dataset, jax.random.fold_in(key, 1), clustering)
+    sigma, n = _select(config, method, dataset, graphdef, params, jax.random.key(int(config.key)), clustering)
     chosen = {"noise_std": sigma, "num_noise_samples": n}
     if method.kind == "control":
         settings = config.sweep_settings("ward")
