@@ -35,7 +35,7 @@ def main(argv):
     for metric, title in (("ari", "ARI (all pixels)"), ("ari_fg", "FG-ARI (foreground pixels)")):
         print(f"\n{title} on the test sets, mean over seeds and images; (paper's value):")
         print(report.table(rows, config.methods, config.datasets, metric))
-    print("\nBudget of each cell (training steps; CPU-minutes of training and evaluation here):")
+    print("\nBudget of each cell (training steps; wall-clock minutes of training and evaluation here):")
     print(report.budget_table(rows, config.methods, config.datasets))
     print(f"\n{minutes:.1f} min; results and figures in {_WORKDIR.value}/")
 

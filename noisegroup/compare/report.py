@@ -59,7 +59,7 @@ def table(rows: Sequence[Mapping], methods: Sequence[Method], datasets: Sequence
 
 
 def budget_table(rows: Sequence[Mapping], methods: Sequence[Method], datasets: Sequence[str]) -> str:
-    """Markdown: each method's training steps and CPU-minutes (training + evaluation) per dataset."""
+    """Markdown: each method's training steps and wall-clock minutes (training + evaluation) per dataset."""
     found = {(r["method"], r["dataset"]): r for r in rows}
     lines = ["| method | " + " | ".join(datasets) + " |", "|---" * (len(datasets) + 1) + "|"]
     for method in methods:
