@@ -86,7 +86,7 @@ def test_a_rerun_resumes_from_the_cells_and_another_config_is_refused_naming_the
     ({"datasets": ("kanisza",)}, "unknown dataset 'kanisza'.*kanizsa.*multi_dsprites"),
     ({"methds": ()}, "unknown compare config key 'methds'.*methods"),
     ({"noise_stds": (0.01, 0.1), "select_limit": 0}, "select_limit must be > 0"),
-    ({"train": {"ae": {}}}, "train has no entry for model 'monet'"),
+    ({"train": {"ae": {}}}, "train has no entry for model 'slot_attention'"),
 ])
 def test_bad_config_is_refused_before_any_work_naming_the_value(changes, message, tmp_path):
     with pytest.raises(ValueError, match=message):
