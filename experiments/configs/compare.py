@@ -25,7 +25,7 @@ Modes:
              - GENESIS / GENESIS-v2 are not in the default list (2-4 s a step here; `--config.methods` adds them,
                trained with the LNS experiment's baseline budget, 300 steps at batch 16).
              Resumable: every model checkpoints, every cell is kept.
-    paper    each method's published budget for accelerators: LNS's recipe (1.1e6 steps, batch 64, Adam 5e-5, 5
+    paper    every method, each at its published budget, for accelerators: LNS's recipe (1.1e6 steps, batch 64, Adam 5e-5, 5
              seeds) on Multi-dSprites, MONet's (RMSProp 1e-4, batch 64, 1e6 steps, Komatsu's early stop), Slot
              Attention's (Adam 4e-4, 10k warm-up steps, batch 64, 5e5 steps; the paper halves the rate every 1e5
              steps, the engine's nearest schedule is used: cosine decay over the run), GENESIS's (batch 64, 5e5).
@@ -46,6 +46,7 @@ import ml_collections
 from experiments.configs import defaults
 from experiments.configs import genesis as genesis_configs
 from experiments.configs.monet import ablation_conditions, monet_paper
+from noisegroup.compare import METHODS
 from noisegroup.compare.config import CompareConfig
 from noisegroup.engine.config import TrainConfig
 from noisegroup.models import get_family
@@ -142,6 +143,7 @@ def get_config(mode: str = "default") -> ml_collections.ConfigDict:
         c.figure_images = 2
         c.progress = False
     elif mode == "paper":
+        c.methods = METHODS  # every method, GENESIS and GENESIS-v2 included
         c.seeds = (0, 1, 2, 3, 4)
         c.test_limit = 0
         c.select_limit = 100
