@@ -5,6 +5,7 @@ This package's own import takes no JAX (a benchmark sets the process's malloc op
 
 import random
 import resource
+import statistics
 import time
 from typing import Callable, Hashable
 
@@ -58,3 +59,35 @@ def xla_memory_gb(compiled) -> float | None:
         return (memory.temp_size_in_bytes + memory.argument_size_in_bytes) / 1e9
     except Exception:  # noqa: BLE001 - optional on some backends
         return None
+
+
+def ratios(times: dict, top: str, bottom: str, scale: float = 1.0) -> list[float]:
+    """Per-round times[top] / (scale x times[bottom]), sorted."""
+    return sorted(t / (scale * b) for t, b in zip(times[top], times[bottom]))
+
+
+def print_step_table(cells: dict, times: dict, torch_timed: bool) -> None:
+    """The seed cells' table of a step benchmark: per cell ("S=<n> <batching>") the median step, per seed, against S
+    one-seed steps, compile seconds and XLA memory; then PyTorch's row and torch / JAX, when timed.
+
+    Args:
+        cells: {name: {"compile_s", "memory_gb", ...}} with "S=1" among them.
+        times: `shuffled_rounds`' {"jax <name>" | "torch": [seconds per round]}.
+    """
+    medians = {k: statistics.median(v) for k, v in times.items()}
+    print(f"  {'cell':15s} {'step s':>8s} {'s / seed':>9s} {'/ (S x one seed)':>17s} {'compile s':>10s} "
+          f"{'XLA temp+arg GB':>16s}")
+    for name, c in cells.items():
+        s = int(name.split()[0][2:])
+        per_seed = ratios(times, f"jax {name}", "jax S=1", s)
+        memory = f"{c['memory_gb']:16.2f}" if c["memory_gb"] is not None else f"{'-':>16s}"
+        compiled = "-" if c["compile_s"] is None else f"{c['compile_s']:.1f}"  # "loop": compiled in the warm-up
+        print(f"  {'jax ' + name:15s} {medians[f'jax {name}']:8.3f} {medians[f'jax {name}'] / s:9.3f} "
+              f"{statistics.median(per_seed):17.2f} {compiled:>10s} {memory}")
+    if torch_timed:
+        print(f"  {'torch':15s} {medians['torch']:8.3f} {medians['torch']:9.3f} {'':17s} {'-':>10s} {'-':>16s}")
+        r = ratios(times, "torch", "jax S=1")
+        print(f"  torch / jax (one seed): {statistics.median(r):.2f} (rounds: {r[0]:.2f} to {r[-1]:.2f}; above 1: "
+              "JAX faster)")
+    else:
+        print("  torch: left out (--no-torch, or PyTorch not importable)")

@@ -37,7 +37,13 @@ import time  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from benchmarks import peak_rss_gb, shuffled_rounds, xla_cost, xla_memory_gb  # noqa: E402
+from benchmarks import (  # noqa: E402
+    peak_rss_gb,
+    print_step_table,
+    shuffled_rounds,
+    xla_cost,
+    xla_memory_gb,
+)
 from noisegroup import baselines  # noqa: E402
 from noisegroup.engine import loop  # noqa: E402
 
@@ -118,11 +124,6 @@ def torch_step_cell(model: str, batch: int) -> dict:
     return {"run": run, "parameters": gt.parameter_count(net), "flops": flops}
 
 
-def ratios(times: dict, top: str, bottom: str, scale: float = 1.0) -> list[float]:
-    """Per-round times[top] / (scale x times[bottom]), sorted."""
-    return sorted(t / (scale * b) for t, b in zip(times[top], times[bottom]))
-
-
 def bench_model(model: str, batch: int, seed_counts: list[int], rounds: int, have_torch: bool,
                 batchings: tuple[str, ...]) -> None:
     cells = {"S=1": jax_step_cell(model, batch, 1)}
@@ -143,22 +144,7 @@ def bench_model(model: str, batch: int, seed_counts: list[int], rounds: int, hav
     passes = f"passes of {one['micro']}" if one["micro"] else "one pass"
     print(f"\n{NAMES[model]}: K = {SLOTS}, {SIZE} x {SIZE} x 3, batch {batch} per seed ({passes}), {parameters}; "
           f"{rounds} shuffled round{'s' * (rounds != 1)}, median seconds", flush=True)
-    print(f"  {'cell':15s} {'step s':>8s} {'s / seed':>9s} {'/ (S x one seed)':>17s} {'compile s':>10s} "
-          f"{'XLA temp+arg GB':>16s}")
-    for name, c in cells.items():
-        s = int(name.split()[0][2:])
-        per_seed = ratios(times, f"jax {name}", "jax S=1", s)
-        memory = f"{c['memory_gb']:16.2f}" if c["memory_gb"] is not None else f"{'-':>16s}"
-        compiled = "-" if c["compile_s"] is None else f"{c['compile_s']:.1f}"  # "loop": compiled in the warm-up
-        print(f"  {'jax ' + name:15s} {medians[f'jax {name}']:8.3f} {medians[f'jax {name}'] / s:9.3f} "
-              f"{statistics.median(per_seed):17.2f} {compiled:>10s} {memory}")
-    if torch_cell:
-        print(f"  {'torch':15s} {medians['torch']:8.3f} {medians['torch']:9.3f} {'':17s} {'-':>10s} {'-':>16s}")
-        r = ratios(times, "torch", "jax S=1")
-        print(f"  torch / jax (one seed): {statistics.median(r):.2f} (rounds: {r[0]:.2f} to {r[-1]:.2f}; above 1: "
-              "JAX faster)")
-    else:
-        print("  torch: left out (--no-torch, or PyTorch not importable)")
+    print_step_table(cells, times, bool(torch_cell))
     spec = SPEC_FLOPS[model]
     line = f"  forward GFLOP per image: spec C.5 {spec / 1e9:.2f}"
     for name, flops in (("XLA (jitted loss, batch 1)", forward),
