@@ -3,6 +3,8 @@
 This package's own import takes no JAX (a benchmark sets the process's malloc options before JAX starts).
 """
 
+import importlib
+import os
 import random
 import resource
 import statistics
@@ -91,3 +93,29 @@ def print_step_table(cells: dict, times: dict, torch_timed: bool) -> None:
               "JAX faster)")
     else:
         print("  torch: left out (--no-torch, or PyTorch not importable)")
+
+
+def load_torch(statement: str, threads: int) -> str | None:
+    """Imports PyTorch and a benchmark's PyTorch statement (the module named `statement`, which imports torch at its
+    top) with `threads` threads (JAX's CPU threads: like for like); PyTorch's version, or None (said) when it is not
+    importable."""
+    try:
+        import torch
+
+        importlib.import_module(statement)
+    except ImportError:
+        print("PyTorch not importable (pip install torch==2.13.0): the PyTorch cells are left out")
+        return None
+    torch.set_num_threads(threads)
+    return torch.__version__
+
+
+def print_machine(jax, threads: int, torch_version: str | None, malloc_tuned: bool) -> None:
+    """The machine line a step benchmark starts with: backend, cores, threads, versions, malloc settings, load (the
+    `jax` module is passed in: this package's import takes no JAX)."""
+    load = os.getloadavg()
+    print(f"{jax.default_backend()} backend ({jax.devices()[0].device_kind}), {os.cpu_count()} cores "
+          f"({threads} schedulable; PyTorch threads {threads if torch_version else '-'}), jax {jax.__version__}, "
+          f"torch {torch_version or '-'}, noisegroup malloc settings {'on' if malloc_tuned else 'off'}, "
+          f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
+

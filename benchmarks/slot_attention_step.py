@@ -40,7 +40,9 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from benchmarks import (  # noqa: E402
+    load_torch,
     peak_rss_gb,
+    print_machine,
     print_step_table,
     shuffled_rounds,
     xla_cost,
@@ -179,21 +181,9 @@ def main() -> None:
     args = parser.parse_args()
     seed_counts = sorted({1, *(int(s) for s in args.seeds.split(","))})
     threads = len(os.sched_getaffinity(0))  # XLA:CPU's thread pool: the schedulable cores
-    have_torch, torch_version = False, None
-    if not args.no_torch:
-        try:
-            import torch
-
-            import benchmarks.slot_attention_torch  # noqa: F401 - imports torch at its top
-            torch.set_num_threads(threads)
-            have_torch, torch_version = True, torch.__version__
-        except ImportError:
-            print("PyTorch not importable (pip install torch==2.13.0): the PyTorch cells are left out")
-    load = os.getloadavg()
-    print(f"{jax.default_backend()} backend ({jax.devices()[0].device_kind}), {os.cpu_count()} cores "
-          f"({threads} schedulable; PyTorch threads {threads if have_torch else '-'}), jax {jax.__version__}, "
-          f"torch {torch_version or '-'}, noisegroup malloc settings {'on' if MALLOC_TUNED else 'off'}, "
-          f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
+    torch_version = None if args.no_torch else load_torch("benchmarks.slot_attention_torch", threads)
+    have_torch = torch_version is not None
+    print_machine(jax, threads, torch_version, MALLOC_TUNED)
     bench(args.batch, seed_counts, args.rounds, have_torch, tuple(args.batching))
     load = os.getloadavg()
     print(f"\nload average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
