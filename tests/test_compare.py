@@ -73,6 +73,15 @@ def test_a_rerun_resumes_from_the_cells_and_another_config_is_refused_naming_the
     rows = compare.run(_quick(), workdir)
     assert {p.name: p.stat().st_mtime_ns for p in (workdir / "cells").glob("*.npz")} == before  # nothing redone
     assert len(rows) == 6
+    # A kept cell that lost an array (an edited or damaged file) is recomputed with a warning, not half-read.
+    damaged = workdir / "cells" / "lns_ae_ward__kanizsa.npz"
+    with np.load(damaged) as cell:
+        kept = {k: cell[k] for k in cell.files if k != "ari_fg"}
+    np.savez(damaged, **kept)
+    with pytest.warns(UserWarning, match="missing array"):
+        again = compare.run(_quick(), workdir)
+    scores = [(r["method"], r["dataset"], r["ari"], r["ari_fg"]) for r in rows]
+    assert [(r["method"], r["dataset"], r["ari"], r["ari_fg"]) for r in again] == scores  # the same key, labels
     with pytest.raises(compare.CellConfigError, match="test_limit=4, not the test_limit=3"):
         compare.run(_quick(test_limit=3), workdir)
     slots = _quick()

@@ -36,24 +36,26 @@ def model_dir(workdir: Path, model: str, dataset: str) -> Path:
     return Path(workdir) / "models" / f"{model}_{dataset}"
 
 
-def trained_model(config: CompareConfig, workdir: Path, model: str, dataset: str) -> tuple[Any, Any, Any, dict]:
-    """(family, graphdef, params stacked over seeds, identity) of `model` on `dataset`: shipped weights where
-    `config.shipped`, else trained or resumed by the engine. The identity (for the cell's record) is the file's digest
-    or the parsed training config and the steps trained."""
+def shipped_weights(config: CompareConfig, model: str, dataset: str) -> tuple[Path, str]:
+    """(path, "name sha256:<digest>") of the shipped weights of `model` on `dataset`."""
+    path = Path(config.pretrained) / f"{model}_{dataset}.npz"
+    return path, f"{path.name} sha256:{hashlib.sha256(path.read_bytes()).hexdigest()[:16]}"
+
+
+def trained_model(config: CompareConfig, workdir: Path, model: str, dataset: str) -> tuple[Any, Any, Any, int]:
+    """(family, graphdef, params stacked over seeds, steps trained) of `model` on `dataset`: shipped weights where
+    `config.shipped`, else trained or resumed by the engine."""
     if model in ("ae", "vae") and config.shipped(model, dataset):
-        path = Path(config.pretrained) / f"{model}_{dataset}.npz"
-        recipe = pretrained.read_meta(path)["train"]  # the file's own recipe: the check in `load` then only verifies
-        run = engine_config.parse({k: v for k, v in recipe.items() if k not in pretrained.NOT_RECIPE})
+        path, _ = shipped_weights(config, model, dataset)
+        meta = pretrained.read_meta(path)  # the file's own recipe: the check in `load` then only verifies it
+        run = engine_config.parse({k: v for k, v in meta["train"].items() if k not in pretrained.NOT_RECIPE})
         _, trainer, _ = loop.build(run, data.IMAGE_SHAPE)
-        params = pretrained.load(path, run, data.IMAGE_SHAPE)
-        return run.family, trainer.graphdef, params, {
-            "weights": f"{path.name} sha256:{hashlib.sha256(path.read_bytes()).hexdigest()[:16]}", "steps": int(
-                pretrained.read_meta(path).get("steps", 0))}
+        return run.family, trainer.graphdef, pretrained.load(path, run, data.IMAGE_SHAPE), int(meta.get("steps", 0))
     run = config.run_config(model, dataset)
     _, trainer, _ = loop.build(run, data.IMAGE_SHAPE)
     train, valid = data.training_split(dataset, run.engine.train_limit, run.engine.valid_limit)
     state = loop.train(run, model_dir(workdir, model, dataset), train, valid)
-    return run.family, trainer.graphdef, state.inference_params, {"steps": int(np.asarray(state.step).max())}
+    return run.family, trainer.graphdef, state.inference_params, int(np.asarray(state.step).max())
 
 
 def identity(config: CompareConfig, method: Method, dataset: str) -> dict:
@@ -63,8 +65,7 @@ def identity(config: CompareConfig, method: Method, dataset: str) -> dict:
     if config.trains(method, dataset):
         out["train"] = engine_config.comparable(config.run_config(method.model, dataset).as_dict())
     else:
-        path = Path(config.pretrained) / f"{method.model}_{dataset}.npz"
-        out["weights"] = f"{path.name} sha256:{hashlib.sha256(path.read_bytes()).hexdigest()[:16]}"
+        out["weights"] = shipped_weights(config, method.model, dataset)[1]
     if method.kind != "masks":
         out.update(noise_stds=[float(s) for s in config.noise_stds],
                    num_noise_samples=[int(n) for n in config.num_noise_samples], normalisation=config.normalisation,
@@ -108,7 +109,8 @@ def _lns_labels(config: CompareConfig, method: Method, dataset: str, graphdef, p
     if method.kind == "control":
         settings = config.sweep_settings("ward")
         settings = dataclasses.replace(settings, control=True, num_noise_samples=(n,))
-        result = sweep.evaluate(graphdef, params, images, masks, key, settings, keep_labels=True, label=f"{dataset}: {method.name}")
+        result = sweep.evaluate(graphdef, params, images, masks, key, settings, keep_labels=True,
+                                label=f"{dataset}: {method.name}")
         return result.labels[:, 0, 0], {"num_noise_samples": n}
     if method.clustering == "estimated":
         seeds = int(jax.tree.leaves(params)[0].shape[0])
@@ -140,26 +142,27 @@ def compute(config: CompareConfig, workdir: Path, method: Method, dataset: str, 
     """Trains (or loads) and segments one cell; scores it.
 
     Returns:
-        {"labels": int32 `[S, b, h, w]`, "ari", "ari_fg": float32 `[S, b]`, "steps": int, "train_seconds",
-         "eval_seconds": float, plus what LNS chose ("noise_std", "num_noise_samples", "num_groups" `[S, b]`)}.
+        {"labels": `[S, b, h, w]` (uint8 where the labels fit), "ari", "ari_fg": float32 `[S, b]`, "steps": int,
+         "train_seconds", "eval_seconds": float, plus what LNS chose ("noise_std", "num_noise_samples",
+         "num_groups" `[S, b]`)}.
     """
     images, masks = data.test_split(dataset, config.test_limit)
     tic = time.perf_counter()
-    family, graphdef, params, found = trained_model(config, workdir, method.model, dataset)
+    family, graphdef, params, steps = trained_model(config, workdir, method.model, dataset)
     train_seconds = time.perf_counter() - tic
     tic = time.perf_counter()
     chosen: dict[str, Any] = {}
     if method.kind == "masks":
         warn_few_slots(method, family, masks)
-        train_images = None
-        if getattr(family, "eval_norm", "batch") == "population":
-            run = config.run_config(method.model, dataset)
-            train_images = data.training_split(dataset, run.engine.batch_size * POPULATION_BATCHES, 1)[0]
-        labels = baselines.seed_labels(family, graphdef, params, images, key, train_images, POPULATION_BATCHES)[
-            "labels_masks"]
+        train_images, batch = None, 16
+        if getattr(family, "eval_norm", "batch") == "population":  # GENESIS: statistics of its training batches
+            batch = config.run_config(method.model, dataset).engine.batch_size
+            train_images = data.training_split(dataset, batch * POPULATION_BATCHES, 1)[0]
+        labels = baselines.seed_labels(family, graphdef, params, images, key, train_images, POPULATION_BATCHES,
+                                       batch)["labels_masks"]
     else:
         labels, chosen = _lns_labels(config, method, dataset, graphdef, params, images, masks, key)
     scores = evaluation.score(labels, masks)
     narrow = np.uint8 if int(labels.max(initial=0)) < 256 else np.int32
-    return {"labels": labels.astype(narrow), **scores, "steps": found["steps"], "train_seconds": train_seconds,
+    return {"labels": labels.astype(narrow), **scores, "steps": steps, "train_seconds": train_seconds,
             "eval_seconds": time.perf_counter() - tic, **chosen}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from datasets import good_gestalt as gg
+from datasets.multi_dsprites import core as md_core
 from noisegroup.komatsu import data as md_data
 
 IMAGE_SHAPE = (64, 64, 3)
@@ -32,6 +33,12 @@ def test_split(dataset: str, limit: int = 0) -> tuple[np.ndarray, np.ndarray]:
     data = gg.load(dataset, "test")
     n = int(limit) or len(data.images)
     return data.images[:n], data.masks[:n]
+
+
+def test_size(dataset: str, limit: int = 0) -> int:
+    """How many images `test_split(dataset, limit)` gives, without loading them."""
+    full = md_core.SPLIT_SIZES["test"] if dataset == MULTI_DSPRITES else gg.SPLIT_SIZES["test"]
+    return min(int(limit) or full, full)
 
 
 def selection_split(dataset: str, limit: int) -> tuple[np.ndarray, np.ndarray]:

@@ -34,6 +34,14 @@ class CellConfigError(BadInputError):
     """A workdir's cell was computed with another config than the one asked for."""
 
 
+# What a kept cell must hold to be used (`cells.compute`'s arrays); a damaged or older file is recomputed with a
+# warning (`atomic.read_npz_cache`), never half-read.
+CELL_LAYOUT = {"labels": ("seeds", "images", data.IMAGE_SHAPE[0], data.IMAGE_SHAPE[1]), "ari": ("seeds", "images"),
+               "ari_fg": ("seeds", "images"), "steps": (), "train_seconds": (), "eval_seconds": (),
+               "noise_std": (), "num_noise_samples": (), "num_groups": ("seeds", "images")}
+CELL_OPTIONAL = ("noise_std", "num_noise_samples", "num_groups")  # what only LNS cells choose
+
+
 def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
     if isinstance(value, Mapping):
         out: dict[str, Any] = {}
@@ -102,7 +110,8 @@ def _run(config: CompareConfig, workdir: Path) -> list[dict]:
         for method in config.methods:
             path = workdir / "cells" / f"{method.name}__{dataset}.npz"
             fingerprint = _digest(identities[(method.name, dataset)])
-            cell = atomic.read_npz_cache(path, fingerprint)
+            cell = atomic.read_npz_cache(path, fingerprint, CELL_LAYOUT, optional=CELL_OPTIONAL,
+                                         sizes={"images": data.test_size(dataset, config.test_limit)})
             if cell is None:
                 cell = cells.compute(config, workdir, method, dataset, _cell_key(key, method.name, dataset))
                 atomic.save_npz(path, fingerprint=np.array(fingerprint), **cell)
