@@ -130,8 +130,8 @@ def seed_labels(family: Family, graphdef, params, images: np.ndarray, key: jax.A
     Raises:
         ValueError: the family has no masks, or GENESIS's population statistics lack the training images.
     """
-    if not getattr(family, "has_masks", False):
-        family.segmentation_masks({})  # raises, naming the family
+    if not family.has_masks:
+        family.segmentation_masks({})  # the base class's error, naming the family, before any work
     seeds = int(jax.tree.leaves(params)[0].shape[0])
     out: dict[str, list] = {}
     reconstructions = None

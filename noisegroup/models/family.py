@@ -86,7 +86,10 @@ class Family(abc.ABC):
     def outputs(self, model: nnx.Module, batch: Batch, noise: Any) -> Outputs:
         """Everything the loss terms (and metrics) read, per example: a dict of arrays with a leading batch axis."""
 
-    has_masks: ClassVar[bool] = False  # whether `segmentation_masks` gives a segmentation (slot models do)
+    @property
+    def has_masks(self) -> bool:
+        """Whether `segmentation_masks` gives a segmentation: the family overrides it (slot models do)."""
+        return type(self).segmentation_masks is not Family.segmentation_masks
 
     def segmentation_masks(self, outputs: Outputs) -> dict[str, jax.Array]:
         """{name: log masks `[b, K, h, w]`} whose argmax over K segments the images (the first, "masks", is the

@@ -336,8 +336,6 @@ class GenesisFamily(Family):
         outputs["nll"] = mixture_nll(batch["images"], outputs["log_masks"], outputs["means"], stds, self.mixture)
         return outputs
 
-    has_masks = True
-
     def segmentation_masks(self, outputs) -> dict[str, jax.Array]:
         """{name: log masks `[b, K, h, w]`} a segmentation is the argmax of: the stick-breaking masks."""
         return {"masks": outputs["log_masks"]}

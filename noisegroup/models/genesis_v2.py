@@ -309,8 +309,6 @@ class GenesisV2Family(Family):
                                      self.mixture)
         return outputs
 
-    has_masks = True
-
     def segmentation_masks(self, outputs) -> dict[str, jax.Array]:
         """{name: log masks `[b, K, h, w]`}: the IC-SBP's ("masks", the official main metric) and the decoder's
         ("decoder_masks", the official "-R" metric)."""

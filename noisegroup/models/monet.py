@@ -322,8 +322,6 @@ class MonetFamily(Family):
         return {"images": images, **model(images, noise), "pixel_std": jnp.broadcast_to(stds, (b, k)),
                 "ir_std": jnp.full((b,), self.sigma_ir, jnp.float32)}
 
-    has_masks = True
-
     def segmentation_masks(self, outputs) -> dict[str, jax.Array]:
         """{name: log masks `[b, K, h, w]`} a segmentation is the argmax of: the attention network's masks (the
         ablation's scored segmentation; the component VAE's decoded masks are not scored)."""

@@ -330,8 +330,6 @@ class SlotAttentionFamily(Family):
         return {"images": images, **out, "masks": jnp.exp(out["log_masks"]),
                 "mse": reconstruction_mse(images, out["reconstruction"])}
 
-    has_masks = True
-
     def segmentation_masks(self, outputs) -> dict[str, jax.Array]:
         """{name: log masks `[b, K, h, w]`} a segmentation is the argmax of: the decoder's alpha masks (the paper's
         segmentation; the attention `[b, h w, K]` is the other one, at the encoder's resolution)."""
