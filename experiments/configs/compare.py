@@ -25,10 +25,11 @@ Modes:
              - GENESIS / GENESIS-v2 are not in the default list (2-4 s a step here; `--config.methods` adds them,
                trained with the LNS experiment's baseline budget, 300 steps at batch 16).
              Resumable: every model checkpoints, every cell is kept.
-    paper    every method, each at its published budget, for accelerators: LNS's recipe (1.1e6 steps, batch 64, Adam 5e-5, 5
-             seeds) on Multi-dSprites, MONet's (RMSProp 1e-4, batch 64, 1e6 steps, Komatsu's early stop), Slot
-             Attention's (Adam 4e-4, 10k warm-up steps, batch 64, 5e5 steps; the paper halves the rate every 1e5
-             steps, the engine's nearest schedule is used: cosine decay over the run), GENESIS's (batch 64, 5e5).
+    paper    every method, each at its published budget, for accelerators: LNS's recipe (1.1e6 steps, batch 64,
+             Adam 5e-5, 5 seeds) on Multi-dSprites; MONet's (RMSProp 1e-4, batch 64, 1e6 steps, Komatsu's early
+             stop); Slot Attention's (Adam 4e-4, 10k warm-up steps, batch 64, 5e5 steps; the paper halves the rate
+             every 1e5 steps, the engine's nearest schedule is used: cosine decay over the run); GENESIS's (batch 64,
+             5e5).
 
 Fields (`noisegroup.compare.config.CompareConfig`):
     methods: rows (`noisegroup.compare.METHODS`): lns_<ae|vae>_<ward|complete|kmeans|estimated|tangent>,
@@ -45,7 +46,7 @@ import ml_collections
 
 from experiments.configs import defaults
 from experiments.configs import genesis as genesis_configs
-from experiments.configs.monet import ablation_conditions, monet_paper
+from experiments.configs.monet import MASK_MSE_GAMMA, ablation_conditions, monet_paper
 from noisegroup.compare import METHODS
 from noisegroup.compare.config import CompareConfig
 from noisegroup.engine.config import TrainConfig
@@ -83,8 +84,8 @@ def lns_training(mode: str) -> dict:
 
 def monet_training(mode: str) -> dict:
     """MONet with the NLL+M loss (Komatsu's "01": no latent KL, so no latent sampling)."""
-    t = {**dict(monet_paper()), **dict(ablation_conditions(0.01)["nll_m"]), "sample_latent": False,
-         "num_slots": SLOTS}
+    nll_m = ablation_conditions(MASK_MSE_GAMMA["multi_dsprites"])["nll_m"]
+    t = {**dict(monet_paper()), **dict(nll_m), "sample_latent": False, "num_slots": SLOTS}
     t["loss_weights"] = dict(t["loss_weights"])
     if mode == "paper":
         return t
@@ -109,8 +110,8 @@ def slot_attention_training(mode: str) -> dict:
                  lr_schedule="cosine", lr_decay_steps=PAPER_TRAINING["num_steps"] - PAPER_TRAINING["warmup_steps"],
                  checkpoint_every=10_000, log_every=1000)
         return t
-    t.update(hidden_dim=32, slot_dim=32, mlp_hidden=64, batch_size=8, lr_warmup_steps=30, num_steps=SLOT_ATTENTION_STEPS,
-             eval_every=0, log_every=50, checkpoint_every=100, valid_limit=64)
+    t.update(hidden_dim=32, slot_dim=32, mlp_hidden=64, batch_size=8, lr_warmup_steps=30,
+             num_steps=SLOT_ATTENTION_STEPS, eval_every=0, log_every=50, checkpoint_every=100, valid_limit=64)
     if mode == "quick":
         t.update(hidden_dim=8, slot_dim=8, mlp_hidden=8, batch_size=4, num_steps=2, lr_warmup_steps=0,
                  checkpoint_every=2, log_every=1, eval_every=2, train_limit=16, valid_limit=4)
@@ -119,7 +120,7 @@ def slot_attention_training(mode: str) -> dict:
 
 def genesis_training(model: str, mode: str) -> dict:
     """GENESIS / GENESIS-v2 with the official settings and the LNS experiment's baseline budget."""
-    t = {**_schema(model), **genesis_configs.training("paper" if mode == "paper" else mode)}
+    t = {**_schema(model), **genesis_configs.training(mode)}
     return {k: v for k, v in t.items() if k not in PER_CELL}
 
 
