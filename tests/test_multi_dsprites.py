@@ -182,6 +182,73 @@ def test_colour_laws_and_unique_colours():
     assert (fixed.num_sprites == 3).all()
 
 
+def test_colored_on_grayscale_statistics():
+    """DeepMind's colored_on_grayscale (spec section 3.1): 2-5 HSV-coloured sprites on a random grey background,
+    entity axis 6; hue, saturation and value uniform, the grey level uniform over 0 ... 255 (our reading)."""
+    n = 4000
+    split = md.generate("train", n, variant="colored_on_grayscale")
+    assert split.visibility.shape == (n, 6) and split.colours.shape == (n, 6, 3)
+    counts = np.bincount(split.num_entities - 1, minlength=6)
+    assert counts[:2].sum() == 0 and (np.abs(counts[2:] - n / 4) < 4 * np.sqrt(n * 3 / 16)).all()  # uniform, 4 sd
+    grey = np.round(split.colours[:, 0] * 255)  # [n, 3] the background
+    assert (grey[:, 0] == grey[:, 1]).all() and (grey[:, 1] == grey[:, 2]).all()
+    level = grey[:, 0]
+    assert level.min() <= 5 and level.max() >= 250 and abs(level.mean() - 127.5) < 4  # sd of the mean: 1.2
+    present = split.visibility[:, 1:] == 1
+    rgb = np.round(split.colours[:, 1:][present] * 255) / 255  # [m, 3] every drawn sprite's colour
+    value = rgb.max(1)
+    saturation = np.where(value > 0, (value - rgb.min(1)) / np.maximum(value, 1e-9), 0)
+    for name, x in (("value", value), ("saturation", saturation)):  # uniform on [0, 1): mean 1/2, variance 1/12
+        assert abs(x.mean() - 0.5) < 0.02 and abs(x.var() - 1 / 12) < 0.01, name
+    vivid = rgb[saturation > 0.5]  # the hue: each primary is the largest channel about a third of the time
+    assert (np.abs(np.bincount(vivid.argmax(1), minlength=3) / len(vivid) - 1 / 3) < 0.03).all()
+    rows = np.arange(n)[:, None, None]
+    np.testing.assert_array_equal(split.images, split.colours[rows, split.masks])  # labels match colours
+    entity = split.entity_masks()
+    assert entity.shape == (n, 6, 64, 64) and (entity.sum(1) == 1).all()
+    assert split.masks.max() == 5
+
+
+def test_colored_on_grayscale_cache_identity(tmp_path):
+    grey = md.Options(variant="colored_on_grayscale")
+    assert (grey.colours, grey.min_sprites, grey.max_sprites, grey.max_entities) == ("hsv", 2, 5, 6)
+    assert md.Options() == md.Options("genesis125", False, 1, 4) and md.Options().max_entities == 5
+    # The default's file name and header are those from before variants existed, so old files stay valid.
+    assert cache.cache_path(tmp_path, "test", 16, 0, md.Options()).name == "multi_dsprites_test_16_seed0_v1.npz"
+    assert "variant" not in cache.header("test", 16, 0, md.Options())["options"]
+    encoded = md.load_encoded("test", 16, options=grey, cache_dir=tmp_path)
+    _assert_same(encoded, md.generate_encoded("test", 16, options=grey))
+    (grey_path,) = tmp_path.glob("*.npz")
+    assert grey_path.name != cache.cache_path(tmp_path, "test", 16, 0, md.Options()).name
+    np.testing.assert_array_equal(md.load("test", 16, variant="colored_on_grayscale", cache_dir=tmp_path).images,
+                                  md.generate("test", 16, variant="colored_on_grayscale").images)
+    default_path = cache.cache_path(tmp_path, "test", 16, 0, md.Options())
+    shutil.copy(grey_path, default_path)  # an intact grey file under the default's name is other data
+    with pytest.warns(UserWarning, match=r"options\.colours: file has 'hsv'.*options\.variant: file has "
+                                         r"'colored_on_grayscale', expected '<missing>'"):
+        _assert_same(md.load_encoded("test", 16, cache_dir=tmp_path), md.generate_encoded("test", 16))
+    # and a grey split exports as DeepMind's colored_on_grayscale records
+    split = md.generate("test", 6, variant="colored_on_grayscale")
+    path = tmp_path / "grey.tfrecords"
+    md.write_tfrecord_examples(path, "multi_dsprites", "colored_on_grayscale", *md.from_split(split))
+    data = md.read_tfrecord(path, "multi_dsprites", "colored_on_grayscale")
+    np.testing.assert_array_equal(data.masks, split.masks)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"variant": "grayscale"}, "unknown Multi-dSprites variant 'grayscale'"),
+        ({"variant": "colored_on_grayscale", "colours": "uniform"}, "colour law 'uniform' does not fit"),
+        ({"variant": "colored_on_grayscale", "max_sprites": 6}, r"max_sprites <= 5 \(colored_on_grayscale\)"),
+        ({"variant": "colored_on_colored", "max_sprites": 5}, r"max_sprites <= 4 \(colored_on_colored\)"),
+    ],
+)
+def test_bad_variant_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        md.generate("test", 2, **kwargs)
+
+
 def test_uniform_int_is_the_exact_multiply_shift():
     words = np.random.default_rng(5).integers(0, 2**64, 2000, dtype=np.uint64, endpoint=False)
     words = np.concatenate([words, np.array([0, 2**64 - 1], np.uint64)])

@@ -1,5 +1,5 @@
-"""Multi-dSprites, procedurally (DeepMind ``colored_on_colored`` semantics), cached; and DeepMind's own TFRecord
-files (Multi-dSprites, Objects Room) read without TensorFlow. NumPy only.
+"""Multi-dSprites, procedurally (DeepMind's ``colored_on_colored`` and ``colored_on_grayscale``), cached; and
+DeepMind's own TFRecord files (Multi-dSprites, Objects Room) read without TensorFlow. NumPy only.
 
     from datasets import multi_dsprites as md
     test = md.load("test")               # generated on first use, then read from the verified cache
@@ -8,6 +8,7 @@ files (Multi-dSprites, Objects Room) read without TensorFlow. NumPy only.
     test.num_entities                    # int32 [1000]: 1 + number of sprites (2 ... 5)
     test.entity_masks().shape            # (1000, 5, 64, 64) uint8 one-hot, entity 0 = background
     few = md.generate("train", 16)       # no cache: exactly the first 16 images of the train split
+    grey = md.load("test", variant="colored_on_grayscale")   # 2-5 HSV sprites on grey; entity axis 6
 
     data = md.read_tfrecord(path, "multi_dsprites", "colored_on_colored")   # DeepMind's files, no TensorFlow
 
@@ -29,6 +30,9 @@ from datasets.multi_dsprites.core import (
     Options,
     generate,
     generate_encoded,
+)
+from datasets.multi_dsprites.core import (
+    VARIANTS as GENERATED_VARIANTS,
 )
 from datasets.multi_dsprites.deepmind import (
     VARIANTS,
@@ -52,6 +56,7 @@ __all__ = [
     "VARIANTS",
     "DeepMindExamples",
     "EncodedSplit",
+    "GENERATED_VARIANTS",
     "MultiDSpritesSplit",
     "Options",
     "TFRecordError",

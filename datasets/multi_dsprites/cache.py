@@ -56,13 +56,13 @@ def header(split: str, num_images: int, seed: int, options: core.Options) -> dic
         "split": split,
         "num_images": int(num_images),
         "seed": int(seed),
-        "options": dataclasses.asdict(options),
+        "options": options.record(),
     }
 
 
 def cache_path(cache_dir: str | os.PathLike, split: str, num_images: int, seed: int, options: core.Options) -> Path:
     """The file of one split; default options give a plain name, others a short hash of the options."""
-    options_json = json.dumps(dataclasses.asdict(options), sort_keys=True)
+    options_json = json.dumps(options.record(), sort_keys=True)
     tag = "" if options == core.DEFAULT_OPTIONS else "_" + _sha256(options_json)[:8]
     name = f"multi_dsprites_{split}_{num_images}_seed{seed}{tag}_v{core.GENERATOR_VERSION}.npz"
     return Path(cache_dir) / name
@@ -156,16 +156,17 @@ def load(
     num_images: int | None = None,
     *,
     seed: int = core.DEFAULT_SEED,
-    colours: str = "genesis125",
+    colours: str | None = None,
     unique_colours: bool = False,
-    min_sprites: int = 1,
-    max_sprites: int = core.MAX_SPRITES,
+    min_sprites: int | None = None,
+    max_sprites: int | None = None,
+    variant: str = "colored_on_colored",
     cache_dir: str | os.PathLike | None = None,
 ) -> core.MultiDSpritesSplit:
     """A Multi-dSprites split: generated on first use, then read from the verified on-disk cache.
 
     Args:
-        split, num_images, seed, colours, unique_colours, min_sprites, max_sprites: as in `generate`.
+        split, num_images, seed, colours, unique_colours, min_sprites, max_sprites, variant: as in `generate`.
         cache_dir: where the cache lives; default `default_cache_dir()` (``$NOISEGROUP_DATA_DIR`` overrides it).
 
     Returns:
@@ -175,5 +176,5 @@ def load(
         ValueError: naming a bad argument.
         OSError: the cache directory cannot be written.
     """
-    options = core.Options(colours, unique_colours, min_sprites, max_sprites)
+    options = core.Options(colours, unique_colours, min_sprites, max_sprites, variant)
     return load_encoded(split, num_images, seed=seed, options=options, cache_dir=cache_dir).decode()

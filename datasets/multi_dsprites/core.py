@@ -1,9 +1,12 @@
-"""Procedural Multi-dSprites (DeepMind ``colored_on_colored`` semantics): latents, colours, painting, `generate`.
+"""Procedural Multi-dSprites (DeepMind's ``colored_on_colored`` and ``colored_on_grayscale``): latents, colours,
+painting, `generate`.
 
-An image has a background colour and 1 to 4 sprites (uniform count), each a uniformly random dSprites sprite (shape,
-scale, orientation, x, y uniform over the dSprites grids of `sprites`) in a random colour, painted in order so that
-later sprites cover earlier ones. The instance label map is 0 for the background and 1 ... n for the sprites in
-paint order; a pixel belongs to the sprite on top.
+An image has a background colour and a uniform number of sprites (`VARIANTS`: 1 to 4 on a colour background in
+``colored_on_colored``, the default; 2 to 5 on a grey background in ``colored_on_grayscale``), each a uniformly random
+dSprites sprite (shape, scale, orientation, x, y uniform over the dSprites grids of `sprites`) in a random colour,
+painted in order so that later sprites cover earlier ones. The instance label map is 0 for the background and
+1 ... n for the sprites in paint order; a pixel belongs to the sprite on top. The entity axis of a split's arrays
+holds the variant's most entities (5 and 6, DeepMind's MAX_NUM_ENTITIES).
 
 Randomness is counter-based: word j of image i of (seed, split) is SplitMix64's output at counter i * 32 + j + 1
 from a key derived from (seed, split). Image i is therefore a pure function of (seed, split, i): a prefix of a split
@@ -18,6 +21,11 @@ Colour laws (`COLOUR_LAWS`), for the background and each sprite independently:
   dataset family and the one the MONet baselines here are compared against.
 * ``"uniform"``: uniform over all 2^24 8-bit RGB colours, closer to DeepMind's ``colored_on_colored`` ("all colours
   random RGB"; their files store uint8 images).
+* ``"hsv"`` (``colored_on_grayscale``'s, and only there): each sprite's hue, saturation and value uniform on [0, 1)
+  (21 bits each of one random word), converted to RGB and rounded to 8 bits; the background is grey, one level
+  uniform over 0 ... 255 in all three channels. DeepMind's files say "HSV-coloured sprites on a random grey
+  background" and no more (spec section 3.1): the uniform ranges are our reading, and a sprite of low saturation
+  can look grey, or near the background's level.
 
 Colours may repeat within an image, so a sprite can share the background's colour and be invisible (probability
 1/125 per sprite under genesis125) while its label region is still there, as in GENESIS and its README's warning.
@@ -35,18 +43,37 @@ from datasets.multi_dsprites import sprites
 
 GENERATOR_VERSION = 1  # bump when any generated array changes: cache files of other versions are then regenerated
 IMAGE_SIZE = sprites.IMAGE_SIZE
-MAX_SPRITES = 4
+MAX_SPRITES = 4  # colored_on_colored's (the default variant's)
 MAX_ENTITIES = MAX_SPRITES + 1  # DeepMind's MAX_NUM_ENTITIES for colored_on_colored: background + 4 sprites
 SPLITS = ("train", "valid", "test")
 SPLIT_SIZES = {"train": 60_000, "valid": 1_000, "test": 1_000}
 DEFAULT_SEED = 0
-COLOUR_LAWS = ("genesis125", "uniform")
+COLOUR_LAWS = ("genesis125", "uniform", "hsv")
 GENESIS_LEVELS = np.array([0, 63, 127, 191, 255], np.uint8)
 LATENTS = ("shape", "scale", "orientation", "x", "y")  # column order of `EncodedSplit.latents`
 CHUNK = 2048  # images per vectorised step: keeps the [chunk, 32, 32] float64 temporaries near 16 MB
 
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """What a DeepMind variant fixes: the sprite counts it allows, its default count range and colour laws."""
+
+    max_sprites: int  # the most sprites an image can hold: the entity axis is 1 + max_sprites wide
+    default_sprites: tuple[int, int]  # (min_sprites, max_sprites) when not given
+    colour_laws: tuple[str, ...]  # the laws it takes; the first is its default
+
+    @property
+    def max_entities(self) -> int:
+        return self.max_sprites + 1
+
+
+VARIANTS = {
+    "colored_on_colored": Variant(4, (1, 4), ("genesis125", "uniform")),  # colour background and sprites
+    "colored_on_grayscale": Variant(5, (2, 5), ("hsv",)),  # grey background, HSV-coloured sprites
+}
+
 _SPLIT_IDS = {"train": 1, "valid": 2, "test": 3}
-_WORDS_PER_IMAGE = 32  # counter stride: 1 count + 1 background colour + 4 sprites x 6 words, room to spare
+_WORDS_PER_IMAGE = 32  # counter stride: 1 count + 1 background colour + 5 sprites x 6 words
 _GAMMA = np.uint64(0x9E3779B97F4A7C15)  # SplitMix64's increment (2^64 / golden ratio)
 
 
@@ -55,27 +82,55 @@ class Options:
     """What a split's images depend on besides (seed, split, index); stored in and checked against cache files.
 
     Attributes:
-        colours: one of `COLOUR_LAWS`.
+        colours: one of `COLOUR_LAWS` the variant takes (None: its default, genesis125 or hsv).
         unique_colours: sprites never share a colour with the background or an earlier sprite (default False, the
-            GENESIS default).
-        min_sprites, max_sprites: the sprite count is uniform over [min_sprites, max_sprites], 1 <= min <= max <= 4.
+            GENESIS default; colored_on_colored only).
+        min_sprites, max_sprites: the sprite count is uniform over [min_sprites, max_sprites] (None: the variant's
+            range, 1 ... 4 or 2 ... 5), 1 <= min <= max <= the variant's most.
+        variant: one of `VARIANTS`.
     """
 
-    colours: str = "genesis125"
+    colours: str | None = None
     unique_colours: bool = False
-    min_sprites: int = 1
-    max_sprites: int = MAX_SPRITES
+    min_sprites: int | None = None
+    max_sprites: int | None = None
+    variant: str = "colored_on_colored"
 
     def __post_init__(self):
-        if self.colours not in COLOUR_LAWS:
-            raise ValueError(f"unknown colour law {self.colours!r}; expected one of {COLOUR_LAWS}")
+        if self.variant not in VARIANTS:
+            raise ValueError(f"unknown Multi-dSprites variant {self.variant!r}; expected one of {tuple(VARIANTS)}")
+        v = VARIANTS[self.variant]
+        defaults = {"colours": v.colour_laws[0], "min_sprites": v.default_sprites[0],
+                    "max_sprites": v.default_sprites[1]}
+        for name, value in defaults.items():  # None -> the variant's default (frozen: set through object)
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
+        if self.colours not in v.colour_laws:
+            raise ValueError(f"colour law {self.colours!r} does not fit the variant {self.variant}; expected one of "
+                             f"{v.colour_laws}")
         if not isinstance(self.unique_colours, bool):
             raise TypeError(f"unique_colours must be a bool, got {self.unique_colours!r}")
+        if self.unique_colours and self.colours == "hsv":
+            raise ValueError("unique_colours needs a discrete colour law (genesis125 or uniform), not 'hsv'")
         counts = (self.min_sprites, self.max_sprites)
         if not all(isinstance(c, int) and not isinstance(c, bool) for c in counts) or not (
-            1 <= self.min_sprites <= self.max_sprites <= MAX_SPRITES
+            1 <= self.min_sprites <= self.max_sprites <= v.max_sprites
         ):
-            raise ValueError(f"need integers 1 <= min_sprites <= max_sprites <= {MAX_SPRITES}, got {counts}")
+            raise ValueError(f"need integers 1 <= min_sprites <= max_sprites <= {v.max_sprites} ({self.variant}), "
+                             f"got {counts}")
+
+    @property
+    def max_entities(self) -> int:
+        """The width of the entity axis: the variant's most sprites + the background."""
+        return VARIANTS[self.variant].max_entities
+
+    def record(self) -> dict:
+        """The options as stored in cache headers. colored_on_colored leaves the variant out, so files written
+        before variants existed keep their names and headers."""
+        fields = dataclasses.asdict(self)
+        if self.variant == "colored_on_colored":
+            del fields["variant"]
+        return fields
 
 
 DEFAULT_OPTIONS = Options()
@@ -90,10 +145,11 @@ class MultiDSpritesSplit:
         masks: uint8 `[n, 64, 64]` instance labels, 0 = background, 1 ... num_sprites in paint order.
         num_entities: int32 `[n]` entities drawn, background included (1 + number of sprites; a sprite hidden by
             later sprites still counts, see `entity_masks`).
-        visibility: uint8 `[n, 5]` 1 for the entities drawn (DeepMind's ``visibility``: non-null entities).
-        shape: uint8 `[n, 5]` dSprites shape code, 1 square, 2 ellipse, 3 heart; 0 for the background and unused.
-        scale, orientation, x, y: float32 `[n, 5]` the sprites' dSprites latent values (0 where unused).
-        colours: float32 `[n, 5, 3]` entity colours in [0, 1] (unused slots 0).
+        visibility: uint8 `[n, e]` (e = 5, or 6 for colored_on_grayscale) 1 for the entities drawn (DeepMind's
+            ``visibility``: non-null entities).
+        shape: uint8 `[n, e]` dSprites shape code, 1 square, 2 ellipse, 3 heart; 0 for the background and unused.
+        scale, orientation, x, y: float32 `[n, e]` the sprites' dSprites latent values (0 where unused).
+        colours: float32 `[n, e, 3]` entity colours in [0, 1] (unused slots 0).
     """
 
     images: np.ndarray
@@ -111,9 +167,11 @@ class MultiDSpritesSplit:
         return len(self.images)
 
     def entity_masks(self) -> np.ndarray:
-        """uint8 `[n, 5, 64, 64]` one-hot visible masks (0/1): entity 0 = background, unused or fully covered
-        sprites all zero. DeepMind's files hold the same with values 0/255 (see `deepmind.from_split`)."""
-        return (self.masks[:, None] == np.arange(MAX_ENTITIES, dtype=np.uint8)[None, :, None, None]).view(np.uint8)
+        """uint8 `[n, e, 64, 64]` one-hot visible masks (0/1), e the variant's entities (5, or 6 for
+        colored_on_grayscale): entity 0 = background, unused or fully covered sprites all zero. DeepMind's files hold
+        the same with values 0/255 (see `deepmind.from_split`)."""
+        entities = np.arange(self.visibility.shape[1], dtype=np.uint8)
+        return (self.masks[:, None] == entities[None, :, None, None]).view(np.uint8)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,7 +180,7 @@ class EncodedSplit:
 
     Attributes:
         labels: uint8 `[n, 64, 64]` instance labels.
-        palette: uint8 `[n, 5, 3]` RGB colour of each entity (background first; unused slots 0).
+        palette: uint8 `[n, e, 3]` RGB colour of each entity (background first; unused slots 0).
         num_sprites: uint8 `[n]`.
         latents: uint8 `[n, 4, 5]` per sprite slot the indices of `LATENTS` into the dSprites grids (unused 0).
     """
@@ -154,15 +212,16 @@ class EncodedSplit:
         # faster than fancy indexing with a trailing axis.
         rgb = np.dtype((np.void, 12))
         pixels = images.view(rgb)[..., 0]  # [n, 64, 64] records sharing the images' memory
+        entities = self.palette.shape[1]  # e: 5, or 6 for colored_on_grayscale
         for start in range(0, n, CHUNK):
             chunk = slice(start, min(start + CHUNK, n))
-            palette = np.ascontiguousarray(colour_values[self.palette[chunk]]).view(rgb).reshape(-1)  # [c * 5]
-            index = np.arange(chunk.stop - start)[:, None, None] * MAX_ENTITIES + self.labels[chunk]  # [c, 64, 64]
+            palette = np.ascontiguousarray(colour_values[self.palette[chunk]]).view(rgb).reshape(-1)  # [c * e]
+            index = np.arange(chunk.stop - start)[:, None, None] * entities + self.labels[chunk]  # [c, 64, 64]
             np.take(palette, index, out=pixels[chunk], mode="clip")  # "clip": unbuffered; indices are valid
-        present = np.arange(MAX_ENTITIES)[None, :] <= self.num_sprites[:, None]  # [n, 5], background always
+        present = np.arange(entities)[None, :] <= self.num_sprites[:, None]  # [n, e], background always
         sprite_present = present[:, 1:]
 
-        def factor(grid: np.ndarray, column: int) -> np.ndarray:  # [n, 5] with the background slot 0
+        def factor(grid: np.ndarray, column: int) -> np.ndarray:  # [n, e] with the background slot 0
             values = np.where(sprite_present, grid[self.latents[:, :, column]], 0)
             return np.concatenate([np.zeros((n, 1)), values], 1).astype(np.float32)
 
@@ -232,6 +291,20 @@ def colour_count(law: str) -> int:
     return 125 if law == "genesis125" else 2**24
 
 
+def hsv_rgb(words: np.ndarray) -> np.ndarray:
+    """uint8 `[..., 3]`: the "hsv" law's colour of each uint64 word: hue, saturation and value uniform on [0, 1)
+    from the word's bits 0-20, 21-41 and 42-62, converted to RGB (the standard hexcone formula) and rounded."""
+    fields = [((words >> np.uint64(21 * i)) & np.uint64(2**21 - 1)).astype(np.float64) / 2**21 for i in range(3)]
+    h, s, v = fields
+    sector = np.floor(h * 6.0)
+    f = h * 6.0 - sector
+    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
+    sector = sector.astype(np.int64)  # 0 ... 5
+    table = np.stack([np.stack(c, -1) for c in ((v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q))])
+    rgb = np.take_along_axis(table, sector[None, ..., None], 0)[0]  # [..., 3] in [0, 1]
+    return np.round(rgb * 255).astype(np.uint8)
+
+
 def colour_rgb(law: str, index: np.ndarray) -> np.ndarray:
     """uint8 `[..., 3]`: the RGB colour of a colour index of `law`."""
     if law == "genesis125":
@@ -241,10 +314,10 @@ def colour_rgb(law: str, index: np.ndarray) -> np.ndarray:
 
 
 def draw_colour_indices(words: np.ndarray, options: Options) -> np.ndarray:
-    """int64 `[b, 5]`: colour indices of the background and the 4 sprite slots.
+    """int64 `[b, e]`: colour indices of the background and the sprite slots (discrete laws).
 
     Args:
-        words: uint64 `[b, 5]` one random word per entity.
+        words: uint64 `[b, e]` one random word per entity.
         options: the colour law and `unique_colours`.
     """
     total = colour_count(options.colours)
@@ -269,17 +342,23 @@ def draw_latents(words: np.ndarray, options: Options) -> tuple[np.ndarray, np.nd
         options: colour law and sprite counts.
 
     Returns:
-        (num_sprites int64 `[b]`, latents int64 `[b, 4, 5]` indices of `LATENTS`, palette uint8 `[b, 5, 3]`).
+        (num_sprites int64 `[b]`, latents int64 `[b, e - 1, 5]` indices of `LATENTS`, palette uint8 `[b, e, 3]`),
+        e = `options.max_entities`.
     """
     span = options.max_sprites - options.min_sprites + 1
     num_sprites = options.min_sprites + uniform_int(words[:, 0], span)
     grids = (sprites.SHAPE_NAMES, sprites.SCALES, sprites.ORIENTATIONS, sprites.POSITIONS, sprites.POSITIONS)
     grid_sizes = np.array([len(g) for g in grids])  # in `LATENTS` order
-    sprite_words = words[:, 2 : 2 + 6 * MAX_SPRITES].reshape(-1, MAX_SPRITES, 6)  # [b, 4, 5 latents + colour]
+    slots = options.max_entities - 1
+    sprite_words = words[:, 2 : 2 + 6 * slots].reshape(-1, slots, 6)  # [b, e - 1, 5 latents + colour]
     latents = uniform_int(sprite_words[:, :, :5], grid_sizes)
-    colour_words = np.concatenate([words[:, 1:2], sprite_words[:, :, 5]], 1)  # [b, 5], background first
-    palette = colour_rgb(options.colours, draw_colour_indices(colour_words, options))
-    palette[np.arange(MAX_ENTITIES)[None, :] > num_sprites[:, None]] = 0  # unused slots: no colour
+    colour_words = np.concatenate([words[:, 1:2], sprite_words[:, :, 5]], 1)  # [b, e], background first
+    if options.colours == "hsv":  # colored_on_grayscale: a grey background, HSV sprites
+        palette = hsv_rgb(colour_words)
+        palette[:, 0] = uniform_int(words[:, 1], 256)[:, None]
+    else:
+        palette = colour_rgb(options.colours, draw_colour_indices(colour_words, options))
+    palette[np.arange(slots + 1)[None, :] > num_sprites[:, None]] = 0  # unused slots: no colour
     return num_sprites, latents, palette
 
 
@@ -288,12 +367,12 @@ def paint(num_sprites: np.ndarray, latents: np.ndarray) -> np.ndarray:
 
     Args:
         num_sprites: int `[b]`.
-        latents: int `[b, 4, 5]` indices of `LATENTS`.
+        latents: int `[b, slots, 5]` indices of `LATENTS`.
     """
     labels = np.zeros((len(num_sprites), IMAGE_SIZE, IMAGE_SIZE), np.uint8)
     flat = labels.reshape(-1)  # a view: writing through flat indices paints `labels`
     span = np.arange(sprites.WINDOW)
-    for slot in range(MAX_SPRITES):
+    for slot in range(latents.shape[1]):
         images = np.flatnonzero(num_sprites > slot)
         if not images.size:
             break
@@ -311,7 +390,7 @@ def encode_range(split: str, first: int, stop: int, seed: int, options: Options)
     for start in range(first, stop, CHUNK):
         end = min(start + CHUNK, stop)
         num_sprites, latents, palette = draw_latents(random_words(key, start, end), options)
-        latents[np.arange(MAX_SPRITES)[None, :] >= num_sprites[:, None]] = 0  # unused slots: canonical zeros
+        latents[np.arange(latents.shape[1])[None, :] >= num_sprites[:, None]] = 0  # unused: canonical zeros
         labels = paint(num_sprites, latents)
         parts.append(EncodedSplit(labels, palette, num_sprites.astype(np.uint8), latents.astype(np.uint8)))
     return EncodedSplit(*(np.concatenate(arrays) for arrays in zip(*(p.arrays() for p in parts))))
@@ -334,10 +413,11 @@ def generate(
     num_images: int | None = None,
     *,
     seed: int = DEFAULT_SEED,
-    colours: str = "genesis125",
+    colours: str | None = None,
     unique_colours: bool = False,
-    min_sprites: int = 1,
-    max_sprites: int = MAX_SPRITES,
+    min_sprites: int | None = None,
+    max_sprites: int | None = None,
+    variant: str = "colored_on_colored",
 ) -> MultiDSpritesSplit:
     """Generates a Multi-dSprites split (no cache; see `load` for the cached version).
 
@@ -346,9 +426,11 @@ def generate(
         num_images: how many images; default `SPLIT_SIZES[split]` (60,000 / 1,000 / 1,000). Any count is allowed
             and a smaller count gives exactly the first images of a larger one.
         seed: a non-negative integer; with `split` it fixes every image.
-        colours: colour law, one of `COLOUR_LAWS` (see the module docstring).
+        colours: colour law, one of `COLOUR_LAWS` the variant takes (see the module docstring); None: the variant's
+            default (genesis125, or hsv for colored_on_grayscale).
         unique_colours: draw sprite colours without repetition within an image (default False, as GENESIS).
-        min_sprites, max_sprites: range of the uniform sprite count (default 1 ... 4).
+        min_sprites, max_sprites: range of the uniform sprite count (None: the variant's, 1 ... 4 or 2 ... 5).
+        variant: "colored_on_colored" (default) or "colored_on_grayscale" (`VARIANTS`).
 
     Returns:
         A `MultiDSpritesSplit`, the same arrays on every call.
@@ -356,5 +438,5 @@ def generate(
     Raises:
         ValueError: naming a bad argument.
     """
-    options = Options(colours, unique_colours, min_sprites, max_sprites)
+    options = Options(colours, unique_colours, min_sprites, max_sprites, variant)
     return generate_encoded(split, num_images, seed=seed, options=options).decode()
