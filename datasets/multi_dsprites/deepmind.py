@@ -363,11 +363,12 @@ def write_tfrecord_examples(
 
 
 def from_split(split) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-    """A generated `MultiDSpritesSplit` as Multi-dSprites ``colored_on_colored`` arrays.
+    """A generated `MultiDSpritesSplit` as DeepMind's Multi-dSprites arrays of its variant (``colored_on_colored``:
+    e = 5 entities; ``colored_on_grayscale``: e = 6).
 
     Returns:
-        (images uint8 `[n, 64, 64, 3]`, entity_masks uint8 `[n, 5, 64, 64]` 0/255, factors {name: float32 `[n, 5]`,
-        color `[n, 5, 3]`}), ready for `write_tfrecord_examples(path, "multi_dsprites", "colored_on_colored", ...)`.
+        (images uint8 `[n, 64, 64, 3]`, entity_masks uint8 `[n, e, 64, 64]` 0/255, factors {name: float32 `[n, e]`,
+        color `[n, e, 3]`}), ready for `write_tfrecord_examples(path, "multi_dsprites", <variant>, ...)`.
     """
     images = np.round(split.images * 255).astype(np.uint8)  # exact: the images are uint8 / 255
     factors = {
