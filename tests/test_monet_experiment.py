@@ -16,6 +16,7 @@ import pytest
 import scipy.stats
 
 from experiments.configs import monet as monet_configs
+from experiments.configs import monet_reversal as monet_reversal_configs
 from noisegroup import stats
 from noisegroup.komatsu import analysis, data, pipeline
 
@@ -80,11 +81,37 @@ def test_paper_mode_is_the_papers_protocol():
     ({"train.num_slot": 3}, "did you mean 'num_slots'"),
     ({"train.loss_weights": {"nll": 1.0}}, "train.loss_weights is set by the pipeline"),
     ({"train.learning_rate": -1.0}, "learning_rate must be a finite number > 0"),
+    ({"variant": "grayscale"}, "variant must be one of ('colored_on_colored', 'colored_on_grayscale')"),
+    ({"max_sprites": 5}, "max_sprites must be an integer in [1, 4] (colored_on_colored), got 5"),
+    ({"variant": "colored_on_grayscale", "max_sprites": 6}, "in [1, 5] (colored_on_grayscale), got 6"),
 ])
 def test_config_errors_are_one_line_naming_the_key(overrides, message):
     with pytest.raises(ValueError, match=re.escape(message)) as error:
         pipeline.AblationConfig.from_mapping(quick(**overrides))
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("study", sorted(monet_reversal_configs.STUDIES))
+def test_every_reversal_study_validates(study):
+    """Issue 33's studies: each the CPU default with one change, NLL+M and IR+M, 3 seeds."""
+    config = pipeline.AblationConfig.from_mapping(monet_reversal_configs.get_config(study).to_dict())
+    assert config.names == ("nll_m", "ir_m") and config.seeds == (1, 2, 3)
+    family = config.train_config("ir_m").family
+    slots = {"scale32": 5, "scale64": 5, "grayscale32": 6}.get(study, 3)
+    assert family.num_slots == slots == config.max_sprites + 1
+    assert (config.variant == "colored_on_grayscale") == (study == "grayscale32")
+
+
+def test_background_slots_against_a_hand_count():
+    masks = np.zeros((3, 4, 5), np.uint8)
+    masks[:, :2, :2] = 1  # 16 background pixels per image
+    pred = np.zeros((3, 4, 5), np.int32)
+    pred[1, 2:, :] = 1  # image 1: slot 0 holds 6 background pixels, slot 1 holds 10
+    pred[2, 3, 4] = 2  # image 2: slot 2 holds 1 of 16 background pixels (6 % >= 5 %)
+    pred[2, 3, 3] = 1  # ... and slot 1 one more
+    np.testing.assert_array_equal(pipeline.background_slots(pred, masks, 3), [1, 2, 3])
+    np.testing.assert_array_equal(pipeline.background_slots(pred, masks, 3, share=0.1), [1, 2, 1])
+    assert np.isnan(pipeline.background_slots(pred, np.ones_like(masks), 3)).all()  # no background
 
 
 def test_the_config_num_slots_is_the_familys_when_not_set():
@@ -208,6 +235,7 @@ def test_quick_experiment_end_to_end_and_resume(tmp_path):
     assert [(r["condition"], r["seed"]) for r in rows] == [(c, s) for c in ("nll_m", "ir_m") for s in ("1", "2")]
     for r in rows:
         assert -1.0 <= float(r["ari"]) <= 1.0 and -1.0 <= float(r["fg_ari"]) <= 1.0 and r["steps"] == "6"
+        assert 1.0 <= float(r["background_slots"]) <= 3.0  # K = 3
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["trained_steps"] == {"nll_m": 6, "ir_m": 6}
     assert [len(g) for g in results["tests"].values()] == [1, 1]  # NLL+M vs IR+M, on ARI and on FG-ARI
@@ -233,3 +261,7 @@ def test_quick_experiment_end_to_end_and_resume(tmp_path):
     assert third.returncode == 0, third.stderr[-3000:]
     assert json.loads((tmp_path / "results.json").read_text())["trained_steps"] == {"nll_m": 0, "ir_m": 3}
     assert "ir_m seeds [1, 2]: step 6, trained 3 steps" in third.stdout
+    # The workdir's data is fixed: other images are refused before any work, naming what differs.
+    with pytest.raises(ValueError, match=r"image_size: 8 there, 16 now.*variant: 'colored_on_colored' there, "
+                                         r"'colored_on_grayscale' now"):
+        pipeline.run(quick(image_size=16, variant="colored_on_grayscale", max_sprites=3), tmp_path)

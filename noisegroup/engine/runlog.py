@@ -11,14 +11,14 @@ from noisegroup import atomic
 from noisegroup.errors import BadInputError, NotFoundError
 
 
-def read_config(workdir: str | Path) -> dict:
-    """The `config.json` of a run.
+def read_config(workdir: str | Path, name: str = "config.json") -> dict:
+    """The `config.json` (or `name`) of a run.
 
     Raises:
         FileNotFoundError: the workdir holds no run.
         ValueError: the file is not valid JSON (naming it).
     """
-    path = Path(workdir) / "config.json"
+    path = Path(workdir) / name
     if not path.exists():
         raise NotFoundError(f"{path} does not exist: {str(workdir)!r} holds no training run")
     try:
@@ -29,8 +29,9 @@ def read_config(workdir: str | Path) -> dict:
 
 def check_or_write_config(workdir: Path, config: Mapping[str, Any], may_differ: tuple[str, ...] = (),
                           defaults: Mapping[str, Any] | None = None,
-                          comparable: Callable[[Mapping[str, Any]], Mapping[str, Any]] = dict) -> None:
-    """Writes ``config.json``, or, if the workdir already has one, checks that the run is the same.
+                          comparable: Callable[[Mapping[str, Any]], Mapping[str, Any]] = dict,
+                          name: str = "config.json") -> None:
+    """Writes ``config.json`` (or `name`), or, if the workdir already has one, checks that the run is the same.
 
     `defaults` gives the value of a key that a run written before the key existed lacks (it ran as the default).
     `comparable` maps both configs to what is compared (e.g. two spellings of the same loss to one).
@@ -38,10 +39,10 @@ def check_or_write_config(workdir: Path, config: Mapping[str, Any], may_differ: 
     Raises:
         ValueError: naming every key whose value differs (keys in `may_differ`, e.g. the number of steps, may).
     """
-    path = workdir / "config.json"
+    path = workdir / name
     config = atomic.jsonable(dict(config))
     if path.exists():
-        old = read_config(workdir)
+        old = read_config(workdir, name)
         old = {**{k: v for k, v in atomic.jsonable(dict(defaults or {})).items() if k not in old}, **old}
         old, new = atomic.jsonable(dict(comparable(old))), atomic.jsonable(dict(comparable(config)))
         differ = sorted(k for k in set(old) | set(new) if k not in may_differ and old.get(k) != new.get(k))

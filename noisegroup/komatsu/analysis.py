@@ -126,9 +126,10 @@ def format_test_groups(groups: Sequence[TestGroup], paper: Mapping[str, float] |
 
 
 def format_condition_table(rows: Sequence[Mapping]) -> str:
-    """Per condition: seeds, median ARI with the paper's beside it, median FG-ARI, seeds stopped early, steps."""
+    """Per condition: seeds, median ARI with the paper's beside it, median FG-ARI, the median number of slots that
+    cover the background, seeds stopped early, steps."""
     header = (f"{'condition':<10}{'paper name':<21}{'seeds':>6}{'median ARI':>12}{'(paper)':>9}"
-              f"{'median FG-ARI':>15}{'stopped':>9}{'steps':>9}")
+              f"{'median FG-ARI':>15}{'bg slots':>10}{'stopped':>9}{'steps':>9}")
     lines = [header, "-" * len(header)]
     for r in rows:
         paper = "-" if r["paper_median_ari"] is None else f"{r['paper_median_ari']:.3f}"
@@ -136,5 +137,6 @@ def format_condition_table(rows: Sequence[Mapping]) -> str:
         step_text = str(steps[0]) if len(steps) == 1 else f"{steps[0]}-{steps[-1]}"
         lines.append(f"{r['condition']:<10}{LABELS.get(r['condition'], ''):<21}{r['num_seeds']:>6}"
                      f"{r['median_ari']:>12.3f}{'(' + paper + ')':>9}{r['median_fg_ari']:>15.3f}"
+                     f"{r.get('median_background_slots', float('nan')):>10.2f}"
                      f"{str(r['stopped_early']) + '/' + str(r['num_seeds']):>9}{step_text:>9}")
     return "\n".join(lines)

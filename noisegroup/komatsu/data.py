@@ -18,6 +18,18 @@ from datasets import multi_dsprites as md
 NATIVE_SIZE = 64
 MAX_SPRITES = 4  # scenes hold 1 to 4 sprites (DeepMind's colored_on_colored)
 DOWNSAMPLING = ("nearest", "area")
+VARIANTS = tuple(md.GENERATED_VARIANTS)  # colored_on_colored (1-4 sprites), colored_on_grayscale (2-5 on grey)
+
+
+def most_sprites(variant: str) -> int:
+    """The most sprites a scene of `variant` holds (4, or 5 for colored_on_grayscale).
+
+    Raises:
+        ValueError: an unknown variant, naming it.
+    """
+    if variant not in md.GENERATED_VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    return md.GENERATED_VARIANTS[variant].max_sprites
 
 
 def check_image_size(image_size: int) -> int:
@@ -54,15 +66,18 @@ def downsample(images: np.ndarray, masks: np.ndarray, image_size: int, method: s
 
 
 def load_split(split: str, num_images: int, image_size: int, method: str = "nearest",
-               max_sprites: int = MAX_SPRITES) -> dict[str, np.ndarray]:
-    """The first `num_images` of a Multi-dSprites split (0: the whole split) of scenes of 1 to `max_sprites` sprites
-    (4: DeepMind's colored_on_colored; K = 1 + max_sprites slots fit every scene), downsampled to `image_size`.
+               max_sprites: int = MAX_SPRITES, variant: str = "colored_on_colored") -> dict[str, np.ndarray]:
+    """The first `num_images` of a Multi-dSprites split (0: the whole split) of scenes of up to `max_sprites`
+    sprites (colored_on_colored: 1 to max_sprites, 4 is DeepMind's; colored_on_grayscale: 2 to max_sprites, 5 is
+    DeepMind's; K = 1 + max_sprites slots fit every scene), downsampled to `image_size`.
 
     Generated on first use and then read from the verified cache (`datasets.multi_dsprites.load`).
 
     Returns:
         {"images": float32 `[n, s, s, 3]` in [0, 1], "masks": uint8 `[n, s, s]` (0 background, 1.. sprites)}.
     """
-    data = md.load(split, int(num_images) or None, max_sprites=int(max_sprites))
+    least = md.GENERATED_VARIANTS[variant].default_sprites[0]  # 1, or 2 on grey
+    data = md.load(split, int(num_images) or None, min_sprites=min(least, int(max_sprites)),
+                   max_sprites=int(max_sprites), variant=variant)
     images, masks = downsample(data.images, data.masks, image_size, method)
     return {"images": images, "masks": masks}

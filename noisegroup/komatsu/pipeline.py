@@ -40,18 +40,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from noisegroup import atomic, metrics
+from noisegroup import atomic, metrics, stats
 from noisegroup.checks import check_workdir, closest
 from noisegroup.engine import config as engine_config
 from noisegroup.engine import loop, runlog, workdir_lock
-from noisegroup.komatsu import analysis, data
-from noisegroup import stats
-from noisegroup.komatsu import plots
+from noisegroup.komatsu import analysis, data, plots
 from noisegroup.models import monet
 
 DATASETS = ("multi_dsprites",)  # Objects Room has no offline source (spec section 9)
 METRICS = ("ari", "fg_ari")
-EVALUATION_VERSION = 1  # bump when the evaluation changes: cached evaluations of other versions are redone
+BACKGROUND_SHARE = 0.05  # a slot covers the background when it wins at least this share of its pixels
+EVALUATION_VERSION = 2  # bump when the evaluation changes: cached evaluations of other versions are redone
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,6 +104,7 @@ class AblationConfig:
     image_size: int = 64
     downsample: str = "nearest"
     max_sprites: int = 4
+    variant: str = "colored_on_colored"
     eval_images: int = 1000
     seeds_per_run: int = 0
     test_metrics: tuple[str, ...] = METRICS
@@ -154,8 +154,9 @@ class AblationConfig:
         data.check_image_size(c.image_size)
         if c.downsample not in data.DOWNSAMPLING:
             raise ValueError(f"downsample must be one of {data.DOWNSAMPLING}, got {c.downsample!r}")
-        if not isinstance(c.max_sprites, int) or not 1 <= c.max_sprites <= data.MAX_SPRITES:
-            raise ValueError(f"max_sprites must be an integer in [1, {data.MAX_SPRITES}], got {c.max_sprites!r}")
+        most = data.most_sprites(c.variant)
+        if not isinstance(c.max_sprites, int) or not 1 <= c.max_sprites <= most:
+            raise ValueError(f"max_sprites must be an integer in [1, {most}] ({c.variant}), got {c.max_sprites!r}")
         for key, low in (("eval_images", 1), ("seeds_per_run", 0), ("slot_images", 0)):
             if not isinstance(getattr(c, key), int) or getattr(c, key) < low:
                 raise ValueError(f"{key} must be an integer >= {low}, got {getattr(c, key)!r}")
@@ -241,6 +242,8 @@ def evaluate(trainer, params, images: np.ndarray, masks: np.ndarray, batch_size:
 
     Returns:
         {"ari", "fg_ari": float32 `[S, n]` per image (sklearn semantics: 1.0 when degenerate),
+         "background_slots": float32 `[S, n]` per image, how many slots win at least `BACKGROUND_SHARE` of the true
+             background's pixels (`background_slots`; NaN for an image without background),
          "deepmind_fg_ari_nan": float32 `[S]` fraction of images whose FG-ARI DeepMind's code makes NaN,
          "slot_images", "slot_reconstructions" `[m, h, w, 3]`, "slot_masks" `[m, k, h, w]`,
          "slot_means" `[m, k, h, w, 3]` (images in [0, 1])}.
@@ -262,7 +265,7 @@ def evaluate(trainer, params, images: np.ndarray, masks: np.ndarray, batch_size:
     masks_p = np.concatenate([masks, np.zeros((padded, *masks.shape[1:]), masks.dtype)])
     params = jax.device_get(params)  # seeds sliced on the host: no program per parameter shape
     num_seeds = jax.tree.leaves(params)[0].shape[0]
-    out = {"ari": [], "fg_ari": [], "deepmind_fg_ari_nan": []}
+    out = {"ari": [], "fg_ari": [], "background_slots": [], "deepmind_fg_ari_nan": []}
     result = {}
     for s in range(num_seeds):
         p = jax.device_put(jax.tree.map(lambda x: x[s], params))
@@ -280,9 +283,29 @@ def evaluate(trainer, params, images: np.ndarray, masks: np.ndarray, batch_size:
         pred = np.concatenate(preds)[:n]
         out["ari"].append(metrics.batch_ari(pred, masks))
         out["fg_ari"].append(metrics.batch_ari(pred, masks, foreground=True))
+        out["background_slots"].append(background_slots(pred, masks, family.num_slots))
         out["deepmind_fg_ari_nan"].append(np.mean(np.concatenate(nans)[:n]))
     result.update({k: np.asarray(v, np.float32) for k, v in out.items()})
     return result
+
+
+def background_slots(pred: np.ndarray, masks: np.ndarray, num_slots: int,
+                     share: float = BACKGROUND_SHARE) -> np.ndarray:
+    """How many slots cover the background: per image, the slots that win at least `share` of the pixels whose
+    true label is 0 (a slot with a few stray background pixels does not count).
+
+    Args:
+        pred: int `[n, h, w]` the winning slot per pixel; masks: int `[n, h, w]` true labels, 0 = background.
+        num_slots: K.
+
+    Returns:
+        float32 `[n]`: 1 when one slot holds the background, up to K; NaN for an image without background.
+    """
+    background = masks == 0  # [n, h, w]
+    counts = np.stack([((pred == k) & background).sum(axis=(1, 2)) for k in range(num_slots)], 1)  # [n, K]
+    total = background.sum(axis=(1, 2))  # [n]
+    covering = (counts >= share * total[:, None]).sum(axis=1).astype(np.float32)
+    return np.where(total > 0, covering, np.nan).astype(np.float32)
 
 
 def stop_steps(workdir: Path, seeds: tuple[int, ...]) -> list[int | None]:
@@ -307,6 +330,8 @@ def _fingerprint(config: AblationConfig, run: engine_config.RunConfig, steps: li
     items = {"train": engine_config.comparable(run.as_dict()), "steps": steps, "version": EVALUATION_VERSION,
              **{key: getattr(config, key) for key in ("dataset", "image_size", "downsample", "max_sprites",
                                                       "eval_images", "slot_images")}}
+    if config.variant != "colored_on_colored":  # so evaluations cached before variants existed stay valid
+        items["variant"] = config.variant
     return hashlib.sha256(json.dumps(atomic.jsonable(items), sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -324,7 +349,7 @@ class _Data:
             c = self.config
             engine = c.run_configs[c.names[0]].engine  # every condition trains on the same data
             count = {"train": engine.train_limit, "valid": engine.valid_limit, "test": c.eval_images}[split]
-            self.cache[split] = data.load_split(split, count, c.image_size, c.downsample, c.max_sprites)
+            self.cache[split] = data.load_split(split, count, c.image_size, c.downsample, c.max_sprites, c.variant)
         return self.cache[split]
 
 
@@ -332,7 +357,8 @@ def evaluation_layout(config: AblationConfig, num_seeds: int) -> tuple[dict, tup
     """(`atomic.check_arrays` shapes, optional arrays) of what `train_and_evaluate` caches for a group of
     `num_seeds` seeds: a cache that lost an array, or holds another number of seeds, is recomputed."""
     side = config.image_size  # the images the experiment trains and scores on (downsampled to this size)
-    shapes = {"ari": ("seeds", "images"), "fg_ari": ("seeds", "images"), "deepmind_fg_ari_nan": ("seeds",),
+    shapes = {"ari": ("seeds", "images"), "fg_ari": ("seeds", "images"), "background_slots": ("seeds", "images"),
+              "deepmind_fg_ari_nan": ("seeds",),
               "seeds": ("seeds",), "steps": ("seeds",), "stopped_at": ("seeds",),
               "slot_images": ("slots", side, side, 3), "slot_reconstructions": ("slots", side, side, 3),
               "slot_masks": ("slots", "k", side, side), "slot_means": ("slots", "k", side, side, 3)}
@@ -365,8 +391,8 @@ def train_and_evaluate(config: AblationConfig, workdir: Path, run: str, group: t
     if result is None:
         test = splits("test")
         _, trainer, _ = loop.build(train_config, test["images"].shape[1:])
-        result = evaluate(trainer, state.inference_params, test["images"], test["masks"], train_config.engine.batch_size,
-                          config.slot_images)
+        result = evaluate(trainer, state.inference_params, test["images"], test["masks"],
+                          train_config.engine.batch_size, config.slot_images)
         stopped = stop_steps(run_dir, group)
         result.update(seeds=np.asarray(group), steps=np.asarray(steps),
                       stopped_at=np.asarray([-1 if s is None else s for s in stopped]))
@@ -403,14 +429,22 @@ def run(config: AblationConfig | Mapping[str, Any], workdir: str | Path,
         return _run(config, workdir, log)
 
 
+DATA_KEYS = ("dataset", "image_size", "downsample", "max_sprites", "variant")  # what the data of a workdir is
+
+
 def _run(config: AblationConfig, workdir: Path, log: Callable[[str], None]) -> dict:
+    # The runs' configs (models/*/config.json) do not say which images they trained on: data.json does, so a
+    # workdir is never resumed on other data. Workdirs from before variants existed ran colored_on_colored.
+    runlog.check_or_write_config(workdir, {key: getattr(config, key) for key in DATA_KEYS},
+                                 defaults={"variant": "colored_on_colored"}, name="data.json")
     splits = _Data(config)
     run_names = config.run_names()
     evaluations, seconds = {}, {}
     for run_name in dict.fromkeys(run_names.values()):
         parts = [train_and_evaluate(config, workdir, run_name, group, splits, log) for group in config.seed_groups()]
         evaluations[run_name] = {k: np.concatenate([np.atleast_1d(p[k]) for p in parts])
-                                 for k in ("ari", "fg_ari", "deepmind_fg_ari_nan", "seeds", "steps", "stopped_at")}
+                                 for k in ("ari", "fg_ari", "background_slots", "deepmind_fg_ari_nan", "seeds", "steps",
+                                           "stopped_at")}
         evaluations[run_name]["trained_steps"] = sum(p["trained_steps"] for p in parts)
         seconds[run_name] = sum(p["train_seconds"] for p in parts)
     rows = [condition_row(config, name, run_names[name], evaluations[run_names[name]]) for name in config.names]
@@ -431,20 +465,23 @@ def condition_row(config: AblationConfig, condition: str, run: str, evaluation: 
     """One condition's summary: medians over seeds of the per-seed means over images, and the per-seed values."""
     ari = evaluation["ari"].mean(axis=1)  # [S] per-seed ARI (mean over held-out images)
     fg_ari = evaluation["fg_ari"].mean(axis=1)
+    background = np.nanmean(evaluation["background_slots"], axis=1)  # [S] slots covering the background
     stopped = [int(s) if s >= 0 else None for s in evaluation["stopped_at"]]
     return {"condition": condition, "label": analysis.LABELS.get(condition, condition), "run": run,
             "num_seeds": int(ari.size), "seeds": [int(s) for s in evaluation["seeds"]],
             "median_ari": float(np.median(ari)), "median_fg_ari": float(np.median(fg_ari)),
             "mean_ari": float(np.mean(ari)), "mean_fg_ari": float(np.mean(fg_ari)),
             "paper_median_ari": analysis.paper_median(condition, config.dataset),
+            "median_background_slots": float(np.median(background)),
             "per_seed_ari": [float(x) for x in ari], "per_seed_fg_ari": [float(x) for x in fg_ari],
+            "per_seed_background_slots": [float(x) for x in background],
             "per_seed_deepmind_fg_ari_nan": [float(x) for x in evaluation["deepmind_fg_ari_nan"]],
             "steps": [int(s) for s in evaluation["steps"]], "stopped_at": stopped,
             "stopped_early": sum(s is not None for s in stopped), "eval_images": int(evaluation["ari"].shape[1])}
 
 
-CSV_FIELDS = ("condition", "label", "run", "seed", "ari", "fg_ari", "deepmind_fg_ari_nan", "steps", "stopped_at",
-              "paper_median_ari")
+CSV_FIELDS = ("condition", "label", "run", "seed", "ari", "fg_ari", "background_slots", "deepmind_fg_ari_nan", "steps",
+              "stopped_at", "paper_median_ari")
 
 
 def write_results(workdir: Path, results: Mapping) -> None:
@@ -457,6 +494,7 @@ def write_results(workdir: Path, results: Mapping) -> None:
         for i, seed in enumerate(r["seeds"]):
             writer.writerow({"condition": r["condition"], "label": r["label"], "run": r["run"], "seed": seed,
                              "ari": r["per_seed_ari"][i], "fg_ari": r["per_seed_fg_ari"][i],
+                             "background_slots": r["per_seed_background_slots"][i],
                              "deepmind_fg_ari_nan": r["per_seed_deepmind_fg_ari_nan"][i], "steps": r["steps"][i],
                              "stopped_at": "" if r["stopped_at"][i] is None else r["stopped_at"][i],
                              "paper_median_ari": "" if r["paper_median_ari"] is None else r["paper_median_ari"]})
