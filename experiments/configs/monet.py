@@ -47,6 +47,9 @@ Fields:
     image_size: 64 (the paper's) or a smaller power of two: the 64 x 64 images downsampled, downsample = "nearest"
         (image and labels take the pixel nearest each block's centre) or "area" (the image averages each block).
     max_sprites: scenes of 1 to max_sprites sprites (4: DeepMind's colored_on_colored, with K = 5 = 1 + 4 slots).
+    variant: "colored_on_colored" (default) or "colored_on_grayscale" (2 to max_sprites <= 5 HSV-coloured sprites on
+        a grey background; DeepMind's has 5, with K = 6; `datasets.multi_dsprites`). A workdir keeps its data
+        (dataset, image_size, downsample, max_sprites, variant in data.json): other data is refused.
     eval_images: held-out images (the `test` split) scored per seed; training validates on the `valid` split.
     seeds_per_run: seeds per training program (0: all of a condition's seeds in one).
     test_metrics: per-seed metrics the tests run on, "ari" (the paper's) and/or "fg_ari".

@@ -14,14 +14,20 @@ RMSProp 1e-3, batch 8) and changing one thing. The candidate causes of the rever
     (d) the background: the Gaussian of the mixed reconstruction (IR) spreads the background over slots, the mixture
         NLL finds the sprites late (EfficientMORL, Emami et al. 2021, sections 3.1 and 4.2).
 
-Modes (steps per seed; "narrow" is the default's widths):
+Modes ("narrow" is the default's widths; `STEPS` the steps per seed):
     narrow       (a, c, d) the default at 6,000 steps: the reference point of every other study.
-    medium       (a) widths x2 (U-Net c = 16, MLP 128, encoder (32, 32, 64, 64) -> 128, latent 16, decoder 2 x 32).
-    paper_widths (a) the paper's MONet widths (U-Net c = 32, MLP 128, encoder -> 256, latent 16, decoder 4 x 32).
-    sigma        (d) the object-centric library's sigmas 0.06 (first slot, and IR's single sigma) / 0.1 (others).
-    scale32      (b) 32 x 32 scenes of 1-4 sprites, K = 5 (the paper's scenes and slots at half resolution).
-    scale64      (b) 64 x 64, K = 5: the paper's problem and size, the narrow widths.
-    grayscale32  (b) colored_on_grayscale at 32 x 32: 2-5 HSV-coloured sprites on a grey background, K = 6.
+    sigma        (d) the object-centric library's sigmas 0.06 (first slot, and IR's single sigma) / 0.1 (others);
+                 6,000 steps.
+    medium       (a) widths x2 (U-Net c = 16, MLP 128, encoder (32, 32, 64, 64) -> 128, latent 16, decoder 2 x 32);
+                 4,000 steps.
+    paper_widths (a) the paper's MONet widths (U-Net c = 32, MLP 128, encoder -> 256, latent 16, decoder 4 x 32);
+                 3,000 steps.
+    scale32      (b) 32 x 32 scenes of 1-4 sprites, K = 5 (the paper's scenes and slots at half resolution); 3,000.
+    grayscale32  (b) colored_on_grayscale at 32 x 32: 2-5 HSV-coloured sprites on a grey background, K = 6; 6,000.
+    scale64      (b) 64 x 64, K = 5: the paper's problem and size, the narrow widths; 1,000 steps. Not run on the 2-core
+                 CPU (estimated from scale32: ~20 CPU-minutes per condition for a snapshot at 1,000 steps, where
+                 32 x 32 still showed only the early, IR-first stage); stage 4 of `benchmarks.accelerator` runs
+                 NLL+M and IR+M at this size with the paper's widths.
 
 `STUDIES` lists them with the cause each speaks to; `experiments/monet_reversal.py` runs them and tabulates.
 """
@@ -42,7 +48,7 @@ STUDIES = {
     "grayscale32": ("b", "colored_on_grayscale, 32 x 32, 2-5 sprites, K = 6"),
     "scale64": ("b", "64 x 64, 1-4 sprites, K = 5 (the paper's problem)"),
 }
-STEPS = {"narrow": 6000, "sigma": 6000, "medium": 4000, "paper_widths": 3000, "scale32": 3000, "grayscale32": 3000,
+STEPS = {"narrow": 6000, "sigma": 6000, "medium": 4000, "paper_widths": 3000, "scale32": 3000, "grayscale32": 6000,
          "scale64": 1000}
 
 
