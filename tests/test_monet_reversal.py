@@ -33,13 +33,15 @@ def test_summary_table_and_curves_from_the_runs_files(tmp_path):
     _write_study(tmp_path, "narrow", ari, fg_ari, {"nll_m": 2.0, "ir_m": 1.0})
     (tmp_path / "narrow" / "budget.json").write_text(json.dumps({"wall_s": 600, "cpu_s": 1200, "peak_gb": 1.5,
                                                                  "calls": 2}))
-    rows = reversal.summarise(tmp_path, configs.STUDIES)
+    rows = reversal.summarise(tmp_path, configs.STUDIES, common_step=1000)
     assert [r["study"] for r in rows] == ["narrow"]  # studies without results are left out
     row = rows[0]
     assert (row["nll_m_ari"], row["ir_m_ari"], row["nll_m_fg_ari"], row["nll_m_bg_slots"]) == (0.2, 0.8, 0.5, 2.0)
     assert (row["cpu_min"], row["wall_min"], row["variant"]) == (20.0, 10.0, "colored_on_colored")
-    table = reversal.format_table(rows)
+    table = reversal.format_table(rows, common_step=1000)
     assert "| narrow | a c d |" in table and "| 2000/2000 | 20 | 1.5 | 0.20 / 0.50 / 2.0 | 0.80 / 0.50 / 1.0 |" in table
+    assert row["ir_m_valid_ari_at_common"] == pytest.approx(0.4)  # the median of the curve at step 1000
+    assert np.isnan(reversal.summarise(tmp_path, configs.STUDIES, common_step=1500)[0]["ir_m_valid_ari_at_common"])
     steps, values = reversal.curves(tmp_path / "narrow", "ir_m")
     np.testing.assert_array_equal(steps, [1000, 2000])
     np.testing.assert_allclose(values, [[0.45, 0.35, 0.4], [0.9, 0.7, 0.8]])

@@ -72,9 +72,13 @@ def curves(workdir: Path, condition: str, metric: str = "ari") -> tuple[np.ndarr
     return steps, np.array([by_step[s] for s in steps])
 
 
-def summarise(workdir: Path, studies: Mapping[str, tuple[str, str]]) -> list[dict]:
+COMMON_STEP = 3000  # every study validates here: the step at which the table compares them all
+
+
+def summarise(workdir: Path, studies: Mapping[str, tuple[str, str]], common_step: int = COMMON_STEP) -> list[dict]:
     """One row per study that has results: its causes, change, steps, budget and, per condition, the medians over
-    seeds of test ARI, FG-ARI and the slots that cover the background, and the per-seed ARIs."""
+    seeds of test ARI, FG-ARI and the slots that cover the background at the end, the per-seed ARIs, and the median
+    validation ARI at `common_step` (NaN where the run did not validate there)."""
     rows = []
     for study, (causes, change) in studies.items():
         path = Path(workdir) / study / "results.json"
@@ -93,20 +97,25 @@ def summarise(workdir: Path, studies: Mapping[str, tuple[str, str]]) -> list[dic
             row[f"{c}_ari"], row[f"{c}_fg_ari"] = r["median_ari"], r["median_fg_ari"]
             row[f"{c}_bg_slots"] = r.get("median_background_slots", float("nan"))
             row[f"{c}_seed_ari"] = r["per_seed_ari"]
+            steps, values = curves(Path(workdir) / study, c)
+            at = np.flatnonzero(steps == common_step)
+            row[f"{c}_valid_ari_at_common"] = float(np.median(values[at[0]])) if at.size else float("nan")
         rows.append(row)
     return rows
 
 
-def format_table(rows: Sequence[Mapping]) -> str:
+def format_table(rows: Sequence[Mapping], common_step: int = COMMON_STEP) -> str:
     """The markdown table of `summarise`'s rows (medians over 3 seeds; bg: slots covering the background)."""
-    lines = ["| study | cause | change | steps | CPU-min | peak GB | NLL+M ARI / FG-ARI / bg "
-             "| IR+M ARI / FG-ARI / bg |", "|---|---|---|---|---|---|---|---|"]
+    lines = [f"| study | cause | change | steps | CPU-min | peak GB | NLL+M ARI / FG-ARI / bg "
+             f"| IR+M ARI / FG-ARI / bg | valid ARI at {common_step:,}: NLL+M / IR+M |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         cells = [f"{r.get(f'{c}_ari', float('nan')):.2f} / {r.get(f'{c}_fg_ari', float('nan')):.2f} / "
                  f"{r.get(f'{c}_bg_slots', float('nan')):.1f}" for c in CONDITIONS]
         steps = "/".join(str(r.get(f"{c}_steps", "-")) for c in CONDITIONS)
+        common = " / ".join(f"{r.get(f'{c}_valid_ari_at_common', float('nan')):.2f}" for c in CONDITIONS)
         lines.append(f"| {r['study']} | {r['causes']} | {r['change']} | {steps} | {r['cpu_min']:.0f} | "
-                     f"{r['peak_gb']:.1f} | {cells[0]} | {cells[1]} |")
+                     f"{r['peak_gb']:.1f} | {cells[0]} | {cells[1]} | {common} |")
     return "\n".join(lines)
 
 
