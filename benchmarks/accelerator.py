@@ -4,6 +4,7 @@
     python -m benchmarks.accelerator OUT_DIR --budget-minutes 14  # a longer budget (the shares below scale with it)
     python -m benchmarks.accelerator OUT_DIR --resume             # go on in a folder a stopped run left
     python -m benchmarks.accelerator OUT_DIR --smoke              # every stage at a tiny size on CPU (CI; < 1 minute)
+    python -m benchmarks.accelerator OUT_DIR --monet-variant colored_on_grayscale   # stage 4 on the other variant
 
 Writes OUT_DIR/results.json (rewritten atomically after every stage: what each stage measured, what it skipped and
 why, the device, versions, elapsed seconds), OUT_DIR/steps.png, OUT_DIR/lns_curve.png, OUT_DIR/monet.png, and the
@@ -35,7 +36,9 @@ before every cell, segment or evaluation it starts, and the script stops itself 
   4. monet (the rest): MONet NLL+M and IR+M (`experiments/configs/monet.py`'s weights) at the paper's size (64 x 64,
      K = 5, batch 64, RMSProp 1e-4), 2 seeds each vmapped, trained in turns of 1,000 steps (both conditions reach the
      same step) for the minutes left; the engine validates every 1,000 steps on 256 held-out images with masks and
-     logs the attention masks' ARI and FG-ARI per seed (`valid/ari`, `valid/fg_ari` in metrics.jsonl).
+     logs the attention masks' ARI and FG-ARI per seed (`valid/ari`, `valid/fg_ari` in metrics.jsonl). On
+     colored_on_colored (1-4 sprites) by default; `--monet-variant colored_on_grayscale` trains on 2-5 sprites on
+     grey with K = 6, the variant on which the CPU studies found the paper's order (docs/monet.md, issue 33).
 `--smoke` runs the same code at a tiny size on the CPU (batch 2, S = 1 / 2, MONet at 16 x 16 with K = 3 and narrow
 widths, 4 test images, a few steps) so CI proves every path; its numbers mean nothing.
 
@@ -140,6 +143,9 @@ SMOKE = Sizes(batch=2, seed_counts=(1, 2), monet_size=16,
               curve_grid=((0.1,), (5,)), curve_train_limit=32, monet_seeds=(0, 1), monet_segment=2,
               monet_eval_every=1, monet_max_steps=2, monet_train_images=32, monet_valid_images=4,
               monet_first_segment_s=0.0, steps_condition="nll_m", conv_impl="native", rounds=(2, 2), cell_seconds=0.0)
+
+
+MONET_VARIANTS = ("colored_on_colored", "colored_on_grayscale")  # `datasets.multi_dsprites.GENERATED_VARIANTS`
 
 
 class BadInput(Exception):
@@ -599,16 +605,35 @@ def read_validations(workdir: Path) -> list[dict]:
     return [rows[s] for s in sorted(rows)]
 
 
-def stage_monet(sizes: Sizes, clock: Clock, record: dict, out: Path, hint_s: float | None = None) -> None:
-    """`hint_s`: an estimate of the first segment's seconds (compile + steps), from stage 1's MONet cells."""
-    from noisegroup.engine import loop
+def monet_slots(sizes: Sizes, variant: str) -> tuple[int, int]:
+    """(K, most sprites per scene) of stage 4: K the variant's most sprites + 1 (5, or 6 on grey) unless the sizes
+    fix it (--smoke: 3), and scenes of at most K - 1 sprites."""
     from noisegroup.komatsu import data
 
+    most = data.most_sprites(variant)
+    slots = sizes.monet_fields.get("num_slots", most + 1)
+    return slots, min(most, slots - 1)
+
+
+def monet_data(sizes: Sizes, variant: str) -> tuple[dict, dict]:
+    """Stage 4's (train, valid) splits of `variant` at `sizes.monet_size`."""
+    from noisegroup.komatsu import data
+
+    _, sprites = monet_slots(sizes, variant)
+    return tuple(data.load_split(split, count, sizes.monet_size, max_sprites=sprites, variant=variant)
+                 for split, count in (("train", sizes.monet_train_images), ("valid", sizes.monet_valid_images)))
+
+
+def stage_monet(sizes: Sizes, clock: Clock, record: dict, out: Path, hint_s: float | None = None,
+                variant: str = "colored_on_colored") -> None:
+    """`hint_s`: an estimate of the first segment's seconds (compile + steps), from stage 1's MONet cells."""
+    from noisegroup.engine import loop
+
     conditions = ("nll_m", "ir_m")
-    train = data.load_split("train", sizes.monet_train_images, sizes.monet_size)
-    valid = data.load_split("valid", sizes.monet_valid_images, sizes.monet_size)
+    train, valid = monet_data(sizes, variant)
+    slots, sprites = monet_slots(sizes, variant)
     record.update(conditions=list(conditions), seeds=list(sizes.monet_seeds), image_size=sizes.monet_size,
-                  slots=sizes.monet_fields.get("num_slots", 5), batch=sizes.batch, learning_rate=1e-4,
+                  variant=variant, max_sprites=sprites, slots=slots, batch=sizes.batch, learning_rate=1e-4,
                   train_images=len(train["images"]), valid_images=len(valid["images"]),
                   eval_every=sizes.monet_eval_every, segment=sizes.monet_segment, runs={})
     seg = sizes.monet_segment
@@ -634,7 +659,8 @@ def stage_monet(sizes: Sizes, clock: Clock, record: dict, out: Path, hint_s: flo
                 stop = True
                 break
             config = monet_config(c, sizes.monet_seeds, sizes, num_steps=target, log_every=sizes.monet_eval_every,
-                                  checkpoint_every=seg, keep_checkpoints=2)
+                                  checkpoint_every=seg, keep_checkpoints=2,
+                                  **({} if "num_slots" in sizes.monet_fields else {"num_slots": slots}))
             tic = time.perf_counter()
             loop.train(config, out / "monet" / c, train, valid)
             seconds[c] = time.perf_counter() - tic
@@ -693,6 +719,8 @@ def parse_args(argv):
     parser.add_argument("--budget-minutes", type=float, default=10.0, help="wall-time budget, imports included")
     parser.add_argument("--smoke", action="store_true", help="every stage at a tiny size, on the CPU (CI)")
     parser.add_argument("--resume", action="store_true", help="go on in OUT_DIR: finished stages are kept")
+    parser.add_argument("--monet-variant", default="colored_on_colored", choices=MONET_VARIANTS,
+                        help="stage 4's Multi-dSprites variant (colored_on_grayscale: 2-5 sprites on grey, K = 6)")
     return parser.parse_args(argv)
 
 
@@ -750,6 +778,9 @@ def main(argv=None) -> None:
         previous = json.loads((out / "results.json").read_text())
         if previous.get("smoke") != args.smoke:
             fail(f"{str(out)!r} holds a {'smoke' if previous.get('smoke') else 'GPU'} run; resume it the same way")
+        if previous.get("monet_variant", MONET_VARIANTS[0]) != args.monet_variant:  # its MONet runs' data
+            fail(f"{str(out)!r} holds a run with --monet-variant {previous.get('monet_variant', MONET_VARIANTS[0])}; "
+                 f"resume it with that variant, or use a new folder")
     device = jax.devices()[0]
     results = Results(out, {
         "smoke": args.smoke, "budget_minutes": args.budget_minutes, "shares": SHARES,
@@ -758,6 +789,7 @@ def main(argv=None) -> None:
         "torch_cuda": bool(have_torch and torch.cuda.is_available()),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "sizes": dataclasses.asdict(sizes),
         "stage_order": list(STAGES), "stages": {}, "runs": previous.get("runs", 0) + 1,
+        "monet_variant": args.monet_variant,
     })
     if not have_torch:
         results.data["torch_note"] = "PyTorch is not importable here: the PyTorch cells are skipped"
@@ -787,7 +819,8 @@ def main(argv=None) -> None:
             elif stage == "lns_curve":
                 stage_lns_curve(sizes, clock, record, out)
             else:
-                stage_monet(sizes, clock, record, out, monet_hint(results.data["stages"].get("steps", {}), sizes))
+                stage_monet(sizes, clock, record, out, monet_hint(results.data["stages"].get("steps", {}), sizes),
+                            args.monet_variant)
             record["status"] = "partial" if record.get("skipped") else "done"
         except Exception as error:  # noqa: BLE001 - one stage's failure must not lose the others
             record.update(status="failed", error=f"{type(error).__name__}: {error}"[:2000],

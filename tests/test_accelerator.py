@@ -1,5 +1,6 @@
-"""The accelerator job (`benchmarks/accelerator.py`): its `--smoke` run end to end on the CPU, and its refusals of bad
-input (a non-empty output folder, a budget below the first stage's need, no GPU without --smoke).
+"""The accelerator job (`benchmarks/accelerator.py`): its `--smoke` run end to end on the CPU, its refusals of bad
+input (a non-empty output folder, a budget below the first stage's need, no GPU without --smoke, a resumed folder of
+another MONet variant), and stage 4's data of either Multi-dSprites variant.
 
 Each case runs the script as a user does, in a fresh process (`python -m benchmarks.accelerator ...`)."""
 
@@ -90,3 +91,27 @@ def test_refuses_to_run_without_a_gpu_unless_smoke(tmp_path):
     line = error_line(result)
     assert line.startswith("error: no GPU") and "--smoke" in line
     assert not (tmp_path / "out").exists()
+
+
+def test_monet_stage_reads_either_variant():
+    """Stage 4's K and scenes: the paper's K = 5 on colored_on_colored, K = 6 on 2-5 sprites on grey; the smoke size
+    keeps its K = 3 and draws scenes that fit it."""
+    from benchmarks import accelerator
+
+    assert accelerator.monet_slots(accelerator.GPU, "colored_on_colored") == (5, 4)
+    assert accelerator.monet_slots(accelerator.GPU, "colored_on_grayscale") == (6, 5)
+    assert accelerator.monet_slots(accelerator.SMOKE, "colored_on_grayscale") == (3, 2)
+    train, valid = accelerator.monet_data(accelerator.SMOKE, "colored_on_grayscale")
+    assert train["images"].shape == (accelerator.SMOKE.monet_train_images, 16, 16, 3)
+    assert len(valid["images"]) == accelerator.SMOKE.monet_valid_images
+    assert train["masks"].max() <= 2  # at most K - 1 sprites
+    background = train["images"][train["masks"] == 0]  # [pixels, 3]: grey, R = G = B
+    assert (background[:, 0] == background[:, 1]).all() and (background[:, 1] == background[:, 2]).all()
+
+
+def test_refuses_to_resume_a_folder_of_another_monet_variant(tmp_path):
+    (tmp_path / "results.json").write_text(json.dumps({"smoke": True, "monet_variant": "colored_on_colored"}))
+    result = run(str(tmp_path), "--smoke", "--resume", "--monet-variant", "colored_on_grayscale", timeout=120)
+    assert result.returncode == 2
+    line = error_line(result)
+    assert line.startswith("error: ") and "--monet-variant colored_on_colored" in line and str(tmp_path) in line
