@@ -242,6 +242,7 @@ def test_colored_on_grayscale_cache_identity(tmp_path):
         ({"variant": "colored_on_grayscale", "colours": "uniform"}, "colour law 'uniform' does not fit"),
         ({"variant": "colored_on_grayscale", "max_sprites": 6}, r"max_sprites <= 5 \(colored_on_grayscale\)"),
         ({"variant": "colored_on_colored", "max_sprites": 5}, r"max_sprites <= 4 \(colored_on_colored\)"),
+        ({"variant": "colored_on_grayscale", "unique_colours": True}, "unique_colours needs a discrete colour law"),
     ],
 )
 def test_bad_variant_arguments(kwargs, message):
