@@ -97,9 +97,9 @@ def test_every_reversal_study_validates(study):
     config = pipeline.AblationConfig.from_mapping(monet_reversal_configs.get_config(study).to_dict())
     assert config.names == ("nll_m", "ir_m") and config.seeds == (1, 2, 3)
     family = config.train_config("ir_m").family
-    slots = {"scale32": 5, "scale64": 5, "grayscale32": 6}.get(study, 3)
+    slots = {"scale32": 5, "scale64": 5, "grayscale32": 6, "grayscale32_k5": 5}.get(study, 3)
     assert family.num_slots == slots == config.max_sprites + 1
-    assert (config.variant == "colored_on_grayscale") == (study == "grayscale32")
+    assert (config.variant == "colored_on_grayscale") == study.startswith("grayscale")
 
 
 def test_background_slots_against_a_hand_count():

@@ -24,6 +24,8 @@ Modes ("narrow" is the default's widths; `STEPS` the steps per seed):
                  3,000 steps.
     scale32      (b) 32 x 32 scenes of 1-4 sprites, K = 5 (the paper's scenes and slots at half resolution); 3,000.
     grayscale32  (b) colored_on_grayscale at 32 x 32: 2-5 HSV-coloured sprites on a grey background, K = 6; 6,000.
+    grayscale32_k5 (b) the same with at most 4 sprites and K = 5, scale32's K: what is left between the two is the
+                 grey background and HSV colours (and no one-sprite scenes); 3,000.
     scale64      (b) 64 x 64, K = 5: the paper's problem and size, the narrow widths; 1,000 steps. Not run on the 2-core
                  CPU (estimated from scale32: ~20 CPU-minutes per condition for a snapshot at 1,000 steps, where
                  32 x 32 still showed only the early, IR-first stage); stage 4 of `benchmarks.accelerator` runs
@@ -46,10 +48,11 @@ STUDIES = {
     "paper_widths": ("a", "the paper's widths"),
     "scale32": ("b", "32 x 32, 1-4 sprites, K = 5"),
     "grayscale32": ("b", "colored_on_grayscale, 32 x 32, 2-5 sprites, K = 6"),
+    "grayscale32_k5": ("b", "colored_on_grayscale, 32 x 32, 2-4 sprites, K = 5"),
     "scale64": ("b", "64 x 64, 1-4 sprites, K = 5 (the paper's problem)"),
 }
 STEPS = {"narrow": 6000, "sigma": 6000, "medium": 4000, "paper_widths": 3000, "scale32": 3000, "grayscale32": 6000,
-         "scale64": 1000}
+         "grayscale32_k5": 3000, "scale64": 1000}
 
 
 def get_config(mode: str = "narrow") -> ml_collections.ConfigDict:
@@ -79,9 +82,9 @@ def get_config(mode: str = "narrow") -> ml_collections.ConfigDict:
         c.image_size = 32 if mode == "scale32" else 64
         c.max_sprites = 4
         t.num_slots = 5
-    elif mode == "grayscale32":
+    elif mode in ("grayscale32", "grayscale32_k5"):
         c.image_size = 32
         c.variant = "colored_on_grayscale"
-        c.max_sprites = 5
-        t.num_slots = 6
+        c.max_sprites = 5 if mode == "grayscale32" else 4
+        t.num_slots = c.max_sprites + 1
     return c
