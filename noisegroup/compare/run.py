@@ -22,7 +22,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from noisegroup import atomic
+from noisegroup import atomic, usage
 from noisegroup.checks import check_workdir
 from noisegroup.compare import cells, data, report
 from noisegroup.compare.config import CompareConfig
@@ -99,7 +99,7 @@ def run(config: CompareConfig | Mapping[str, Any], workdir: str | Path) -> list[
 
 
 def _run(config: CompareConfig, workdir: Path) -> list[dict]:
-    tic, cpu = time.perf_counter(), _cpu_seconds()
+    tic, cpu = time.perf_counter(), usage.cpu_seconds()
     key = jax.random.key(int(config.key))
     rows: list[dict] = []
     identities = {(m.name, d): cells.identity(config, m, d) for d in config.datasets for m in config.methods}
@@ -129,9 +129,9 @@ def _run(config: CompareConfig, workdir: Path) -> list[dict]:
             (workdir / "figures").mkdir(exist_ok=True)
             report.figure(workdir / "figures" / f"{dataset}.png", dataset, images, masks,
                           [(label, seg[:n], ari[:n]) for label, seg, ari in shown])
-    usage = {"wall_seconds": time.perf_counter() - tic, "cpu_seconds": _cpu_seconds() - cpu,
+    spent = {"wall_seconds": time.perf_counter() - tic, "cpu_seconds": usage.cpu_seconds() - cpu,
              "peak_rss_mb": _peak_rss_mb()}
-    report.write_results(workdir, rows, {"config": atomic.jsonable(_config_record(config)), "this_run": usage})
+    report.write_results(workdir, rows, {"config": atomic.jsonable(_config_record(config)), "this_run": spent})
     return rows
 
 
@@ -139,12 +139,6 @@ def _config_record(config: CompareConfig) -> dict:
     record = {k: getattr(config, k) for k in config.__dataclass_fields__}
     record["methods"] = [m.name for m in config.methods]
     return record
-
-
-def _cpu_seconds() -> float:
-    """CPU seconds of this process and its finished children (the clustering workers)."""
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _peak_rss_mb() -> dict:

@@ -13,7 +13,6 @@ its children) and the peak resident memory, so a study resumed three times repor
 from __future__ import annotations
 
 import json
-import resource
 import time
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -21,25 +20,12 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from noisegroup import atomic
+from noisegroup import atomic, usage
 from noisegroup.engine import runlog
 from noisegroup.komatsu import pipeline
 
 CONDITIONS = ("nll_m", "ir_m")
 LABELS = {"nll_m": "NLL+M", "ir_m": "IR+M"}
-
-
-def _cpu_seconds() -> float:
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-
-
-def _peak_gb() -> float:
-    """This process's peak resident memory (VmHWM), in GB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024 / 1e9
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # where /proc has no status
 
 
 def run_study(study: str, config: pipeline.AblationConfig, workdir: Path,
@@ -49,15 +35,15 @@ def run_study(study: str, config: pipeline.AblationConfig, workdir: Path,
     Returns:
         The study's budget: {"wall_s", "cpu_s", "peak_gb", "calls"} over every call so far.
     """
-    wall, cpu = time.perf_counter(), _cpu_seconds()
+    wall, cpu = time.perf_counter(), usage.cpu_seconds()
     results = pipeline.run(config, workdir, log)
     path = Path(workdir) / "budget.json"
     budget = json.loads(path.read_text()) if path.exists() else {"wall_s": 0.0, "cpu_s": 0.0, "peak_gb": 0.0,
                                                                    "calls": 0}
     if any(results["trained_steps"].values()):  # a call that only re-evaluated adds nothing worth counting
         budget = {"wall_s": budget["wall_s"] + time.perf_counter() - wall,
-                  "cpu_s": budget["cpu_s"] + _cpu_seconds() - cpu,
-                  "peak_gb": max(budget["peak_gb"], _peak_gb()), "calls": budget["calls"] + 1,
+                  "cpu_s": budget["cpu_s"] + usage.cpu_seconds() - cpu,
+                  "peak_gb": max(budget["peak_gb"], usage.peak_rss_gb()), "calls": budget["calls"] + 1,
                   **{k: v for k, v in budget.items() if k not in ("wall_s", "cpu_s", "peak_gb", "calls")}}
         atomic.write_json(path, budget)
     return budget
